@@ -1,0 +1,148 @@
+/*
+ * accesslog.c: the access log. A line is built in memory and written with
+ * one write(2) on an O_APPEND descriptor, so lines never interleave.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "accesslog.h"
+#include "config.h"
+#include "log.h"
+#include "request.h"
+#include "util.h"
+
+static int	 log_fd = -1;
+static char	*log_path;
+
+int
+accesslog_open(const char *path)
+{
+	int	 fd;
+	char	*p;
+
+	if (strcmp(path, "off") == 0)
+		fd = -1;
+	else if (strcmp(path, "-") == 0)
+		fd = STDERR_FILENO;
+	else if ((fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
+	    0640)) == -1)
+		return (-1);
+	if ((p = strdup(path)) == NULL) {
+		if (fd > STDERR_FILENO)
+			close(fd);
+		return (-1);
+	}
+	accesslog_close();
+	log_fd = fd;
+	log_path = p;
+	return (0);
+}
+
+int
+accesslog_reopen(void)
+{
+	char	*path;
+	int	 rv;
+
+	if (log_path == NULL)
+		return (0);
+	if ((path = strdup(log_path)) == NULL)
+		return (-1);
+	rv = accesslog_open(path);
+	free(path);
+	return (rv);
+}
+
+void
+accesslog_close(void)
+{
+	if (log_fd > STDERR_FILENO)
+		close(log_fd);
+	log_fd = -1;
+	free(log_path);
+	log_path = NULL;
+}
+
+static void
+add_str(struct evbuffer *b, const char *key, const char *s, size_t len)
+{
+	evbuffer_add_printf(b, ",\"%s\":", key);
+	if (s == NULL)
+		evbuffer_add(b, "null", 4);
+	else
+		json_append_string(b, s, len);
+}
+
+void
+accesslog_write(const struct request *r, int status, unsigned long long bytes)
+{
+	struct evbuffer		*b;
+	const struct leg	*l;
+	char			 now[40];
+	const char		*reason;
+	size_t			 i, n;
+	ssize_t			 w;
+	unsigned char		*line;
+
+	if (log_fd == -1)
+		return;
+	if ((b = evbuffer_new()) == NULL)
+		return;
+	iso8601_now(now, sizeof now);
+	evbuffer_add_printf(b, "{\"time\":\"%s\"", now);
+	add_str(b, "request_id", r->id, strlen(r->id));
+	add_str(b, "client", r->client, strlen(r->client));
+	add_str(b, "method", r->method, strlen(r->method));
+	add_str(b, "path", r->target, r->targetlen);
+	add_str(b, "route", r->route ? r->route->name : NULL,
+	    r->route ? strlen(r->route->name) : 0);
+	evbuffer_add_printf(b, ",\"status\":%d,\"bytes\":%llu,"
+	    "\"duration_ms\":%.3f", status, bytes,
+	    (now_us() - r->started_us) / 1000.0);
+	reason = cancel_is_set(&r->cancel) ?
+	    cancel_reason_name(cancel_reason_of(&r->cancel)) : NULL;
+	add_str(b, "cancel_reason", reason, reason ? strlen(reason) : 0);
+	evbuffer_add(b, ",\"upstreams\":[", 14);
+	for (i = n = 0; i < r->nlegs; i++) {
+		l = &r->legs[i];
+		if (l->up == NULL)
+			continue;
+		if (n++ > 0)
+			evbuffer_add(b, ",", 1);
+		evbuffer_add(b, "{\"name\":", 8);
+		json_append_string(b, l->up->name, strlen(l->up->name));
+		switch (l->state == LEG_DONE ? l->outcome : LEG_CANCELLED) {
+		case LEG_OK:
+		case LEG_STATUS:
+			evbuffer_add_printf(b, ",\"status\":%d", l->status);
+			break;
+		case LEG_FAILED:
+			evbuffer_add_printf(b, ",\"error\":\"%s\"",
+			    transfer_error_name(l->error));
+			break;
+		case LEG_CANCELLED:
+			evbuffer_add_printf(b, ",\"error\":\"cancelled\","
+			    "\"reason\":\"%s\"", l->state == LEG_IDLE ?
+			    "not_sent" : cancel_reason_name(
+			    cancel_reason_of(&l->cancel)));
+			break;
+		}
+		evbuffer_add_printf(b, ",\"duration_ms\":%.3f}",
+		    l->duration_us / 1000.0);
+	}
+	evbuffer_add(b, "]}\n", 3);
+
+	n = evbuffer_get_length(b);
+	if ((line = evbuffer_pullup(b, -1)) != NULL) {
+		w = write(log_fd, line, n);
+		if (w != (ssize_t)n)
+			log_debug("access log write failed: %s",
+			    w == -1 ? strerror(errno) : "short write");
+	}
+	evbuffer_free(b);
+}

@@ -1,0 +1,111 @@
+/*
+ * admin.c: the admin listener. evhttp is good enough here: nothing on this
+ * side waits for upstreams, so its habit of not reading while a handler
+ * runs costs nothing.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+
+#include "admin.h"
+#include "config.h"
+#include "listener.h"
+#include "log.h"
+#include "metrics.h"
+#include "server.h"
+
+struct admin {
+	struct evhttp	*http;
+};
+
+static void
+admin_reply(struct evhttp_request *req, int code, const char *reason,
+    const char *type, struct evbuffer *body)
+{
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+	    "Content-Type", type);
+	evhttp_send_reply(req, code, reason, body);
+}
+
+static void
+admin_cb(struct evhttp_request *req, void *arg)
+{
+	struct evbuffer	*body;
+	const char	*path;
+
+	if ((body = evbuffer_new()) == NULL) {
+		evhttp_send_error(req, 503, NULL);
+		return;
+	}
+	path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+	if (path == NULL)
+		path = "/";
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET &&
+	    evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
+		evbuffer_add_printf(body, "method not allowed\n");
+		admin_reply(req, 405, "Method Not Allowed", "text/plain", body);
+	} else if (strcmp(path, "/healthz") == 0) {
+		if (server->draining) {
+			evbuffer_add_printf(body, "draining\n");
+			admin_reply(req, 503, "Service Unavailable",
+			    "text/plain", body);
+		} else {
+			evbuffer_add_printf(body, "ok\n");
+			admin_reply(req, 200, "OK", "text/plain", body);
+		}
+	} else if (strcmp(path, "/metrics") == 0) {
+		metrics_render(body);
+		admin_reply(req, 200, "OK",
+		    "text/plain; version=0.0.4; charset=utf-8", body);
+	} else {
+		evbuffer_add_printf(body, "not found\n");
+		admin_reply(req, 404, "Not Found", "text/plain", body);
+	}
+	evbuffer_free(body);
+}
+
+struct admin *
+admin_new(struct event_base *base, const struct config *conf)
+{
+	struct admin		*a;
+	struct evconnlistener	*l;
+	size_t			 i;
+
+	if ((a = calloc(1, sizeof *a)) == NULL)
+		return (NULL);
+	if ((a->http = evhttp_new(base)) == NULL)
+		goto fail;
+	evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	evhttp_set_gencb(a->http, admin_cb, a);
+	evhttp_set_timeout(a->http, 10);
+	for (i = 0; i < conf->nadmin_listen; i++) {
+		l = listener_bind(base, &conf->admin_listen[i], NULL, NULL);
+		if (l == NULL || evhttp_bind_listener(a->http, l) == NULL) {
+			log_error("cannot listen on %s (admin) error=\"%s\"",
+			    conf->admin_listen[i].text, strerror(errno));
+			if (l != NULL)
+				evconnlistener_free(l);
+			goto fail;
+		}
+		log_info("admin listening on %s", conf->admin_listen[i].text);
+	}
+	return (a);
+fail:
+	admin_free(a);
+	return (NULL);
+}
+
+void
+admin_free(struct admin *a)
+{
+	if (a == NULL)
+		return;
+	if (a->http != NULL)
+		evhttp_free(a->http);
+	free(a);
+}

@@ -1,0 +1,13 @@
+/*
+ * admin.h: the admin listener: GET /metrics and GET /healthz.
+ */
+#ifndef FANOUTD_ADMIN_H
+#define FANOUTD_ADMIN_H
+
+struct event_base;
+struct config;
+
+struct admin	*admin_new(struct event_base *, const struct config *);
+void		 admin_free(struct admin *);
+
+#endif

@@ -1,0 +1,125 @@
+/*
+ * config.h: the configuration of SPEC section 2, parsed with inih.
+ *
+ * A struct config is built whole, validated whole, and then only read. It is
+ * reference counted: the server holds one reference, every request holds one
+ * for its lifetime, so a reload swaps the pointer and in-flight requests
+ * finish on the configuration they started with.
+ */
+#ifndef FANOUTD_CONFIG_H
+#define FANOUTD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define CONFIG_MAX_LISTEN	16
+
+struct listen_addr {
+	struct sockaddr_storage	 ss;
+	socklen_t		 sslen;
+	char			 text[64];	/* as written, e.g. "[::1]:8080" */
+};
+
+enum half_close_policy { HALF_CLOSE_CANCEL, HALF_CLOSE_WAIT };
+enum http2_mode { HTTP2_OFF, HTTP2_PRIOR_KNOWLEDGE, HTTP2_ON };
+enum route_mode { MODE_PROXY, MODE_ALL, MODE_FIRST, MODE_HEDGE, MODE_QUORUM };
+enum partial_policy { PARTIAL_FAIL, PARTIAL_ALLOW };
+enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
+
+/* Durations are kept in milliseconds, sizes in bytes. */
+struct upstream_conf {
+	char			*name;
+	char			*url;		/* base URL, no trailing slash */
+	char			*host_header;	/* "host[:port]" of url, for Host: */
+	uint64_t		 connect_timeout_ms;
+	uint64_t		 timeout_ms;
+	enum http2_mode		 http2;
+	uint64_t		 max_response_size;
+	int			 tls_verify;
+	char			*ca_file;	/* NULL when unset */
+	int			 line;		/* where the section starts */
+};
+
+struct route_conf {
+	char			*name;
+	char			*match;		/* path prefix */
+	int			 strip_prefix;
+	unsigned		 methods;	/* bit mask of HTTP_M_*, 0 = any */
+	enum route_mode		 mode;
+	struct upstream_conf	**upstreams;	/* in the order written */
+	size_t			 nupstreams;
+	uint64_t		 deadline_ms;
+	uint64_t		 hedge_delay_ms;
+	unsigned		 quorum;
+	enum partial_policy	 partial;
+	int			 line;
+};
+
+struct config {
+	int			 refs;
+	char			*path;
+
+	/* [server] */
+	struct listen_addr	 listen[CONFIG_MAX_LISTEN];
+	size_t			 nlisten;
+	unsigned		 workers;	/* 0 in the file = one per CPU, resolved */
+	unsigned		 max_connections;
+	uint64_t		 header_timeout_ms;
+	uint64_t		 body_timeout_ms;
+	uint64_t		 keepalive_timeout_ms;
+	uint64_t		 max_header_size;
+	uint64_t		 max_body_size;
+	uint64_t		 drain_timeout_ms;
+	enum half_close_policy	 half_close;
+	char			*access_log;	/* path, "-", or "off" */
+	enum log_level		 log_level;
+
+	/* [admin] */
+	struct listen_addr	 admin_listen[CONFIG_MAX_LISTEN];
+	size_t			 nadmin_listen;
+
+	struct upstream_conf	**upstreams;
+	size_t			 nupstreams;
+	struct route_conf	**routes;	/* sorted: longest match first */
+	size_t			 nroutes;
+};
+
+/* HTTP method bits for route_conf.methods. */
+#define HTTP_M_GET	0x001
+#define HTTP_M_HEAD	0x002
+#define HTTP_M_POST	0x004
+#define HTTP_M_PUT	0x008
+#define HTTP_M_DELETE	0x010
+#define HTTP_M_PATCH	0x020
+#define HTTP_M_OPTIONS	0x040
+#define HTTP_M_CONNECT	0x080
+#define HTTP_M_TRACE	0x100
+unsigned	 config_method_bit(const char *, size_t);
+
+/*
+ * Parse and validate path. On success returns a config with one reference.
+ * On failure returns NULL and sets *errors to a malloc'd text of every
+ * problem found, one "FILE:LINE: message" per line (the caller frees it).
+ */
+struct config	*config_load(const char *path, char **errors);
+/* The same from a string; name is used in messages in place of the path. */
+struct config	*config_load_string(const char *name, const char *text,
+		    char **errors);
+struct config	*config_ref(struct config *);
+void		 config_unref(struct config *);
+
+/* The route for a path: the longest matching prefix, or NULL. */
+const struct route_conf	*config_find_route(const struct config *,
+			    const char *path, size_t len);
+
+/* "250ms", "3s", "2m", "1h" -> milliseconds. 0 / -1. */
+int	 config_parse_duration(const char *, uint64_t *ms);
+/* "16k", "1m", "2g", "512" -> bytes (powers of 1024). 0 / -1. */
+int	 config_parse_size(const char *, uint64_t *bytes);
+/* "127.0.0.1:8080", "[::1]:8080", "*:8080" -> address. 0 / -1. */
+int	 config_parse_listen(const char *, struct listen_addr *);
+
+const char	*config_mode_name(enum route_mode);
+
+#endif

@@ -1,0 +1,666 @@
+/*
+ * front.c: client connections.
+ *
+ * One bufferevent per connection, llhttp parsing straight out of its input
+ * buffer. A connection serves one request at a time: once a request is
+ * complete the parser is paused and further pipelined bytes wait in the
+ * input buffer, while EV_READ stays enabled so that the client's FIN or
+ * RST reaches us at once (evhttp would disable reading here and see the
+ * hang-up only when the answer is written). No read watermark is used: a
+ * watermark, once reached, would hide the EOF too. Instead, a client that
+ * pipelines more than PIPELINE_MAX bytes ahead stops being read.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <llhttp.h>
+
+#include "config.h"
+#include "front.h"
+#include "log.h"
+#include "metrics.h"
+#include "request.h"
+#include "server.h"
+#include "util.h"
+
+#define PIPELINE_MAX	(64 * 1024)
+#define LINGER_MS	2000
+#define LINGER_BYTES	(1024 * 1024)
+
+enum conn_state {
+	CONN_IDLE,		/* kept alive, waiting for a request */
+	CONN_HEAD,		/* reading a request head */
+	CONN_BODY,		/* reading a request body */
+	CONN_WAITING,		/* the request is with the upstreams */
+	CONN_WRITING,		/* flushing a response */
+	CONN_LINGERING,		/* error sent: discard input, then close */
+	CONN_CLOSED,
+};
+
+static const char *const conn_state_names[] = {
+	"idle", "head", "body", "waiting", "writing", "lingering", "closed"
+};
+
+struct strbuf {
+	char	*p;
+	size_t	 len;
+	size_t	 cap;
+};
+
+struct conn {
+	TAILQ_ENTRY(conn)	 entry;
+	struct worker		*w;
+	struct config		*conf;		/* a reference */
+	struct bufferevent	*bev;
+	struct event		*timer;
+	enum conn_state		 state;
+	char			 peer[64];
+	uint64_t		 id;
+
+	llhttp_t		 parser;
+	struct request		*req;		/* HEAD, BODY, WAITING */
+	size_t			 head_bytes;
+	uint64_t		 body_bytes;
+	struct strbuf		 hname;
+	struct strbuf		 hvalue;
+	int			 error_status;	/* set by a parser callback */
+	const char		*error_text;
+	int			 complete;	/* a whole request was parsed */
+
+	unsigned		 peer_eof:1;	/* half-closed, half_close = wait */
+	unsigned		 close_after:1;	/* after the current response */
+	unsigned		 linger:1;	/* ... with a lingering close */
+	size_t			 lingered;
+};
+
+static llhttp_settings_t	parser_settings;
+static uint64_t			conn_ids;
+
+static void	conn_read_cb(struct bufferevent *, void *);
+static void	conn_write_cb(struct bufferevent *, void *);
+static void	conn_event_cb(struct bufferevent *, short, void *);
+static void	conn_timer_cb(evutil_socket_t, short, void *);
+static void	conn_close(struct conn *, enum cancel_reason);
+static void	conn_parse(struct conn *);
+static void	conn_reject(struct conn *, int, const char *);
+
+static void
+conn_set_state(struct conn *c, enum conn_state state)
+{
+	if (c->state == state)
+		return;
+	if (log_enabled(LOG_LEVEL_DEBUG))
+		log_debug("connection state conn=%llu %s -> %s",
+		    (unsigned long long)c->id, conn_state_names[c->state],
+		    conn_state_names[state]);
+	c->state = state;
+}
+
+static void
+conn_timer(struct conn *c, uint64_t ms)
+{
+	struct timeval	tv;
+
+	if (ms == 0) {
+		evtimer_del(c->timer);
+		return;
+	}
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	evtimer_add(c->timer, &tv);
+}
+
+static int
+strbuf_add(struct strbuf *b, const char *p, size_t len)
+{
+	char	*np;
+	size_t	 ncap;
+
+	if (b->len + len + 1 > b->cap) {
+		ncap = b->cap ? b->cap : 64;
+		while (ncap < b->len + len + 1)
+			ncap *= 2;
+		if ((np = realloc(b->p, ncap)) == NULL)
+			return (-1);
+		b->p = np;
+		b->cap = ncap;
+	}
+	memcpy(b->p + b->len, p, len);
+	b->len += len;
+	b->p[b->len] = '\0';
+	return (0);
+}
+
+static void
+conn_free(void *arg)
+{
+	struct conn	*c = arg;
+
+	free(c->hname.p);
+	free(c->hvalue.p);
+	config_unref(c->conf);
+	free(c);
+}
+
+void
+front_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa,
+    socklen_t salen)
+{
+	struct conn	*c;
+	struct timeval	 wt;
+	int		 one = 1;
+
+	if ((c = calloc(1, sizeof *c)) == NULL) {
+		log_warn("accept: out of memory");
+		close(fd);
+		return;
+	}
+	c->w = w;
+	c->id = ++conn_ids;
+	c->conf = config_ref(server->conf);
+	if (getnameinfo(sa, salen, c->peer, sizeof c->peer, NULL, 0,
+	    NI_NUMERICHOST) != 0)
+		snprintf(c->peer, sizeof c->peer, "unknown");
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+
+	c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->timer = evtimer_new(w->base, conn_timer_cb, c);
+	if (c->bev == NULL || c->timer == NULL) {
+		log_warnx("accept: cannot set up connection from %s", c->peer);
+		if (c->bev != NULL)
+			bufferevent_free(c->bev);
+		else
+			close(fd);
+		if (c->timer != NULL)
+			event_free(c->timer);
+		conn_free(c);
+		return;
+	}
+	llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
+	c->parser.data = c;
+
+	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	/* A client that stops reading its answer is dropped after this. */
+	wt.tv_sec = c->conf->body_timeout_ms / 1000;
+	wt.tv_usec = (c->conf->body_timeout_ms % 1000) * 1000;
+	bufferevent_set_timeouts(c->bev, NULL, &wt);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+
+	TAILQ_INSERT_TAIL(&w->conns, c, entry);
+	w->nconns++;
+	metrics_gauge_add(G_CONNECTIONS_ACTIVE, 1);
+	metrics_counter_add(C_CONNECTIONS_TOTAL, 1);
+
+	/* The head must arrive within header_timeout of the accept. */
+	c->state = CONN_HEAD;
+	conn_timer(c, c->conf->header_timeout_ms);
+	log_debug("connection open conn=%llu client=%s",
+	    (unsigned long long)c->id, c->peer);
+}
+
+/*
+ * Tear down. The request (if any) is cut loose first and told why; then the
+ * socket goes, and the struct itself after the current callback.
+ */
+static void
+conn_close(struct conn *c, enum cancel_reason why)
+{
+	struct request	*r;
+
+	if (c->state == CONN_CLOSED)
+		return;
+	if ((r = c->req) != NULL) {
+		c->req = NULL;
+		request_conn_gone(r, why);
+	}
+	conn_set_state(c, CONN_CLOSED);
+	bufferevent_free(c->bev);
+	c->bev = NULL;
+	event_free(c->timer);
+	c->timer = NULL;
+	TAILQ_REMOVE(&c->w->conns, c, entry);
+	metrics_gauge_add(G_CONNECTIONS_ACTIVE, -1);
+	worker_defer_free(c->w, conn_free, c);
+	worker_conn_gone(c->w);
+}
+
+/* Start on the next request: pipelined bytes may already be waiting. */
+static void
+conn_next_request(struct conn *c)
+{
+	struct evbuffer	*in = bufferevent_get_input(c->bev);
+
+	if (c->close_after || c->peer_eof) {
+		if (c->linger) {
+			conn_set_state(c, CONN_LINGERING);
+			shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+			conn_timer(c, LINGER_MS);
+			bufferevent_enable(c->bev, EV_READ);
+			evbuffer_drain(in, evbuffer_get_length(in));
+			return;
+		}
+		conn_close(c, CANCEL_CLIENT_CLOSED);
+		return;
+	}
+	if (server->draining && evbuffer_get_length(in) == 0) {
+		conn_close(c, CANCEL_SHUTDOWN);
+		return;
+	}
+	llhttp_resume(&c->parser);
+	c->complete = 0;
+	bufferevent_enable(c->bev, EV_READ);
+	if (evbuffer_get_length(in) == 0) {
+		conn_set_state(c, CONN_IDLE);
+		conn_timer(c, c->conf->keepalive_timeout_ms);
+		return;
+	}
+	conn_set_state(c, CONN_HEAD);
+	conn_timer(c, c->conf->header_timeout_ms);
+	conn_parse(c);
+}
+
+static void
+conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn	*c = arg;
+	struct evbuffer	*in = bufferevent_get_input(bev);
+
+	switch (c->state) {
+	case CONN_LINGERING:
+		c->lingered += evbuffer_get_length(in);
+		evbuffer_drain(in, evbuffer_get_length(in));
+		if (c->lingered > LINGER_BYTES)
+			conn_close(c, CANCEL_CLIENT_CLOSED);
+		return;
+	case CONN_WAITING:
+	case CONN_WRITING:
+		/* Pipelined requests wait their turn, up to a point. */
+		if (evbuffer_get_length(in) > PIPELINE_MAX)
+			bufferevent_disable(bev, EV_READ);
+		return;
+	case CONN_IDLE:
+		conn_set_state(c, CONN_HEAD);
+		conn_timer(c, c->conf->header_timeout_ms);
+		/* FALLTHROUGH */
+	case CONN_HEAD:
+	case CONN_BODY:
+		conn_parse(c);
+		return;
+	case CONN_CLOSED:
+		return;
+	}
+}
+
+static void
+conn_parse(struct conn *c)
+{
+	struct evbuffer		*in = bufferevent_get_input(c->bev);
+	struct evbuffer_iovec	 v;
+	llhttp_errno_t		 err;
+	size_t			 used;
+
+	while ((c->state == CONN_HEAD || c->state == CONN_BODY) &&
+	    evbuffer_peek(in, -1, NULL, &v, 1) == 1 && v.iov_len > 0) {
+		err = llhttp_execute(&c->parser, v.iov_base, v.iov_len);
+		if (c->state == CONN_CLOSED)
+			return;
+		if (err == HPE_OK) {
+			evbuffer_drain(in, v.iov_len);
+			continue;
+		}
+		if (err == HPE_PAUSED && c->complete) {
+			used = llhttp_get_error_pos(&c->parser) -
+			    (const char *)v.iov_base;
+			evbuffer_drain(in, used);
+			conn_set_state(c, CONN_WAITING);
+			conn_timer(c, 0);
+			request_dispatch(c->req);
+			return;
+		}
+		if (c->error_status == 0) {
+			c->error_status = 400;
+			c->error_text = "bad_request";
+			log_debug("bad request conn=%llu client=%s error=%s "
+			    "reason=\"%s\"", (unsigned long long)c->id, c->peer,
+			    llhttp_errno_name(err),
+			    llhttp_get_error_reason(&c->parser));
+		}
+		conn_reject(c, c->error_status, c->error_text);
+		return;
+	}
+}
+
+/*
+ * Answer a request we refuse to read on (bad syntax, too large, too slow)
+ * and close the connection once it is written, lingering so that the client
+ * reads the answer instead of a reset.
+ */
+static void
+conn_reject(struct conn *c, int status, const char *error)
+{
+	struct request	*r;
+
+	c->close_after = 1;
+	c->linger = 1;
+	if (c->req == NULL) {
+		/* Nothing parsed yet (e.g. garbage as the first byte). */
+		c->req = request_new(c->w, c, c->conf, c->peer);
+		if (c->req == NULL) {
+			conn_close(c, CANCEL_CLIENT_CLOSED);
+			return;
+		}
+	}
+	r = c->req;
+	request_error(r, status, error);
+}
+
+size_t
+conn_respond(struct conn *c, int status, struct evbuffer *headers,
+    struct evbuffer *body, long long content_length, enum conn_after how)
+{
+	struct evbuffer	*out = bufferevent_get_output(c->bev);
+	size_t		 before = evbuffer_get_length(out);
+	char		 date[64];
+	struct tm	 tm;
+	time_t		 t;
+	int		 keep;
+
+	t = time(NULL);
+	gmtime_r(&t, &tm);
+	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+
+	if (how != CONN_KEEP || server->draining)
+		c->close_after = 1;
+	if (how == CONN_CLOSE_LINGER)
+		c->linger = 1;
+	keep = !c->close_after && !c->peer_eof;
+	if (!keep)
+		c->close_after = 1;
+
+	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status,
+	    http_status_text(status), date);
+	if (headers != NULL)
+		evbuffer_add_buffer(out, headers);
+	if (content_length < 0)
+		content_length = body ? (long long)evbuffer_get_length(body) : 0;
+	if (status >= 200 && status != 204 && status != 304)
+		evbuffer_add_printf(out, "Content-Length: %lld\r\n",
+		    content_length);
+	if (!keep)
+		evbuffer_add(out, "Connection: close\r\n", 19);
+	else if (llhttp_get_http_minor(&c->parser) == 0)
+		evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+	evbuffer_add(out, "\r\n", 2);
+	if (body != NULL)
+		evbuffer_add_buffer(out, body);
+
+	c->req = NULL;
+	conn_set_state(c, CONN_WRITING);
+	conn_timer(c, 0);
+	/* Parsing resumes (or the connection closes) from conn_write_cb. */
+	return (evbuffer_get_length(out) - before);
+}
+
+static void
+conn_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn	*c = arg;
+
+	if (c->state == CONN_WRITING)
+		conn_next_request(c);
+}
+
+static void
+conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn	*c = arg;
+
+	if (what & BEV_EVENT_TIMEOUT) {
+		log_debug("client stopped reading conn=%llu client=%s",
+		    (unsigned long long)c->id, c->peer);
+		conn_close(c, CANCEL_CLIENT_CLOSED);
+		return;
+	}
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
+	    c->conf->half_close == HALF_CLOSE_WAIT &&
+	    (c->state == CONN_WAITING || c->state == CONN_WRITING)) {
+		/* A half-close: the client still waits for its answer. */
+		c->peer_eof = 1;
+		return;
+	}
+	if (c->state == CONN_LINGERING && (what & BEV_EVENT_EOF)) {
+		conn_close(c, CANCEL_CLIENT_CLOSED);
+		return;
+	}
+	log_debug("client %s conn=%llu client=%s state=%s",
+	    (what & BEV_EVENT_ERROR) ? "reset" : "closed",
+	    (unsigned long long)c->id, c->peer, conn_state_names[c->state]);
+	conn_close(c, CANCEL_CLIENT_CLOSED);
+}
+
+static void
+conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn	*c = arg;
+
+	switch (c->state) {
+	case CONN_HEAD:
+		if (c->req == NULL && evbuffer_get_length(
+		    bufferevent_get_input(c->bev)) == 0) {
+			conn_close(c, CANCEL_CLIENT_CLOSED);
+			return;
+		}
+		conn_reject(c, 408, "header_timeout");
+		return;
+	case CONN_BODY:
+		conn_reject(c, 408, "body_timeout");
+		return;
+	case CONN_IDLE:
+	case CONN_LINGERING:
+	default:
+		conn_close(c, CANCEL_CLIENT_CLOSED);
+		return;
+	}
+}
+
+void
+front_drain(struct worker *w)
+{
+	struct conn	*c, *next;
+
+	for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, entry);
+		if (c->state == CONN_IDLE)
+			conn_close(c, CANCEL_SHUTDOWN);
+		else
+			c->close_after = 1;
+	}
+}
+
+void
+front_stop(struct worker *w)
+{
+	struct conn	*c, *next;
+
+	for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, entry);
+		if (c->state == CONN_WAITING && c->req != NULL) {
+			/* Answered 503 with Connection: close, then closed. */
+			request_cancel(c->req, CANCEL_SHUTDOWN);
+			continue;
+		}
+		conn_close(c, CANCEL_SHUTDOWN);
+	}
+}
+
+/* ---- llhttp callbacks --------------------------------------------------- */
+
+static int
+head_grow(struct conn *c, size_t len)
+{
+	c->head_bytes += len;
+	if (c->head_bytes > c->conf->max_header_size) {
+		c->error_status = 431;
+		c->error_text = "header_too_large";
+		return (-1);
+	}
+	return (0);
+}
+
+static int
+on_message_begin(llhttp_t *p)
+{
+	struct conn	*c = p->data;
+
+	/* Each request runs on the configuration current when it began. */
+	if (c->conf != server->conf) {
+		config_unref(c->conf);
+		c->conf = config_ref(server->conf);
+	}
+	c->head_bytes = 0;
+	c->body_bytes = 0;
+	c->hname.len = c->hvalue.len = 0;
+	if ((c->req = request_new(c->w, c, c->conf, c->peer)) == NULL) {
+		c->error_status = 503;
+		c->error_text = "out_of_memory";
+		return (-1);
+	}
+	return (0);
+}
+
+static int
+on_url(llhttp_t *p, const char *at, size_t len)
+{
+	struct conn	*c = p->data;
+	struct request	*r = c->req;
+	char		*nt;
+
+	if (head_grow(c, len) == -1)
+		return (-1);
+	if ((nt = realloc(r->target, r->targetlen + len + 1)) == NULL)
+		return (-1);
+	memcpy(nt + r->targetlen, at, len);
+	r->targetlen += len;
+	nt[r->targetlen] = '\0';
+	r->target = nt;
+	return (0);
+}
+
+static int
+on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+	struct conn	*c = p->data;
+
+	if (head_grow(c, len) == -1 || strbuf_add(&c->hname, at, len) == -1)
+		return (-1);
+	return (0);
+}
+
+static int
+on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+	struct conn	*c = p->data;
+
+	if (head_grow(c, len) == -1 || strbuf_add(&c->hvalue, at, len) == -1)
+		return (-1);
+	return (0);
+}
+
+static int
+on_header_value_complete(llhttp_t *p)
+{
+	struct conn	*c = p->data;
+	int		 rv;
+
+	rv = http_headers_add(&c->req->headers, c->hname.p ? c->hname.p : "",
+	    c->hname.len, c->hvalue.p ? c->hvalue.p : "", c->hvalue.len);
+	c->hname.len = c->hvalue.len = 0;
+	return (rv);
+}
+
+static int
+on_headers_complete(llhttp_t *p)
+{
+	struct conn			*c = p->data;
+	struct request			*r = c->req;
+	const struct http_header	*te;
+
+	snprintf(r->method, sizeof r->method, "%s",
+	    llhttp_method_name(llhttp_get_method(p)));
+	if (llhttp_get_http_major(p) != 1) {
+		c->error_status = 505;
+		c->error_text = "http_version";
+		return (-1);
+	}
+	if ((te = http_headers_get(&r->headers, "transfer-encoding")) != NULL &&
+	    !strn_eq_ci(te->value, te->valuelen, "chunked")) {
+		c->error_status = 501;
+		c->error_text = "transfer_encoding";
+		return (-1);
+	}
+	if ((p->flags & F_CONTENT_LENGTH) &&
+	    p->content_length > c->conf->max_body_size) {
+		c->error_status = 413;
+		c->error_text = "body_too_large";
+		return (-1);
+	}
+	r->http_minor = llhttp_get_http_minor(p);
+	r->has_body = (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) != 0;
+	request_head_done(r);
+	if (r->has_body && !(p->flags & F_CONTENT_LENGTH &&
+	    p->content_length == 0)) {
+		conn_set_state(c, CONN_BODY);
+		conn_timer(c, c->conf->body_timeout_ms);
+	}
+	return (0);
+}
+
+static int
+on_body(llhttp_t *p, const char *at, size_t len)
+{
+	struct conn	*c = p->data;
+
+	c->body_bytes += len;
+	if (c->body_bytes > c->conf->max_body_size) {
+		c->error_status = 413;
+		c->error_text = "body_too_large";
+		return (-1);
+	}
+	return (evbuffer_add(c->req->body, at, len));
+}
+
+static int
+on_message_complete(llhttp_t *p)
+{
+	struct conn	*c = p->data;
+
+	if (!llhttp_should_keep_alive(p))
+		c->close_after = 1;
+	c->complete = 1;
+	/* One request at a time: the rest waits in the input buffer. */
+	return (HPE_PAUSED);
+}
+
+void
+front_init(void)
+{
+	llhttp_settings_init(&parser_settings);
+	parser_settings.on_message_begin = on_message_begin;
+	parser_settings.on_url = on_url;
+	parser_settings.on_header_field = on_header_field;
+	parser_settings.on_header_value = on_header_value;
+	parser_settings.on_header_value_complete = on_header_value_complete;
+	parser_settings.on_headers_complete = on_headers_complete;
+	parser_settings.on_body = on_body;
+	parser_settings.on_message_complete = on_message_complete;
+}

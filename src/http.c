@@ -1,0 +1,197 @@
+/*
+ * http.c: HTTP header lists and the forwarding rules of SPEC section 3.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http.h"
+#include "util.h"
+
+static const char *const hop_by_hop[] = {
+	"connection", "keep-alive", "te", "trailer", "transfer-encoding",
+	"upgrade", "proxy-authorization", "proxy-connection", NULL
+};
+
+void
+http_headers_init(struct http_headers *h)
+{
+	memset(h, 0, sizeof *h);
+}
+
+void
+http_headers_clear(struct http_headers *h)
+{
+	size_t	i;
+
+	for (i = 0; i < h->n; i++) {
+		free(h->v[i].name);
+		free(h->v[i].value);
+	}
+	free(h->v);
+	memset(h, 0, sizeof *h);
+}
+
+int
+http_headers_add(struct http_headers *h, const char *name, size_t namelen,
+    const char *value, size_t valuelen)
+{
+	struct http_header	*nv, *e;
+	size_t			 ncap;
+
+	if (h->n == h->cap) {
+		ncap = h->cap ? h->cap * 2 : 16;
+		if ((nv = reallocarray(h->v, ncap, sizeof *nv)) == NULL)
+			return (-1);
+		h->v = nv;
+		h->cap = ncap;
+	}
+	e = &h->v[h->n];
+	if ((e->name = strndup(name, namelen)) == NULL)
+		return (-1);
+	if ((e->value = strndup(value, valuelen)) == NULL) {
+		free(e->name);
+		return (-1);
+	}
+	e->namelen = namelen;
+	e->valuelen = valuelen;
+	h->bytes += namelen + valuelen;
+	h->n++;
+	return (0);
+}
+
+const struct http_header *
+http_headers_get(const struct http_headers *h, const char *name)
+{
+	size_t	i;
+
+	for (i = 0; i < h->n; i++) {
+		if (strn_eq_ci(h->v[i].name, h->v[i].namelen, name))
+			return (&h->v[i]);
+	}
+	return (NULL);
+}
+
+/* 1 if the comma-separated token list v contains name (any case). */
+static int
+token_list_has(const char *v, size_t vlen, const char *name, size_t namelen)
+{
+	size_t	i = 0, start, end;
+
+	while (i < vlen) {
+		while (i < vlen && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+			i++;
+		start = i;
+		while (i < vlen && v[i] != ',')
+			i++;
+		end = i;
+		while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
+			end--;
+		if (end - start == namelen &&
+		    strncasecmp(v + start, name, namelen) == 0)
+			return (1);
+	}
+	return (0);
+}
+
+int
+http_is_hop_by_hop(const struct http_headers *msg, const char *name,
+    size_t namelen)
+{
+	size_t	i;
+
+	for (i = 0; hop_by_hop[i] != NULL; i++) {
+		if (strn_eq_ci(name, namelen, hop_by_hop[i]))
+			return (1);
+	}
+	for (i = 0; msg != NULL && i < msg->n; i++) {
+		if (strn_eq_ci(msg->v[i].name, msg->v[i].namelen, "connection") &&
+		    token_list_has(msg->v[i].value, msg->v[i].valuelen, name,
+		    namelen))
+			return (1);
+	}
+	return (0);
+}
+
+int
+http_forward_request_headers(const struct http_headers *in,
+    const struct forward_info *fi, struct http_headers *out)
+{
+	const struct http_header	*h;
+	char				 buf[4096], num[32];
+	size_t				 i;
+	int				 n;
+
+	for (i = 0; i < in->n; i++) {
+		h = &in->v[i];
+		if (http_is_hop_by_hop(in, h->name, h->namelen) ||
+		    strn_eq_ci(h->name, h->namelen, "host") ||
+		    strn_eq_ci(h->name, h->namelen, "x-forwarded-for") ||
+		    strn_eq_ci(h->name, h->namelen, "x-forwarded-host") ||
+		    strn_eq_ci(h->name, h->namelen, "x-forwarded-proto") ||
+		    strn_eq_ci(h->name, h->namelen, "x-request-id") ||
+		    strn_eq_ci(h->name, h->namelen, "x-request-deadline-ms") ||
+		    strn_eq_ci(h->name, h->namelen, "content-length") ||
+		    strn_eq_ci(h->name, h->namelen, "expect"))
+			continue;
+		if (http_headers_add(out, h->name, h->namelen, h->value,
+		    h->valuelen) == -1)
+			return (-1);
+	}
+
+	if ((h = http_headers_get(in, "host")) != NULL &&
+	    http_headers_add(out, "X-Forwarded-Host", 16, h->value,
+	    h->valuelen) == -1)
+		return (-1);
+
+	/* Several X-Forwarded-For lines are one list (RFC 9110 5.3). */
+	n = 0;
+	buf[0] = '\0';
+	for (i = 0; i < in->n; i++) {
+		h = &in->v[i];
+		if (!strn_eq_ci(h->name, h->namelen, "x-forwarded-for") ||
+		    h->valuelen == 0)
+			continue;
+		n += snprintf(buf + n, sizeof buf - n, "%s%.*s", n ? ", " : "",
+		    (int)h->valuelen, h->value);
+		if (n >= (int)sizeof buf)
+			return (-1);
+	}
+	n += snprintf(buf + n, sizeof buf - n, "%s%s", n ? ", " : "",
+	    fi->client_addr);
+	if (n >= (int)sizeof buf)
+		return (-1);
+	if (http_headers_add(out, "X-Forwarded-For", 15, buf, n) == -1 ||
+	    http_headers_add(out, "X-Forwarded-Proto", 17, fi->proto,
+	    strlen(fi->proto)) == -1 ||
+	    http_headers_add(out, "X-Request-Id", 12, fi->request_id,
+	    strlen(fi->request_id)) == -1)
+		return (-1);
+	n = snprintf(num, sizeof num, "%llu",
+	    (unsigned long long)fi->deadline_left_ms);
+	if (http_headers_add(out, "X-Request-Deadline-Ms", 21, num, n) == -1)
+		return (-1);
+	return (0);
+}
+
+int
+http_response_header_passes(const struct http_headers *msg, const char *name,
+    size_t namelen)
+{
+	if (http_is_hop_by_hop(msg, name, namelen))
+		return (0);
+	return (!strn_eq_ci(name, namelen, "content-length") &&
+	    !strn_eq_ci(name, namelen, "x-request-id") &&
+	    !strn_eq_ci(name, namelen, "date"));
+}
+
+int
+http_client_deadline(const struct http_headers *h, uint64_t *ms)
+{
+	const struct http_header	*d;
+
+	if ((d = http_headers_get(h, "x-request-deadline-ms")) == NULL)
+		return (0);
+	return (parse_u64(d->value, d->valuelen, UINT64_MAX / 1000, ms) == 0);
+}

@@ -1,0 +1,74 @@
+/*
+ * http.h: HTTP header lists and the forwarding rules of SPEC section 3.
+ * Pure functions over memory; no I/O.
+ */
+#ifndef FANOUTD_HTTP_H
+#define FANOUTD_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct http_header {
+	char	*name;
+	size_t	 namelen;
+	char	*value;
+	size_t	 valuelen;
+};
+
+struct http_headers {
+	struct http_header	*v;
+	size_t			 n;
+	size_t			 cap;
+	size_t			 bytes;	/* names and values, for limits */
+};
+
+void	 http_headers_init(struct http_headers *);
+void	 http_headers_clear(struct http_headers *);
+/* Copies name and value. 0 / -1 (out of memory). */
+int	 http_headers_add(struct http_headers *, const char *name,
+	    size_t namelen, const char *value, size_t valuelen);
+/* The first header of that name, or NULL. */
+const struct http_header *http_headers_get(const struct http_headers *,
+	    const char *name);
+
+/*
+ * 1 if the header must not cross the proxy: the hop-by-hop headers of
+ * RFC 9110 7.6.1 (Connection, Keep-Alive, TE, Trailer, Transfer-Encoding,
+ * Upgrade, Proxy-Authorization, Proxy-Connection) and any header named in
+ * a Connection header of the same message.
+ */
+int	 http_is_hop_by_hop(const struct http_headers *msg, const char *name,
+	    size_t namelen);
+
+/* What the proxy adds to every upstream request. */
+struct forward_info {
+	const char	*client_addr;	/* "127.0.0.1" */
+	const char	*proto;		/* "http" */
+	const char	*request_id;
+	uint64_t	 deadline_left_ms;
+};
+
+/*
+ * The headers of an upstream request made from the client's: hop-by-hop
+ * and Host dropped; Host's value moved to X-Forwarded-Host; X-Forwarded-For
+ * extended with the client; X-Forwarded-Proto, X-Request-Id and
+ * X-Request-Deadline-Ms set (replacing the client's). The upstream's own
+ * Host is the transfer layer's business. 0 / -1.
+ */
+int	 http_forward_request_headers(const struct http_headers *in,
+	    const struct forward_info *, struct http_headers *out);
+
+/*
+ * 1 if an upstream response header is passed to the client: not hop-by-hop,
+ * and not one the proxy writes itself (Content-Length, X-Request-Id, Date).
+ */
+int	 http_response_header_passes(const struct http_headers *msg,
+	    const char *name, size_t namelen);
+
+/*
+ * The client's X-Request-Deadline-Ms, when present and valid: 1 and *ms
+ * set; 0 when absent or unusable (not a plain non-negative integer).
+ */
+int	 http_client_deadline(const struct http_headers *, uint64_t *ms);
+
+#endif

@@ -1,0 +1,25 @@
+/*
+ * log.h: the error log. One line per event on stderr:
+ *	LEVEL message key=value ...
+ */
+#ifndef FANOUTD_LOG_H
+#define FANOUTD_LOG_H
+
+#include <stdarg.h>
+
+#include "config.h"
+
+void	log_set_level(enum log_level);
+int	log_enabled(enum log_level);
+
+void	log_error(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	log_info(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	log_debug(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	fatal(const char *, ...)
+	    __attribute__((format(printf, 1, 2), noreturn));
+void	fatalx(const char *, ...)
+	    __attribute__((format(printf, 1, 2), noreturn));
+
+#endif

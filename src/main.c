@@ -1,0 +1,133 @@
+/*
+ * main.c: command line, start-up and exit status (SPEC section 1).
+ *
+ *	0	clean shutdown
+ *	1	usage or configuration error
+ *	2	start-up failure (cannot bind, ...)
+ */
+#include "autoconf.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "accesslog.h"
+#include "config.h"
+#include "front.h"
+#include "log.h"
+#include "metrics.h"
+#include "server.h"
+
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
+#define DEFAULT_CONFIG	SYSCONFDIR "/fanoutd/fanoutd.ini"
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: fanoutd [-c FILE] [-t] [-V] [-h]\n"
+	    "  -c, --config FILE  configuration (default: %s)\n"
+	    "  -t, --test         check the configuration and exit\n"
+	    "  -V, --version      print the version and exit\n"
+	    "  -h, --help         this help\n", DEFAULT_CONFIG);
+}
+
+/* Allow as many descriptors as the hard limit lets us: one per client
+ * connection and one per upstream connection. */
+static void
+raise_nofile(void)
+{
+	struct rlimit	rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			log_warn("cannot raise the descriptor limit");
+	}
+}
+
+int
+main(int argc, char *argv[])
+{
+	static const struct option	 longopts[] = {
+		{ "config",	required_argument,	NULL,	'c' },
+		{ "test",	no_argument,		NULL,	't' },
+		{ "version",	no_argument,		NULL,	'V' },
+		{ "help",	no_argument,		NULL,	'h' },
+		{ NULL,		0,			NULL,	0 }
+	};
+	const char			*path = DEFAULT_CONFIG;
+	struct config			*conf;
+	char				*errors = NULL;
+	int				 ch, test = 0;
+
+	while ((ch = getopt_long(argc, argv, "c:tVh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 't':
+			test = 1;
+			break;
+		case 'V':
+			printf("fanoutd %s\n", PACKAGE_VERSION);
+			return (0);
+		case 'h':
+			usage(stdout);
+			return (0);
+		default:
+			usage(stderr);
+			return (1);
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return (1);
+	}
+
+	if ((conf = config_load(path, &errors)) == NULL) {
+		fputs(errors ? errors : "configuration error\n", stderr);
+		if (errors != NULL && errors[0] != '\0' &&
+		    errors[strlen(errors) - 1] != '\n')
+			fputc('\n', stderr);
+		free(errors);
+		return (1);
+	}
+	if (test) {
+		printf("%s: ok\n", path);
+		config_unref(conf);
+		return (0);
+	}
+
+	log_set_level(conf->log_level);
+	signal(SIGPIPE, SIG_IGN);
+	raise_nofile();
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		fatalx("cannot initialise libcurl");
+	metrics_init();
+	front_init();
+	if (accesslog_open(conf->access_log) == -1)
+		fatal("cannot open access log %s", conf->access_log);
+	if (server_start(conf) == -1) {
+		server_free();
+		config_unref(conf);
+		return (2);
+	}
+	config_unref(conf);
+	log_info("fanoutd %s started config=%s pid=%ld", PACKAGE_VERSION,
+	    path, (long)getpid());
+	server_run();
+	server_free();
+	accesslog_close();
+	curl_global_cleanup();
+	log_info("fanoutd exiting");
+	return (0);
+}

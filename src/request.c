@@ -1,0 +1,588 @@
+/*
+ * request.c: one request's life.
+ *
+ *	reading --dispatch--> running --(answer | cancel)--> done --> freed
+ *
+ * The request's cancel cell is the parent of one cell per leg. Flipping it
+ * (client gone, deadline, drain) first runs every leg's callback, which
+ * aborts that leg's transfer (curl closes the upstream connection) and
+ * records the leg as cancelled; then the request's own callback answers the
+ * client, or not, and ends the request. One path, request_end(), logs and
+ * releases; the memory goes after the current callback (worker graveyard),
+ * so nothing up the stack can touch freed memory.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "accesslog.h"
+#include "config.h"
+#include "front.h"
+#include "log.h"
+#include "metrics.h"
+#include "request.h"
+#include "server.h"
+#include "util.h"
+
+static void	request_on_cancel(struct cancel *, enum cancel_reason, void *);
+static void	request_end(struct request *, int, unsigned long long);
+static void	leg_start(struct leg *);
+static void	leg_ended(struct leg *);
+static void	proxy_start(struct request *);
+static void	proxy_leg_ended(struct request *, struct leg *);
+
+static const char *const leg_outcome_metric[] = {
+	[LEG_OK] = "ok",
+	[LEG_STATUS] = "status",
+	[LEG_FAILED] = "error",
+	[LEG_CANCELLED] = "cancelled",
+};
+
+struct request *
+request_new(struct worker *w, struct conn *conn, struct config *conf,
+    const char *client)
+{
+	struct request	*r;
+
+	if ((r = calloc(1, sizeof *r)) == NULL)
+		return (NULL);
+	if ((r->body = evbuffer_new()) == NULL) {
+		free(r);
+		return (NULL);
+	}
+	r->w = w;
+	r->conn = conn;
+	r->conf = config_ref(conf);
+	r->state = REQ_READING;
+	r->started_us = now_us();
+	snprintf(r->client, sizeof r->client, "%s", client);
+	snprintf(r->method, sizeof r->method, "-");
+	http_headers_init(&r->headers);
+	cancel_init(&r->cancel, NULL, request_on_cancel, r);
+	return (r);
+}
+
+static void
+request_free(void *arg)
+{
+	struct request	*r = arg;
+	size_t		 i;
+
+	for (i = 0; i < r->nlegs; i++) {
+		http_headers_clear(&r->legs[i].headers);
+		if (r->legs[i].body != NULL)
+			evbuffer_free(r->legs[i].body);
+	}
+	free(r->legs);
+	http_headers_clear(&r->headers);
+	evbuffer_free(r->body);
+	free(r->target);
+	config_unref(r->conf);
+	free(r);
+}
+
+int
+request_is_head(const struct request *r)
+{
+	return (strcmp(r->method, "HEAD") == 0);
+}
+
+static void
+request_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	request_cancel(arg, CANCEL_DEADLINE);
+}
+
+/*
+ * Where the path starts in a request target: origin-form ("/a?b") as it is,
+ * absolute-form ("http://h/a?b") by its path only, so that fanoutd is never
+ * an open proxy. Anything else (authority-form, "*") is refused.
+ */
+static int
+request_parse_target(struct request *r)
+{
+	const char	*t = r->target, *p;
+	size_t		 len = r->targetlen, skip;
+
+	if (t == NULL || len == 0)
+		return (-1);
+	if (t[0] == '/') {
+		r->path = t;
+		r->pathlen = len;
+	} else {
+		if (len > 7 && strncasecmp(t, "http://", 7) == 0)
+			skip = 7;
+		else if (len > 8 && strncasecmp(t, "https://", 8) == 0)
+			skip = 8;
+		else
+			return (-1);
+		p = memchr(t + skip, '/', len - skip);
+		if (p == NULL) {
+			if (memchr(t + skip, '?', len - skip) != NULL)
+				return (-1);
+			r->path = "/";
+			r->pathlen = 1;
+		} else {
+			r->path = p;
+			r->pathlen = len - (p - t);
+		}
+	}
+	p = memchr(r->path, '?', r->pathlen);
+	r->pathonly = p ? (size_t)(p - r->path) : r->pathlen;
+	return (0);
+}
+
+void
+request_head_done(struct request *r)
+{
+	const struct http_header	*h;
+	const struct route_conf		*rt;
+	uint64_t			 deadline, client;
+	unsigned			 bit;
+	struct timeval			 tv;
+
+	if ((h = http_headers_get(&r->headers, "x-request-id")) != NULL &&
+	    request_id_valid(h->value, h->valuelen))
+		snprintf(r->id, sizeof r->id, "%.*s", (int)h->valuelen, h->value);
+	else
+		request_id_new(r->id, sizeof r->id);
+
+	if (request_parse_target(r) == -1) {
+		r->reject = 400;
+		r->reject_error = "bad_request_target";
+		return;
+	}
+	if (r->http_minor >= 1 && http_headers_get(&r->headers, "host") == NULL) {
+		/* RFC 9112 3.2: a 1.1 request without Host is refused. */
+		r->reject = 400;
+		r->reject_error = "missing_host";
+		return;
+	}
+	if ((rt = config_find_route(r->conf, r->path, r->pathonly)) == NULL) {
+		r->reject = 404;
+		r->reject_error = "no_route";
+		return;
+	}
+	r->route = rt;
+	bit = config_method_bit(r->method, strlen(r->method));
+	if (rt->methods != 0 && (bit & rt->methods) == 0) {
+		r->reject = 405;
+		r->reject_error = "method_not_allowed";
+		return;
+	}
+
+	/* The deadline runs from the end of the head; a client's own
+	 * X-Request-Deadline-Ms may shorten it, never lengthen it. */
+	deadline = rt->deadline_ms;
+	if (http_client_deadline(&r->headers, &client) && client < deadline)
+		deadline = client;
+	r->deadline_ms = now_ms() + deadline;
+	r->deadline_timer = evtimer_new(r->w->base, request_deadline_cb, r);
+	if (r->deadline_timer == NULL) {
+		r->reject = 503;
+		r->reject_error = "out_of_memory";
+		return;
+	}
+	tv.tv_sec = deadline / 1000;
+	tv.tv_usec = (deadline % 1000) * 1000;
+	evtimer_add(r->deadline_timer, &tv);
+}
+
+void
+request_dispatch(struct request *r)
+{
+	size_t	i;
+
+	if (r->reject != 0) {
+		request_error(r, r->reject, r->reject_error);
+		return;
+	}
+	r->state = REQ_RUNNING;
+	metrics_gauge_add(G_REQUESTS_IN_FLIGHT, 1);
+	if (r->deadline_ms <= now_ms()) {
+		request_cancel(r, CANCEL_DEADLINE);
+		return;
+	}
+	r->nlegs = r->route->nupstreams;
+	if ((r->legs = calloc(r->nlegs, sizeof *r->legs)) == NULL) {
+		r->nlegs = 0;
+		request_error(r, 503, "out_of_memory");
+		return;
+	}
+	for (i = 0; i < r->nlegs; i++) {
+		r->legs[i].req = r;
+		http_headers_init(&r->legs[i].headers);
+	}
+	switch (r->route->mode) {
+	case MODE_PROXY:
+		proxy_start(r);
+		break;
+	default:
+		request_error(r, 501, "mode_not_implemented");
+		break;
+	}
+}
+
+void
+request_cancel(struct request *r, enum cancel_reason reason)
+{
+	if (r->state == REQ_DONE)
+		return;
+	r->flip_us = now_us();
+	cancel_flip(&r->cancel, reason);
+}
+
+void
+request_conn_gone(struct request *r, enum cancel_reason why)
+{
+	r->conn = NULL;
+	if (r->state == REQ_READING) {
+		/* Not dispatched: no work to stop, nothing to log. */
+		r->state = REQ_DONE;
+		if (r->deadline_timer != NULL)
+			event_free(r->deadline_timer);
+		r->deadline_timer = NULL;
+		cancel_detach(&r->cancel);
+		worker_defer_free(r->w, request_free, r);
+		return;
+	}
+	request_cancel(r, why);
+}
+
+static void
+request_on_cancel(struct cancel *c, enum cancel_reason reason, void *arg)
+{
+	struct request	*r = arg;
+
+	/* Every leg has been released by now: children flip first. */
+	if (r->legs_cancelled > 0)
+		metrics_cancellation(reason, now_us() - r->flip_us);
+	if (r->state == REQ_DONE)
+		return;
+	switch (reason) {
+	case CANCEL_CLIENT_CLOSED:
+		request_end(r, 499, 0);
+		break;
+	case CANCEL_DEADLINE:
+		request_error(r, 504, "deadline");
+		break;
+	case CANCEL_SHUTDOWN:
+		request_error(r, 503, "shutdown");
+		break;
+	default:
+		request_error(r, 500, "cancelled");
+		break;
+	}
+}
+
+/* Common headers of every answer. */
+static struct evbuffer *
+request_headers_new(struct request *r)
+{
+	struct evbuffer	*h;
+
+	if ((h = evbuffer_new()) == NULL)
+		return (NULL);
+	evbuffer_add_printf(h, "X-Request-Id: %s\r\n", r->id[0] ? r->id : "-");
+	return (h);
+}
+
+void
+request_error(struct request *r, int status, const char *error)
+{
+	struct evbuffer		*h = NULL, *body = NULL;
+	unsigned long long	 bytes = 0;
+	enum conn_after		 how;
+
+	if (r->state == REQ_DONE)
+		return;
+	if (r->id[0] == '\0')
+		request_id_new(r->id, sizeof r->id);
+	if (r->conn != NULL && (h = request_headers_new(r)) != NULL &&
+	    (body = evbuffer_new()) != NULL) {
+		evbuffer_add(h, "Content-Type: application/json\r\n", 32);
+		evbuffer_add_printf(body, "{\"error\":\"%s\",\"request_id\":",
+		    error);
+		json_append_string(body, r->id, strlen(r->id));
+		evbuffer_add(body, "}\n", 2);
+		if (r->state == REQ_READING)
+			how = CONN_CLOSE_LINGER;	/* input may be left */
+		else if (status == 503)
+			how = CONN_CLOSE;
+		else
+			how = CONN_KEEP;
+		bytes = conn_respond(r->conn, status, h, body, -1, how);
+	}
+	if (h != NULL)
+		evbuffer_free(h);
+	if (body != NULL)
+		evbuffer_free(body);
+	request_end(r, status, bytes);
+}
+
+/*
+ * The one way out: log, count, cut every link, free after this callback.
+ * A leg still running here is an answered request's leftover: it is aborted
+ * without being counted as a cancellation.
+ */
+static void
+request_end(struct request *r, int status, unsigned long long bytes)
+{
+	struct leg	*l;
+	size_t		 i;
+
+	if (r->state == REQ_DONE)
+		return;
+	if (r->state == REQ_RUNNING)
+		metrics_gauge_add(G_REQUESTS_IN_FLIGHT, -1);
+	r->state = REQ_DONE;
+	for (i = 0; i < r->nlegs; i++) {
+		l = &r->legs[i];
+		if (l->state == LEG_RUNNING) {
+			metrics_counter_add(C_UPSTREAM_BYTES_DISCARDED,
+			    transfer_abort(l->xfer));
+			l->xfer = NULL;
+			l->state = LEG_DONE;
+			l->outcome = LEG_CANCELLED;
+			metrics_upstream_done(l->up->name, "cancelled");
+		}
+		cancel_detach(&l->cancel);
+	}
+	cancel_detach(&r->cancel);
+	if (r->deadline_timer != NULL)
+		event_free(r->deadline_timer);
+	r->deadline_timer = NULL;
+	r->conn = NULL;
+
+	accesslog_write(r, status, bytes);
+	metrics_request_done(r->route ? r->route->name : "", status,
+	    now_us() - r->started_us);
+	log_debug("request done request_id=%s status=%d", r->id, status);
+	worker_defer_free(r->w, request_free, r);
+}
+
+/* ---- legs --------------------------------------------------------------- */
+
+static void
+leg_on_cancel(struct cancel *c, enum cancel_reason reason, void *arg)
+{
+	struct leg	*l = arg;
+	struct request	*r = l->req;
+
+	if (l->state != LEG_RUNNING) {
+		l->state = LEG_DONE;
+		l->outcome = LEG_CANCELLED;
+		return;
+	}
+	metrics_counter_add(C_UPSTREAM_BYTES_DISCARDED, transfer_abort(l->xfer));
+	l->xfer = NULL;
+	l->outcome = LEG_CANCELLED;
+	r->legs_cancelled++;
+	metrics_upstream_done(l->up->name, "cancelled");
+	leg_ended(l);
+}
+
+static void
+leg_transfer_done(struct transfer *x, struct transfer_result *res, void *arg)
+{
+	struct leg	*l = arg;
+
+	l->xfer = NULL;
+	l->status = res->status;
+	if (res->error == XFER_OK) {
+		l->outcome = (res->status >= 200 && res->status < 300) ?
+		    LEG_OK : LEG_STATUS;
+		/* Take the response: swap the header list, move the body. */
+		l->headers = *res->headers;
+		http_headers_init(res->headers);
+		evbuffer_add_buffer(l->body, res->body);
+		metrics_upstream_done(l->up->name, leg_outcome_metric[l->outcome]);
+	} else {
+		l->outcome = LEG_FAILED;
+		l->error = res->error;
+		metrics_upstream_done(l->up->name,
+		    res->error == XFER_TIMEOUT ? "timeout" : "error");
+		log_info("upstream failed request_id=%s upstream=%s error=%s "
+		    "detail=\"%s\"", l->req->id, l->up->name,
+		    transfer_error_name(res->error), res->detail);
+	}
+	leg_ended(l);
+}
+
+/* Every end of a leg comes through here, whatever ended it. */
+static void
+leg_ended(struct leg *l)
+{
+	struct request	*r = l->req;
+
+	l->state = LEG_DONE;
+	l->duration_us = now_us() - l->started_us;
+	r->legs_running--;
+	if (cancel_is_set(&r->cancel) || r->state != REQ_RUNNING)
+		return;		/* the request's own flip answers */
+	switch (r->route->mode) {
+	case MODE_PROXY:
+		proxy_leg_ended(r, l);
+		break;
+	default:
+		break;
+	}
+}
+
+static void
+leg_start(struct leg *l)
+{
+	struct request		*r = l->req;
+	const struct route_conf	*rt = r->route;
+	struct transfer_request	 tr;
+	struct http_headers	 out;
+	struct forward_info	 fi;
+	uint64_t		 now = now_ms();
+	const char		*path = r->path;
+	size_t			 pathlen = r->pathlen;
+	char			*stripped = NULL;
+
+	cancel_init(&l->cancel, &r->cancel, leg_on_cancel, l);
+	l->started_us = now_us();
+	l->state = LEG_RUNNING;
+	r->legs_running++;
+	if (l->body == NULL && (l->body = evbuffer_new()) == NULL)
+		goto fail;
+
+	fi.client_addr = r->client;
+	fi.proto = "http";
+	fi.request_id = r->id;
+	fi.deadline_left_ms = r->deadline_ms > now ? r->deadline_ms - now : 1;
+	http_headers_init(&out);
+	if (http_forward_request_headers(&r->headers, &fi, &out) == -1) {
+		http_headers_clear(&out);
+		goto fail;
+	}
+
+	if (rt->strip_prefix) {
+		size_t	m = strlen(rt->match);
+
+		if (m > r->pathonly)
+			m = r->pathonly;
+		if (m > 0 && rt->match[m - 1] == '/')
+			m--;	/* keep the slash that starts the rest */
+		path += m;
+		pathlen -= m;
+		if (pathlen == 0 || path[0] != '/') {
+			if (asprintf(&stripped, "/%.*s", (int)pathlen, path) == -1) {
+				http_headers_clear(&out);
+				goto fail;
+			}
+			path = stripped;
+			pathlen++;
+		}
+	}
+
+	memset(&tr, 0, sizeof tr);
+	tr.up = l->up;
+	tr.method = r->method;
+	tr.path = path;
+	tr.pathlen = pathlen;
+	tr.headers = &out;
+	tr.has_body = r->has_body;
+	tr.bodylen = evbuffer_get_length(r->body);
+	tr.body = tr.bodylen ? evbuffer_pullup(r->body, -1) : NULL;
+	l->xfer = transfer_start(r->w->upstreams, &tr, leg_transfer_done, l);
+	http_headers_clear(&out);
+	free(stripped);
+	if (l->xfer == NULL)
+		goto fail;
+	log_debug("leg started request_id=%s upstream=%s", r->id, l->up->name);
+	return;
+fail:
+	log_warnx("cannot start upstream request request_id=%s upstream=%s",
+	    r->id, l->up->name);
+	l->outcome = LEG_FAILED;
+	l->error = XFER_PROTOCOL;
+	metrics_upstream_done(l->up->name, "error");
+	leg_ended(l);
+}
+
+/* ---- mode proxy ---------------------------------------------------------- */
+
+static unsigned	proxy_rr;	/* XXX per route, with the config */
+
+static void
+proxy_start(struct request *r)
+{
+	size_t	n = r->route->nupstreams, first;
+
+	first = proxy_rr++ % n;
+	r->legs_tried = 1;
+	r->legs[0].up = r->route->upstreams[first];
+	leg_start(&r->legs[0]);
+}
+
+static void
+proxy_respond(struct request *r, struct leg *l)
+{
+	const struct http_header	*h, *cl = NULL;
+	struct evbuffer			*hdrs;
+	unsigned long long		 bytes = 0;
+	long long			 len = -1;
+	uint64_t			 v;
+	size_t				 i;
+	int				 head = request_is_head(r);
+
+	if ((hdrs = request_headers_new(r)) == NULL) {
+		request_error(r, 503, "out_of_memory");
+		return;
+	}
+	for (i = 0; i < l->headers.n; i++) {
+		h = &l->headers.v[i];
+		if (strn_eq_ci(h->name, h->namelen, "content-length"))
+			cl = h;
+		if (!http_response_header_passes(&l->headers, h->name,
+		    h->namelen))
+			continue;
+		evbuffer_add_printf(hdrs, "%.*s: %.*s\r\n", (int)h->namelen,
+		    h->name, (int)h->valuelen, h->value);
+	}
+	if (head) {
+		/* A HEAD answer tells the length a GET would have. */
+		len = 0;
+		if (cl != NULL && parse_u64(cl->value, cl->valuelen,
+		    INT64_MAX, &v) == 0)
+			len = (long long)v;
+	}
+	if (r->conn != NULL)
+		bytes = conn_respond(r->conn, l->status, hdrs,
+		    head ? NULL : l->body, len, CONN_KEEP);
+	evbuffer_free(hdrs);
+	request_end(r, l->status, bytes);
+}
+
+static void
+proxy_leg_ended(struct request *r, struct leg *l)
+{
+	size_t	n = r->route->nupstreams, i, next;
+
+	if (l->outcome == LEG_OK || l->outcome == LEG_STATUS) {
+		proxy_respond(r, l);
+		return;
+	}
+	if (l->outcome == LEG_FAILED && l->error == XFER_CONNECT &&
+	    r->legs_tried < n) {
+		/* Connect failure: the next upstream in the ring. */
+		for (i = 0; i < n; i++)
+			if (r->route->upstreams[i] == l->up)
+				break;
+		next = (i + 1) % n;
+		l = &r->legs[r->legs_tried++];
+		l->up = r->route->upstreams[next];
+		leg_start(l);
+		return;
+	}
+	if (l->outcome == LEG_FAILED && l->error == XFER_TIMEOUT)
+		request_error(r, 504, "upstream_timeout");
+	else
+		request_error(r, 502, "upstream_failed");
+}

@@ -1,0 +1,114 @@
+/*
+ * request.h: one request's life: route, legs to upstreams, answer, log.
+ *
+ * A request owns a cancel cell; each leg (one upstream request) owns a
+ * child of it. Whatever ends a leg (its transfer finished, failed, or was
+ * cancelled) goes through request_leg_ended(), and whatever ends the request
+ * goes through request_end(), which writes the one access-log line.
+ */
+#ifndef FANOUTD_REQUEST_H
+#define FANOUTD_REQUEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cancel.h"
+#include "http.h"
+#include "upstream.h"
+
+struct conn;
+struct worker;
+struct config;
+struct route_conf;
+struct upstream_conf;
+struct evbuffer;
+struct event;
+
+enum request_state {
+	REQ_READING,	/* head or body still arriving */
+	REQ_RUNNING,	/* legs under way */
+	REQ_DONE,	/* answered or abandoned; waiting to be freed */
+};
+
+enum leg_state {
+	LEG_IDLE,	/* not sent (yet) */
+	LEG_RUNNING,
+	LEG_DONE,
+};
+
+enum leg_outcome {
+	LEG_OK,		/* whole response, 2xx */
+	LEG_STATUS,	/* whole response, other status */
+	LEG_FAILED,	/* transport error: see error */
+	LEG_CANCELLED,	/* see cancel reason */
+};
+
+struct leg {
+	struct request			*req;
+	const struct upstream_conf	*up;
+	struct cancel			 cancel;	/* child of req->cancel */
+	struct transfer			*xfer;		/* while LEG_RUNNING */
+	enum leg_state			 state;
+	enum leg_outcome		 outcome;
+	enum transfer_error		 error;
+	int				 status;
+	struct http_headers		 headers;
+	struct evbuffer			*body;
+	uint64_t			 started_us;
+	uint64_t			 duration_us;
+};
+
+struct request {
+	struct worker		*w;
+	struct conn		*conn;		/* NULL once the client is gone */
+	struct config		*conf;		/* a reference */
+	const struct route_conf	*route;
+	struct cancel		 cancel;
+	enum request_state	 state;
+	char			 id[132];
+	char			 client[64];	/* address, for X-Forwarded-For */
+
+	/* As received. */
+	char			 method[24];
+	int			 http_minor;
+	char			*target;
+	size_t			 targetlen;
+	const char		*path;		/* into target */
+	size_t			 pathlen;	/* path and query */
+	size_t			 pathonly;	/* path without query */
+	struct http_headers	 headers;
+	struct evbuffer		*body;
+	int			 has_body;
+	int			 reject;	/* status to answer with, or 0 */
+	const char		*reject_error;
+
+	uint64_t		 started_us;	/* first byte */
+	uint64_t		 deadline_ms;	/* absolute, now_ms() clock */
+	struct event		*deadline_timer;
+	uint64_t		 flip_us;
+
+	struct leg		*legs;
+	size_t			 nlegs;
+	size_t			 legs_tried;	/* proxy mode: failover */
+	unsigned		 legs_running;
+	unsigned		 legs_cancelled;
+};
+
+struct request	*request_new(struct worker *, struct conn *, struct config *,
+		    const char *client);
+/* The head has been read: route, deadline, method check. */
+void		 request_head_done(struct request *);
+/* The whole request has been read: answer or send it upstream. */
+void		 request_dispatch(struct request *);
+/*
+ * The connection is going (client FIN/RST, or shut down): cut the link and
+ * cancel the work with reason, or drop a request not yet dispatched.
+ */
+void		 request_conn_gone(struct request *, enum cancel_reason);
+/* Cancel the request's work (deadline, drain). */
+void		 request_cancel(struct request *, enum cancel_reason);
+/* Answer with fanoutd's own JSON error and end the request. */
+void		 request_error(struct request *, int status, const char *error);
+int		 request_is_head(const struct request *);
+
+#endif

@@ -1,0 +1,469 @@
+/*
+ * upstream.c: libcurl multi on a libevent event_base.
+ *
+ * Rules this file keeps, all learned the hard way by curl users:
+ * - curl is never re-entered from its own callbacks: the socket and timer
+ *   callbacks only (re)arm events; curl_multi_socket_action runs from
+ *   those events.
+ * - Completed transfers are handled after curl_multi_socket_action has
+ *   returned, one CURLMsg at a time, copying what is needed out of the
+ *   message before any handle is removed (removing a handle drops its
+ *   queued message, so the loop asks curl again each time).
+ * - Every easy handle is removed from the multi before curl_easy_cleanup.
+ *   libcurl 7.88 otherwise returns the connection to the pool with the old
+ *   request still on it (curl issue 17578). Removing an unfinished transfer
+ *   makes curl close its connection, which is how the upstream learns that
+ *   nobody is waiting any more.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "config.h"
+#include "log.h"
+#include "metrics.h"
+#include "upstream.h"
+#include "util.h"
+
+struct upstreams {
+	struct event_base	*base;
+	CURLM			*multi;
+	struct event		*timer;
+	int			 running;
+};
+
+/* One per socket curl asks us to watch. */
+struct sockwatch {
+	struct upstreams	*u;
+	struct event		*ev;
+};
+
+struct transfer {
+	struct upstreams	*u;
+	CURL			*easy;
+	struct curl_slist	*sendhdrs;
+	char			*url;
+	transfer_done_cb	 cb;
+	void			*arg;
+	uint64_t		 started_us;
+	uint64_t		 max_size;
+	int			 too_large;
+	int			 status;
+	struct http_headers	 headers;
+	struct evbuffer		*body;
+};
+
+static void	upstreams_check_done(struct upstreams *);
+
+const char *
+transfer_error_name(enum transfer_error e)
+{
+	switch (e) {
+	case XFER_OK:		return "ok";
+	case XFER_TIMEOUT:	return "timeout";
+	case XFER_CONNECT:	return "connect";
+	case XFER_RESET:	return "reset";
+	case XFER_PROTOCOL:	return "protocol";
+	case XFER_TOO_LARGE:	return "too_large";
+	}
+	return "protocol";
+}
+
+static void
+upstreams_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstreams	*u = arg;
+	int			 action = 0;
+
+	if (what & EV_READ)
+		action |= CURL_CSELECT_IN;
+	if (what & EV_WRITE)
+		action |= CURL_CSELECT_OUT;
+	curl_multi_socket_action(u->multi, fd, action, &u->running);
+	upstreams_check_done(u);
+}
+
+static void
+upstreams_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstreams	*u = arg;
+
+	curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &u->running);
+	upstreams_check_done(u);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: only arm or disarm events here. */
+static int
+upstreams_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
+    void *socketp)
+{
+	struct upstreams	*u = userp;
+	struct sockwatch	*sw = socketp;
+	short			 events = EV_PERSIST;
+
+	if (what == CURL_POLL_REMOVE) {
+		if (sw != NULL) {
+			/* Safe even from this event's own callback. */
+			event_free(sw->ev);
+			free(sw);
+		}
+		return (0);
+	}
+	if (what & CURL_POLL_IN)
+		events |= EV_READ;
+	if (what & CURL_POLL_OUT)
+		events |= EV_WRITE;
+	if (sw == NULL) {
+		if ((sw = calloc(1, sizeof *sw)) == NULL)
+			return (-1);
+		sw->u = u;
+		sw->ev = event_new(u->base, s, events, upstreams_event_cb, u);
+		if (sw->ev == NULL) {
+			free(sw);
+			return (-1);
+		}
+		curl_multi_assign(u->multi, s, sw);
+	} else {
+		event_del(sw->ev);
+		event_assign(sw->ev, u->base, s, events, upstreams_event_cb, u);
+	}
+	event_add(sw->ev, NULL);
+	return (0);
+}
+
+/* CURLMOPT_TIMERFUNCTION: only arm or disarm the timer here. */
+static int
+upstreams_timerfn(CURLM *multi, long timeout_ms, void *userp)
+{
+	struct upstreams	*u = userp;
+	struct timeval		 tv;
+
+	if (timeout_ms < 0) {
+		evtimer_del(u->timer);
+		return (0);
+	}
+	tv.tv_sec = timeout_ms / 1000;
+	tv.tv_usec = (timeout_ms % 1000) * 1000;
+	evtimer_add(u->timer, &tv);
+	return (0);
+}
+
+struct upstreams *
+upstreams_new(struct event_base *base)
+{
+	struct upstreams	*u;
+
+	if ((u = calloc(1, sizeof *u)) == NULL)
+		return (NULL);
+	u->base = base;
+	if ((u->multi = curl_multi_init()) == NULL)
+		goto fail;
+	if ((u->timer = evtimer_new(base, upstreams_timer_cb, u)) == NULL)
+		goto fail;
+	curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, upstreams_socket_cb);
+	curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
+	curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, upstreams_timerfn);
+	curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
+	/* Keep enough idle upstream connections for a busy worker. */
+	curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, 1024L);
+	return (u);
+fail:
+	if (u->multi != NULL)
+		curl_multi_cleanup(u->multi);
+	free(u);
+	return (NULL);
+}
+
+void
+upstreams_free(struct upstreams *u)
+{
+	if (u == NULL)
+		return;
+	/* Owners abort their transfers first; this closes idle connections. */
+	curl_multi_cleanup(u->multi);
+	event_free(u->timer);
+	free(u);
+}
+
+unsigned
+upstreams_running(const struct upstreams *u)
+{
+	return (u->running);
+}
+
+static size_t
+transfer_write_cb(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct transfer	*x = arg;
+	size_t		 len = size * nmemb;
+
+	if (evbuffer_get_length(x->body) + len > x->max_size) {
+		x->too_large = 1;
+		return (0);	/* curl ends the transfer: CURLE_WRITE_ERROR */
+	}
+	if (evbuffer_add(x->body, data, len) == -1)
+		return (0);
+	return (len);
+}
+
+static size_t
+transfer_header_cb(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct transfer	*x = arg;
+	size_t		 len = size * nmemb, n, v, end;
+
+	if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+		/* A new response (after 1xx): forget the previous one. */
+		http_headers_clear(&x->headers);
+		return (len);
+	}
+	end = len;
+	while (end > 0 && (data[end - 1] == '\r' || data[end - 1] == '\n'))
+		end--;
+	if (end == 0)
+		return (len);
+	for (n = 0; n < end && data[n] != ':'; n++)
+		;
+	if (n == end || n == 0)
+		return (len);	/* not a field line: ignore it */
+	for (v = n + 1; v < end && (data[v] == ' ' || data[v] == '\t'); v++)
+		;
+	while (end > v && (data[end - 1] == ' ' || data[end - 1] == '\t'))
+		end--;
+	if (x->headers.bytes + len > 64 * 1024 ||
+	    http_headers_add(&x->headers, data, n, data + v, end - v) == -1)
+		return (0);
+	return (len);
+}
+
+static void
+transfer_free(struct transfer *x)
+{
+	curl_slist_free_all(x->sendhdrs);
+	http_headers_clear(&x->headers);
+	if (x->body != NULL)
+		evbuffer_free(x->body);
+	free(x->url);
+	free(x);
+}
+
+/* Remove and clean up the easy handle, in that order. */
+static void
+transfer_release(struct transfer *x)
+{
+	curl_multi_remove_handle(x->u->multi, x->easy);
+	curl_easy_cleanup(x->easy);
+	x->easy = NULL;
+	metrics_gauge_add(G_TRANSFERS_IN_FLIGHT, -1);
+}
+
+static struct curl_slist *
+transfer_headers(const struct transfer_request *r)
+{
+	struct curl_slist		*l = NULL, *n;
+	const struct http_header	*h;
+	char				*line;
+	size_t				 i;
+
+	for (i = 0; i < r->headers->n; i++) {
+		h = &r->headers->v[i];
+		/* "Name;" sends an empty value, "Name:" would drop it. */
+		if (asprintf(&line, "%.*s%c %.*s", (int)h->namelen, h->name,
+		    h->valuelen ? ':' : ';', (int)h->valuelen, h->value) == -1)
+			goto fail;
+		n = curl_slist_append(l, line);
+		free(line);
+		if (n == NULL)
+			goto fail;
+		l = n;
+	}
+	/*
+	 * Headers curl adds by itself unless told not to: Expect (the body
+	 * is already here, nobody needs to wait for a 100), and Accept and
+	 * Content-Type when the client sent none.
+	 */
+	if ((n = curl_slist_append(l, "Expect:")) == NULL)
+		goto fail;
+	l = n;
+	if (http_headers_get(r->headers, "accept") == NULL) {
+		if ((n = curl_slist_append(l, "Accept:")) == NULL)
+			goto fail;
+		l = n;
+	}
+	if (http_headers_get(r->headers, "content-type") == NULL) {
+		if ((n = curl_slist_append(l, "Content-Type:")) == NULL)
+			goto fail;
+		l = n;
+	}
+	return (l);
+fail:
+	curl_slist_free_all(l);
+	return (NULL);
+}
+
+struct transfer *
+transfer_start(struct upstreams *u, const struct transfer_request *r,
+    transfer_done_cb cb, void *arg)
+{
+	const struct upstream_conf	*up = r->up;
+	struct transfer			*x;
+	CURL				*e;
+	long				 httpver;
+
+	if ((x = calloc(1, sizeof *x)) == NULL)
+		return (NULL);
+	x->u = u;
+	x->cb = cb;
+	x->arg = arg;
+	x->max_size = up->max_response_size;
+	http_headers_init(&x->headers);
+	if ((x->body = evbuffer_new()) == NULL)
+		goto fail;
+	if (asprintf(&x->url, "%s%.*s", up->url, (int)r->pathlen, r->path) == -1) {
+		x->url = NULL;
+		goto fail;
+	}
+	if ((x->sendhdrs = transfer_headers(r)) == NULL)
+		goto fail;
+	if ((x->easy = e = curl_easy_init()) == NULL)
+		goto fail;
+
+	curl_easy_setopt(e, CURLOPT_URL, x->url);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->sendhdrs);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, transfer_write_cb);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, transfer_header_cb);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)up->connect_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
+	    (long)(r->timeout_ms ? r->timeout_ms : up->timeout_ms));
+	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
+	    (curl_off_t)up->max_response_size);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, up->tls_verify ? 1L : 0L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, up->tls_verify ? 2L : 0L);
+	if (up->ca_file != NULL)
+		curl_easy_setopt(e, CURLOPT_CAINFO, up->ca_file);
+	switch (up->http2) {
+	case HTTP2_PRIOR_KNOWLEDGE:
+		httpver = CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
+		break;
+	case HTTP2_ON:
+		httpver = CURL_HTTP_VERSION_2TLS;
+		break;
+	default:
+		httpver = CURL_HTTP_VERSION_1_1;
+	}
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, httpver);
+
+	if (strcmp(r->method, "HEAD") == 0)
+		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+	else if (strcmp(r->method, "GET") != 0 || r->has_body) {
+		if (r->has_body) {
+			curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+			    (curl_off_t)r->bodylen);
+			curl_easy_setopt(e, CURLOPT_POSTFIELDS,
+			    r->bodylen ? r->body : "");
+		}
+		if (strcmp(r->method, "POST") != 0 || !r->has_body)
+			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
+	}
+
+	x->started_us = now_us();
+	if (curl_multi_add_handle(u->multi, e) != CURLM_OK)
+		goto fail;
+	metrics_gauge_add(G_TRANSFERS_IN_FLIGHT, 1);
+	return (x);
+fail:
+	if (x->easy != NULL)
+		curl_easy_cleanup(x->easy);
+	transfer_free(x);
+	return (NULL);
+}
+
+size_t
+transfer_abort(struct transfer *x)
+{
+	size_t	discarded;
+
+	discarded = evbuffer_get_length(x->body);
+	transfer_release(x);
+	transfer_free(x);
+	return (discarded);
+}
+
+static enum transfer_error
+transfer_classify(struct transfer *x, CURLcode rc)
+{
+	curl_off_t	connect_us = 0;
+
+	switch (rc) {
+	case CURLE_OK:
+		return (XFER_OK);
+	case CURLE_OPERATION_TIMEDOUT:
+		/* connect_timeout also ends up here: tell them apart. */
+		curl_easy_getinfo(x->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+		return (connect_us == 0 ? XFER_CONNECT : XFER_TIMEOUT);
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+		return (XFER_CONNECT);
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
+		return (XFER_RESET);
+	case CURLE_FILESIZE_EXCEEDED:
+		return (XFER_TOO_LARGE);
+	case CURLE_WRITE_ERROR:
+		return (x->too_large ? XFER_TOO_LARGE : XFER_PROTOCOL);
+	default:
+		return (XFER_PROTOCOL);
+	}
+}
+
+static void
+transfer_done(struct transfer *x, CURLcode rc)
+{
+	struct transfer_result	 res;
+	long			 status = 0;
+
+	memset(&res, 0, sizeof res);
+	res.error = transfer_classify(x, rc);
+	res.detail = curl_easy_strerror(rc);
+	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+	res.status = (int)status;
+	res.headers = &x->headers;
+	res.body = x->body;
+	res.duration_us = now_us() - x->started_us;
+	transfer_release(x);
+	/* The callee may move the body out with evbuffer_add_buffer(). */
+	x->cb(x, &res, x->arg);
+	transfer_free(x);
+}
+
+static void
+upstreams_check_done(struct upstreams *u)
+{
+	CURLMsg		*msg;
+	struct transfer	*x;
+	CURLcode	 rc;
+	int		 left;
+
+	while ((msg = curl_multi_info_read(u->multi, &left)) != NULL) {
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		rc = msg->data.result;
+		x = NULL;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+		if (x != NULL)
+			transfer_done(x, rc);
+	}
+}

@@ -1,0 +1,70 @@
+/*
+ * upstream.h: upstream transfers on libcurl's multi interface, driven by
+ * the worker's event_base (CURLMOPT_SOCKETFUNCTION / TIMERFUNCTION).
+ *
+ * A transfer ends exactly once: either its done callback runs (from the
+ * event loop, never from inside a curl callback, with the easy handle
+ * already removed from the multi), or the owner aborts it with
+ * transfer_abort(), after which no callback runs. Either way the transfer
+ * is freed by this module.
+ */
+#ifndef FANOUTD_UPSTREAM_H
+#define FANOUTD_UPSTREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "http.h"
+
+struct event_base;
+struct evbuffer;
+struct upstream_conf;
+struct upstreams;
+struct transfer;
+
+enum transfer_error {
+	XFER_OK = 0,		/* a whole response arrived (any status) */
+	XFER_TIMEOUT,
+	XFER_CONNECT,
+	XFER_RESET,
+	XFER_PROTOCOL,
+	XFER_TOO_LARGE,
+};
+
+struct transfer_result {
+	enum transfer_error	 error;
+	const char		*detail;	/* curl's words, for the log */
+	int			 status;
+	struct http_headers	*headers;	/* the final response's */
+	struct evbuffer		*body;		/* the callee may take it */
+	uint64_t		 duration_us;
+};
+
+typedef void	(*transfer_done_cb)(struct transfer *,
+		    struct transfer_result *, void *);
+
+struct transfer_request {
+	const struct upstream_conf	*up;
+	const char			*method;
+	const char			*path;		/* path and query, "/" first */
+	size_t				 pathlen;
+	const struct http_headers	*headers;	/* to send, as they are */
+	const void			*body;		/* must outlive the transfer */
+	size_t				 bodylen;
+	int				 has_body;
+	uint64_t			 timeout_ms;	/* 0: the upstream's */
+};
+
+struct upstreams	*upstreams_new(struct event_base *);
+void			 upstreams_free(struct upstreams *);
+unsigned		 upstreams_running(const struct upstreams *);
+
+struct transfer	*transfer_start(struct upstreams *,
+		    const struct transfer_request *, transfer_done_cb, void *);
+/* Abort an in-flight transfer: its connection is closed, nothing runs.
+ * Returns the number of response bytes thrown away. */
+size_t		 transfer_abort(struct transfer *);
+
+const char	*transfer_error_name(enum transfer_error);
+
+#endif

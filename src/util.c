@@ -1,0 +1,167 @@
+/*
+ * util.c: small helpers with no state of their own.
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+
+#include "util.h"
+
+uint64_t
+now_us(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((uint64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+}
+
+uint64_t
+now_ms(void)
+{
+	return (now_us() / 1000);
+}
+
+void
+iso8601_now(char *buf, size_t len)
+{
+	struct timespec	ts;
+	struct tm	tm;
+	char		tmp[32];
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(tmp, sizeof tmp, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf, len, "%s.%03ldZ", tmp, ts.tv_nsec / 1000000);
+}
+
+void
+json_append_string(struct evbuffer *out, const char *s, size_t len)
+{
+	static const char	 hex[] = "0123456789abcdef";
+	size_t			 i, run = 0;
+	unsigned char		 c;
+	char			 esc[6];
+
+	evbuffer_add(out, "\"", 1);
+	for (i = 0; i < len; i++) {
+		c = (unsigned char)s[i];
+		if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f)
+			continue;
+		evbuffer_add(out, s + run, i - run);
+		run = i + 1;
+		esc[0] = '\\';
+		switch (c) {
+		case '"':  evbuffer_add(out, "\\\"", 2); break;
+		case '\\': evbuffer_add(out, "\\\\", 2); break;
+		case '\n': evbuffer_add(out, "\\n", 2); break;
+		case '\r': evbuffer_add(out, "\\r", 2); break;
+		case '\t': evbuffer_add(out, "\\t", 2); break;
+		default:
+			esc[1] = 'u';
+			esc[2] = '0';
+			esc[3] = '0';
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 0xf];
+			evbuffer_add(out, esc, 6);
+		}
+	}
+	evbuffer_add(out, s + run, len - run);
+	evbuffer_add(out, "\"", 1);
+}
+
+void
+request_id_new(char *buf, size_t len)
+{
+	static uint64_t			 prefix;
+	static atomic_uint_fast64_t	 counter;
+	uint64_t			 n;
+
+	/* Racing first callers both fill prefix with random bytes: harmless. */
+	if (prefix == 0 && getrandom(&prefix, sizeof prefix, 0) != sizeof prefix)
+		prefix = (uint64_t)time(NULL) << 20;
+	n = atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed);
+	snprintf(buf, len, "%08x%016llx", (unsigned)(prefix >> 32),
+	    (unsigned long long)((prefix << 32 | (prefix >> 32)) + n));
+}
+
+int
+request_id_valid(const char *s, size_t len)
+{
+	size_t	i;
+
+	if (len == 0 || len > 128)
+		return (0);
+	for (i = 0; i < len; i++) {
+		if (s[i] <= 0x20 || s[i] >= 0x7f || s[i] == '"' || s[i] == '\\')
+			return (0);
+	}
+	return (1);
+}
+
+const char *
+http_status_text(int status)
+{
+	switch (status) {
+	case 100: return "Continue";
+	case 200: return "OK";
+	case 201: return "Created";
+	case 202: return "Accepted";
+	case 204: return "No Content";
+	case 206: return "Partial Content";
+	case 301: return "Moved Permanently";
+	case 302: return "Found";
+	case 304: return "Not Modified";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 409: return "Conflict";
+	case 411: return "Length Required";
+	case 413: return "Content Too Large";
+	case 414: return "URI Too Long";
+	case 417: return "Expectation Failed";
+	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
+	case 499: return "Client Closed Request";
+	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	case 505: return "HTTP Version Not Supported";
+	default:  return "Unknown";
+	}
+}
+
+int
+strn_eq_ci(const char *s, size_t len, const char *lit)
+{
+	return (strlen(lit) == len && strncasecmp(s, lit, len) == 0);
+}
+
+int
+parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out)
+{
+	uint64_t	v = 0;
+	size_t		i;
+
+	if (len == 0 || len > 20)
+		return (-1);
+	for (i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return (-1);
+		if (v > (max - (uint64_t)(s[i] - '0')) / 10)
+			return (-1);
+		v = v * 10 + (uint64_t)(s[i] - '0');
+	}
+	*out = v;
+	return (0);
+}

@@ -1,0 +1,37 @@
+/*
+ * util.h: small helpers with no state of their own.
+ */
+#ifndef FANOUTD_UTIL_H
+#define FANOUTD_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct evbuffer;
+
+/* CLOCK_MONOTONIC in microseconds and milliseconds. */
+uint64_t	 now_us(void);
+uint64_t	 now_ms(void);
+/* Wall clock, "2026-11-25T20:46:08.123Z", into buf of at least 32 bytes. */
+void		 iso8601_now(char *buf, size_t len);
+
+/* Append s (len bytes) as a JSON string, quotes included. */
+void		 json_append_string(struct evbuffer *, const char *s, size_t len);
+
+/* A fresh request id: 24 hex digits, unique within this process, and
+ * random-prefixed so that restarts do not repeat ids. */
+void		 request_id_new(char *buf, size_t len);
+/* A client's X-Request-Id is kept when it is 1..128 visible ASCII
+ * characters without quotes or backslashes; 1 if acceptable. */
+int		 request_id_valid(const char *s, size_t len);
+
+/* Reason phrase for a status code ("Gateway Timeout"). */
+const char	*http_status_text(int status);
+
+/* Case-insensitive comparison of a counted string with a C string. */
+int		 strn_eq_ci(const char *s, size_t len, const char *lit);
+
+/* Parse a decimal unsigned integer of exactly len bytes; 0 / -1. */
+int		 parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out);
+
+#endif
