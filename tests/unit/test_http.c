@@ -1,0 +1,235 @@
+/*
+ * test_http.c: the header forwarding rules of SPEC section 3.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <cmocka.h>
+
+#include "http.h"
+
+static void
+add(struct http_headers *h, const char *name, const char *value)
+{
+	assert_int_equal(http_headers_add(h, name, strlen(name), value,
+	    strlen(value)), 0);
+}
+
+static const char *
+get(const struct http_headers *h, const char *name)
+{
+	const struct http_header	*e = http_headers_get(h, name);
+
+	return (e ? e->value : NULL);
+}
+
+static size_t
+count(const struct http_headers *h, const char *name)
+{
+	size_t	i, n = 0;
+
+	for (i = 0; i < h->n; i++)
+		if (strcasecmp(h->v[i].name, name) == 0)
+			n++;
+	return (n);
+}
+
+static void
+forward(const struct http_headers *in, struct http_headers *out,
+    uint64_t left)
+{
+	struct forward_info	fi = { "192.0.2.7", "http", "rid-1", left };
+
+	http_headers_init(out);
+	assert_int_equal(http_forward_request_headers(in, &fi, out), 0);
+}
+
+static void
+test_hop_by_hop_dropped(void **state)
+{
+	struct http_headers	in, out;
+	const char		*hop[] = { "Connection", "Keep-Alive", "TE",
+				    "Trailer", "Transfer-Encoding", "Upgrade",
+				    "Proxy-Authorization", "Proxy-Connection" };
+	size_t			 i;
+
+	http_headers_init(&in);
+	for (i = 0; i < sizeof hop / sizeof hop[0]; i++)
+		add(&in, hop[i], "x");
+	add(&in, "Accept", "*/*");
+	add(&in, "X-Custom", "kept");
+	forward(&in, &out, 100);
+	for (i = 0; i < sizeof hop / sizeof hop[0]; i++)
+		assert_null(get(&out, hop[i]));
+	assert_string_equal(get(&out, "accept"), "*/*");
+	assert_string_equal(get(&out, "x-custom"), "kept");
+	http_headers_clear(&in);
+	http_headers_clear(&out);
+}
+
+static void
+test_connection_named_headers_dropped(void **state)
+{
+	struct http_headers	in, out;
+
+	http_headers_init(&in);
+	add(&in, "Connection", "keep-alive, X-Secret ,x-other");
+	add(&in, "X-Secret", "s");
+	add(&in, "X-Other", "o");
+	add(&in, "X-Kept", "k");
+	forward(&in, &out, 100);
+	assert_null(get(&out, "x-secret"));
+	assert_null(get(&out, "x-other"));
+	assert_string_equal(get(&out, "x-kept"), "k");
+	/* Not a substring match. */
+	assert_false(http_is_hop_by_hop(&in, "X-Sec", 5));
+	http_headers_clear(&in);
+	http_headers_clear(&out);
+}
+
+static void
+test_host_and_forwarded(void **state)
+{
+	struct http_headers	in, out;
+
+	http_headers_init(&in);
+	add(&in, "Host", "api.example:8080");
+	add(&in, "X-Forwarded-For", "203.0.113.1");
+	add(&in, "X-Forwarded-For", "198.51.100.2, 198.51.100.3");
+	add(&in, "X-Forwarded-Proto", "https");
+	add(&in, "X-Forwarded-Host", "spoofed");
+	forward(&in, &out, 100);
+	/* The upstream's Host is set by the transfer, not copied. */
+	assert_null(get(&out, "host"));
+	assert_string_equal(get(&out, "x-forwarded-host"), "api.example:8080");
+	assert_int_equal(count(&out, "x-forwarded-host"), 1);
+	assert_string_equal(get(&out, "x-forwarded-for"),
+	    "203.0.113.1, 198.51.100.2, 198.51.100.3, 192.0.2.7");
+	assert_int_equal(count(&out, "x-forwarded-for"), 1);
+	assert_string_equal(get(&out, "x-forwarded-proto"), "http");
+	assert_int_equal(count(&out, "x-forwarded-proto"), 1);
+	http_headers_clear(&in);
+	http_headers_clear(&out);
+}
+
+static void
+test_request_id_and_deadline(void **state)
+{
+	struct http_headers	in, out;
+
+	http_headers_init(&in);
+	add(&in, "X-Request-Id", "from-client");
+	add(&in, "X-Request-Deadline-Ms", "99999");
+	forward(&in, &out, 250);
+	/* The proxy's own values replace the client's (one of each). */
+	assert_string_equal(get(&out, "x-request-id"), "rid-1");
+	assert_int_equal(count(&out, "x-request-id"), 1);
+	assert_string_equal(get(&out, "x-request-deadline-ms"), "250");
+	assert_int_equal(count(&out, "x-request-deadline-ms"), 1);
+	/* No Host in, no X-Forwarded-Host out. */
+	assert_null(get(&out, "x-forwarded-host"));
+	assert_string_equal(get(&out, "x-forwarded-for"), "192.0.2.7");
+	http_headers_clear(&in);
+	http_headers_clear(&out);
+}
+
+static void
+test_framing_headers_dropped(void **state)
+{
+	struct http_headers	in, out;
+
+	http_headers_init(&in);
+	add(&in, "Content-Length", "5");
+	add(&in, "Expect", "100-continue");
+	add(&in, "Content-Type", "text/plain");
+	forward(&in, &out, 1);
+	/* The transfer frames the body itself. */
+	assert_null(get(&out, "content-length"));
+	assert_null(get(&out, "expect"));
+	assert_string_equal(get(&out, "content-type"), "text/plain");
+	http_headers_clear(&in);
+	http_headers_clear(&out);
+}
+
+static void
+test_response_headers(void **state)
+{
+	struct http_headers	msg;
+
+	http_headers_init(&msg);
+	add(&msg, "Connection", "close, X-Hop");
+	assert_false(http_response_header_passes(&msg, "Connection", 10));
+	assert_false(http_response_header_passes(&msg, "Transfer-Encoding", 17));
+	assert_false(http_response_header_passes(&msg, "keep-alive", 10));
+	assert_false(http_response_header_passes(&msg, "X-Hop", 5));
+	assert_false(http_response_header_passes(&msg, "Content-Length", 14));
+	assert_false(http_response_header_passes(&msg, "Date", 4));
+	assert_true(http_response_header_passes(&msg, "Content-Type", 12));
+	assert_true(http_response_header_passes(&msg, "Set-Cookie", 10));
+	assert_true(http_response_header_passes(&msg, "Cache-Control", 13));
+	http_headers_clear(&msg);
+}
+
+static void
+test_client_deadline(void **state)
+{
+	struct http_headers	h;
+	uint64_t		ms = 0;
+
+	http_headers_init(&h);
+	assert_false(http_client_deadline(&h, &ms));
+	add(&h, "x-request-deadline-ms", "1500");
+	assert_true(http_client_deadline(&h, &ms));
+	assert_int_equal(ms, 1500);
+	http_headers_clear(&h);
+	add(&h, "X-Request-Deadline-Ms", "-5");
+	assert_false(http_client_deadline(&h, &ms));
+	http_headers_clear(&h);
+	add(&h, "X-Request-Deadline-Ms", "12ms");
+	assert_false(http_client_deadline(&h, &ms));
+	http_headers_clear(&h);
+	add(&h, "X-Request-Deadline-Ms", "0");
+	assert_true(http_client_deadline(&h, &ms));
+	assert_int_equal(ms, 0);
+	http_headers_clear(&h);
+}
+
+static void
+test_headers_list(void **state)
+{
+	struct http_headers	h;
+	char			name[16];
+	int			i;
+
+	http_headers_init(&h);
+	for (i = 0; i < 100; i++) {
+		snprintf(name, sizeof name, "H%d", i);
+		add(&h, name, "v");
+	}
+	assert_int_equal(h.n, 100);
+	assert_string_equal(get(&h, "h99"), "v");
+	assert_null(get(&h, "h100"));
+	http_headers_clear(&h);
+	assert_int_equal(h.n, 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_hop_by_hop_dropped),
+		cmocka_unit_test(test_connection_named_headers_dropped),
+		cmocka_unit_test(test_host_and_forwarded),
+		cmocka_unit_test(test_request_id_and_deadline),
+		cmocka_unit_test(test_framing_headers_dropped),
+		cmocka_unit_test(test_response_headers),
+		cmocka_unit_test(test_client_deadline),
+		cmocka_unit_test(test_headers_list),
+	};
+
+	return (cmocka_run_group_tests(tests, NULL, NULL));
+}

@@ -1,0 +1,110 @@
+/*
+ * test_util.c: JSON escaping, request ids, integer parsing.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <event2/buffer.h>
+
+#include "util.h"
+
+static void
+assert_json(const char *in, size_t len, const char *want)
+{
+	struct evbuffer	*b = evbuffer_new();
+	size_t		 n;
+
+	json_append_string(b, in, len);
+	n = evbuffer_get_length(b);
+	assert_int_equal(n, strlen(want));
+	assert_memory_equal(evbuffer_pullup(b, -1), want, n);
+	evbuffer_free(b);
+}
+
+static void
+test_json_string(void **state)
+{
+	assert_json("plain", 5, "\"plain\"");
+	assert_json("", 0, "\"\"");
+	assert_json("a\"b\\c", 5, "\"a\\\"b\\\\c\"");
+	assert_json("\n\r\t", 3, "\"\\n\\r\\t\"");
+	assert_json("\x01\x1f\x7f", 3, "\"\\u0001\\u001f\\u007f\"");
+	assert_json("nul\0in", 6, "\"nul\\u0000in\"");
+	/* UTF-8 passes through untouched. */
+	assert_json("caf\xc3\xa9", 5, "\"caf\xc3\xa9\"");
+}
+
+static void
+test_request_id(void **state)
+{
+	char	a[64], b[64];
+
+	request_id_new(a, sizeof a);
+	request_id_new(b, sizeof b);
+	assert_int_equal(strlen(a), 24);
+	assert_string_not_equal(a, b);
+	assert_true(request_id_valid(a, strlen(a)));
+}
+
+static void
+test_request_id_valid(void **state)
+{
+	char	long_id[200];
+
+	assert_true(request_id_valid("abc-123_x.y", 11));
+	assert_false(request_id_valid("", 0));
+	assert_false(request_id_valid("has space", 9));
+	assert_false(request_id_valid("quo\"te", 6));
+	assert_false(request_id_valid("back\\slash", 10));
+	assert_false(request_id_valid("ctl\x01", 4));
+	memset(long_id, 'a', sizeof long_id);
+	assert_true(request_id_valid(long_id, 128));
+	assert_false(request_id_valid(long_id, 129));
+}
+
+static void
+test_parse_u64(void **state)
+{
+	uint64_t	v = 7;
+
+	assert_int_equal(parse_u64("0", 1, 100, &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(parse_u64("100", 3, 100, &v), 0);
+	assert_int_equal(v, 100);
+	assert_int_equal(parse_u64("101", 3, 100, &v), -1);
+	assert_int_equal(parse_u64("", 0, 100, &v), -1);
+	assert_int_equal(parse_u64("-1", 2, 100, &v), -1);
+	assert_int_equal(parse_u64("1x", 2, 100, &v), -1);
+	assert_int_equal(parse_u64(" 1", 2, 100, &v), -1);
+	assert_int_equal(parse_u64("18446744073709551615", 20, UINT64_MAX,
+	    &v), 0);
+	assert_true(v == UINT64_MAX);
+	assert_int_equal(parse_u64("18446744073709551616", 20, UINT64_MAX,
+	    &v), -1);
+}
+
+static void
+test_status_text(void **state)
+{
+	assert_string_equal(http_status_text(504), "Gateway Timeout");
+	assert_string_equal(http_status_text(499), "Client Closed Request");
+	assert_string_equal(http_status_text(299), "Unknown");
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_json_string),
+		cmocka_unit_test(test_request_id),
+		cmocka_unit_test(test_request_id_valid),
+		cmocka_unit_test(test_parse_u64),
+		cmocka_unit_test(test_status_text),
+	};
+
+	return (cmocka_run_group_tests(tests, NULL, NULL));
+}
