@@ -310,7 +310,7 @@ conn_parse(struct conn *c)
 	size_t			 used;
 
 	while ((c->state == CONN_HEAD || c->state == CONN_BODY) &&
-	    evbuffer_peek(in, -1, NULL, &v, 1) == 1 && v.iov_len > 0) {
+	    evbuffer_peek(in, -1, NULL, &v, 1) >= 1 && v.iov_len > 0) {
 		err = llhttp_execute(&c->parser, v.iov_base, v.iov_len);
 		if (c->state == CONN_CLOSED)
 			return;
@@ -593,7 +593,7 @@ on_headers_complete(llhttp_t *p)
 {
 	struct conn			*c = p->data;
 	struct request			*r = c->req;
-	const struct http_header	*te;
+	const struct http_header	*te, *ex;
 
 	snprintf(r->method, sizeof r->method, "%s",
 	    llhttp_method_name(llhttp_get_method(p)));
@@ -617,6 +617,10 @@ on_headers_complete(llhttp_t *p)
 	r->http_minor = llhttp_get_http_minor(p);
 	r->has_body = (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) != 0;
 	request_head_done(r);
+	if (r->has_body && r->http_minor >= 1 && r->reject == 0 &&
+	    (ex = http_headers_get(&r->headers, "expect")) != NULL &&
+	    strn_eq_ci(ex->value, ex->valuelen, "100-continue"))
+		bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
 	if (r->has_body && !(p->flags & F_CONTENT_LENGTH &&
 	    p->content_length == 0)) {
 		conn_set_state(c, CONN_BODY);

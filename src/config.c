@@ -1,0 +1,1813 @@
+/*
+ * config.c: the configuration file of SPEC section 2.
+ *
+ * inih splits "key = value" lines; the rest is done here. A reader of our
+ * own sits between the text and inih (ini_parse_stream), because inih alone
+ * would
+ *  - cut a line longer than its buffer into pieces, parse each piece as a
+ *    line of its own and shift every line number after it;
+ *  - cut section names at 50 bytes and never say where a section starts, so
+ *    an empty or a duplicate section could not be reported at its line;
+ *  - take an indented "key = value" for the continuation of the key above;
+ *  - report only the line of its first syntax error.
+ * So the reader gives inih one line at a time, whole or not at all: section
+ * headers, comments and bad lines are handled here and reach inih as empty
+ * lines; key lines reach it without their indentation. inih calls the
+ * handler before it reads the next line, so the reader's line number and
+ * current section are the handler's (inih's own are not used).
+ *
+ * Every problem is collected, sorted by line, and returned as one text of
+ * "FILE:LINE: message\n" lines. The messages, exactly (tests assert them):
+ *
+ *   FILE: cannot open: STRERROR
+ *   FILE: cannot read: STRERROR
+ *   FILE: file too large (more than 16m)
+ *   FILE: out of memory
+ *   FILE:N: line too long (more than N characters)
+ *   FILE:N: NUL character in line
+ *   FILE:N: syntax error: missing ']'
+ *   FILE:N: syntax error: unexpected text after ']'
+ *   FILE:N: syntax error: expected 'key = value'
+ *   FILE:N: unknown section [TEXT]
+ *   FILE:N: section [TEXT] needs a quoted name, as in [upstream "NAME"]
+ *   FILE:N: bad upstream name 'X' (1 to 64 letters, digits, '_', '.' or '-')
+ *   FILE:N: bad route name 'X' (1 to 64 letters, digits, '_', '.' or '-')
+ *   FILE:N: duplicate section [server] (first at line N)
+ *   FILE:N: duplicate section [admin] (first at line N)
+ *   FILE:N: duplicate upstream 'X' (first at line N)
+ *   FILE:N: duplicate route 'X' (first at line N)
+ *   FILE:N: key 'K' outside of any section
+ *   FILE:N: unknown key 'K' in SECTION
+ *   FILE:N: duplicate key 'K' in SECTION (first at line N)
+ *   FILE:N: missing key 'K' in SECTION		(at the section's line)
+ *   FILE:N: empty value for 'K'
+ *   FILE:N: empty item in 'K'
+ *   FILE:N: bad number 'V' for 'K'
+ *   FILE:N: bad duration 'V' for 'K' (use ms, s, m or h)
+ *   FILE:N: bad size 'V' for 'K' (use a number, optionally with k, m or g)
+ *   FILE:N: bad boolean 'V' for 'K' (use yes or no)
+ *   FILE:N: bad value 'V' for 'K' (use A, B or C)
+ *   FILE:N: 'K' out of range: 'V' (MIN to MAX)
+ *	quorum: MAX is the route's number of upstreams once they are known
+ *   FILE:N: bad listen address 'V' (WHY)
+ *	WHY: expected HOST:PORT | port must be 1 to 65535 |
+ *	     not a numeric IPv4 or [IPv6] address | too long
+ *   FILE:N: duplicate listen address 'V'
+ *   FILE:N: too many listen addresses (at most 16)
+ *   FILE:N: listen address 'V' is used by both [server] and [admin]
+ *   FILE:N: bad url 'V' (WHY)
+ *	WHY: use http:// or https:// | user info is not allowed |
+ *	     a query is not allowed | a fragment is not allowed |
+ *	     missing host | bad host | bad port |
+ *	     spaces and control characters are not allowed
+ *   FILE:N: http2 = on needs an https:// url (use prior-knowledge for h2c)
+ *   FILE:N: cannot use ca_file 'V': STRERROR
+ *   FILE:N: cannot use ca_file 'V': not a regular file
+ *   FILE:N: bad match 'V' (a path starting with '/', without '?', '#' or
+ *	     spaces)
+ *   FILE:N: duplicate match 'V' (first in route 'X' at line N)
+ *   FILE:N: bad method 'M' for 'methods' (use GET, HEAD, POST, PUT,
+ *	     DELETE, PATCH or OPTIONS)
+ *   FILE:N: duplicate method 'M' in 'methods'
+ *   FILE:N: route 'X' names unknown upstream 'Y'
+ *   FILE:N: route 'X' lists upstream 'Y' twice
+ *   FILE:N: syntax error			(inih found one we did not)
+ *
+ * SECTION is written as in the file: [server], [admin], [upstream "NAME"],
+ * [route "NAME"].
+ */
+
+#ifdef HAVE_CONFIG_H
+#include "autoconf.h"
+#endif
+
+#include <sys/types.h>
+#include <sys/stat.h>
+#include <sys/socket.h>
+
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <ini.h>
+
+#include "config.h"
+
+#ifndef nitems
+#define nitems(a) (sizeof (a) / sizeof (a)[0])
+#endif
+
+#define CONFIG_LINE_MAX		4096		/* characters, without "\n" */
+#define CONFIG_FILE_MAX		(16 * 1024 * 1024)
+#define CONFIG_NAME_MAX		64
+
+#define MS_SECOND		1000ULL
+#define MS_MINUTE		(60 * MS_SECOND)
+#define MS_HOUR			(60 * MS_MINUTE)
+#define MS_DAY			(24 * MS_HOUR)
+#define KB			1024ULL
+#define MB			(1024 * KB)
+#define GB			(1024 * MB)
+
+/* The methods a route may name: CONNECT and TRACE are never proxied. */
+#define ROUTE_METHODS	(HTTP_M_GET|HTTP_M_HEAD|HTTP_M_POST|HTTP_M_PUT| \
+			 HTTP_M_DELETE|HTTP_M_PATCH|HTTP_M_OPTIONS)
+
+enum key_type {
+	KEY_LISTEN,
+	KEY_UINT,
+	KEY_DURATION,
+	KEY_SIZE,
+	KEY_BOOL,
+	KEY_CHOICE,
+	KEY_STRING,
+	KEY_FILE,
+	KEY_URL,
+	KEY_MATCH,
+	KEY_METHODS,
+	KEY_NAMES,
+};
+
+#define KEY_REQUIRED	0x1
+
+struct config_key {
+	const char		*section;
+	const char		*name;
+	enum key_type		 type;
+	size_t			 off;		/* in config or *_conf */
+	uint64_t		 min;
+	uint64_t		 max;
+	const char		*dflt;		/* parsed when absent */
+	const char *const	*choices;	/* in the order of the enum */
+	int			 flags;
+};
+
+static const char *const half_close_choices[] = { "cancel", "wait", NULL };
+static const char *const log_level_choices[] = {
+	"error", "warn", "info", "debug", NULL
+};
+static const char *const http2_choices[] = {
+	"off", "prior-knowledge", "on", NULL
+};
+static const char *const mode_choices[] = {
+	"proxy", "all", "first", "hedge", "quorum", NULL
+};
+static const char *const partial_choices[] = { "fail", "allow", NULL };
+
+#define S(f)	offsetof(struct config, f)
+#define U(f)	offsetof(struct upstream_conf, f)
+#define R(f)	offsetof(struct route_conf, f)
+
+/*
+ * Every key, one per line starting with { "SECTION", "KEY":
+ * tests/check-config-keys.sh greps this table against fanoutd.ini(5).
+ */
+static const struct config_key config_keys[] = {
+	{ "server", "listen", KEY_LISTEN,
+	  S(listen), 0, 0, "127.0.0.1:8080", NULL, 0 },
+	{ "server", "workers", KEY_UINT,
+	  S(workers), 0, 1024, "1", NULL, 0 },
+	{ "server", "max_connections", KEY_UINT,
+	  S(max_connections), 1, 1000000, "10000", NULL, 0 },
+	{ "server", "header_timeout", KEY_DURATION,
+	  S(header_timeout_ms), 1, MS_DAY, "10s", NULL, 0 },
+	{ "server", "body_timeout", KEY_DURATION,
+	  S(body_timeout_ms), 1, MS_DAY, "30s", NULL, 0 },
+	{ "server", "keepalive_timeout", KEY_DURATION,
+	  S(keepalive_timeout_ms), 0, MS_DAY, "60s", NULL, 0 },
+	{ "server", "max_header_size", KEY_SIZE,
+	  S(max_header_size), KB, MB, "16k", NULL, 0 },
+	{ "server", "max_body_size", KEY_SIZE,
+	  S(max_body_size), 0, 4 * GB, "1m", NULL, 0 },
+	{ "server", "drain_timeout", KEY_DURATION,
+	  S(drain_timeout_ms), 0, MS_DAY, "30s", NULL, 0 },
+	{ "server", "half_close", KEY_CHOICE,
+	  S(half_close), 0, 0, "cancel", half_close_choices, 0 },
+	{ "server", "access_log", KEY_STRING,
+	  S(access_log), 0, 0, "-", NULL, 0 },
+	{ "server", "log_level", KEY_CHOICE,
+	  S(log_level), 0, 0, "info", log_level_choices, 0 },
+
+	{ "admin", "listen", KEY_LISTEN,
+	  S(admin_listen), 0, 0, "127.0.0.1:9901", NULL, 0 },
+
+	{ "upstream", "url", KEY_URL,
+	  U(url), 0, 0, NULL, NULL, KEY_REQUIRED },
+	{ "upstream", "connect_timeout", KEY_DURATION,
+	  U(connect_timeout_ms), 1, MS_DAY, "1s", NULL, 0 },
+	{ "upstream", "timeout", KEY_DURATION,
+	  U(timeout_ms), 1, MS_DAY, "5s", NULL, 0 },
+	{ "upstream", "http2", KEY_CHOICE,
+	  U(http2), 0, 0, "off", http2_choices, 0 },
+	{ "upstream", "max_response_size", KEY_SIZE,
+	  U(max_response_size), KB, 4 * GB, "8m", NULL, 0 },
+	{ "upstream", "tls_verify", KEY_BOOL,
+	  U(tls_verify), 0, 0, "on", NULL, 0 },
+	{ "upstream", "ca_file", KEY_FILE,
+	  U(ca_file), 0, 0, NULL, NULL, 0 },
+
+	{ "route", "match", KEY_MATCH,
+	  R(match), 0, 0, NULL, NULL, KEY_REQUIRED },
+	{ "route", "strip_prefix", KEY_BOOL,
+	  R(strip_prefix), 0, 0, "no", NULL, 0 },
+	{ "route", "methods", KEY_METHODS,
+	  R(methods), 0, 0, NULL, NULL, 0 },
+	{ "route", "mode", KEY_CHOICE,
+	  R(mode), 0, 0, "proxy", mode_choices, 0 },
+	{ "route", "upstreams", KEY_NAMES,
+	  R(upstreams), 0, 0, NULL, NULL, KEY_REQUIRED },
+	{ "route", "deadline", KEY_DURATION,
+	  R(deadline_ms), 1, MS_DAY, "30s", NULL, 0 },
+	{ "route", "hedge_delay", KEY_DURATION,
+	  R(hedge_delay_ms), 0, MS_DAY, "50ms", NULL, 0 },
+	/* At most the number of upstreams: checked once they are known. */
+	{ "route", "quorum", KEY_UINT,
+	  R(quorum), 1, 1000000, NULL, NULL, 0 },
+	{ "route", "partial", KEY_CHOICE,
+	  R(partial), 0, 0, "fail", partial_choices, 0 },
+};
+
+#undef S
+#undef U
+#undef R
+
+#define NKEYS	nitems(config_keys)
+
+enum section_type {
+	SECTION_SERVER,
+	SECTION_ADMIN,
+	SECTION_UPSTREAM,
+	SECTION_ROUTE,
+	SECTION_IGNORE,		/* bad or duplicate: its keys are skipped */
+};
+
+static const char *const section_names[] = {
+	"server", "admin", "upstream", "route", NULL
+};
+
+struct section {
+	enum section_type	 type;
+	int			 line;
+	char			 label[CONFIG_NAME_MAX + 32];
+	const char		*name;		/* upstream or route name */
+	void			*base;
+	int			 seen[NKEYS];	/* line of each key or 0 */
+	int			 bad[NKEYS];	/* its value was reported */
+	char			*names;		/* route: upstreams */
+};
+
+struct config_error {
+	int			 line;
+	size_t			 seq;
+	char			*msg;
+};
+
+struct parse {
+	const char		*file;
+	struct config		*cfg;
+
+	const char		*pos;
+	const char		*end;
+	int			 lineno;
+
+	struct section		**sections;
+	size_t			 nsections;
+	struct section		*cur;
+	struct section		*server;
+	struct section		*admin;
+
+	struct config_error	*errors;
+	size_t			 nerrors;
+	int			 oom;
+};
+
+static void	config_error(struct parse *, int, const char *, ...)
+		    __attribute__((format(printf, 3, 4)));
+
+static void
+config_error(struct parse *p, int line, const char *fmt, ...)
+{
+	struct config_error	*e;
+	va_list			 ap;
+	char			*msg;
+	int			 n;
+
+	if (p->oom)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (msg = malloc((size_t)n + 1)) == NULL)
+		goto fail;
+	va_start(ap, fmt);
+	vsnprintf(msg, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+
+	e = reallocarray(p->errors, p->nerrors + 1, sizeof *p->errors);
+	if (e == NULL) {
+		free(msg);
+		goto fail;
+	}
+	p->errors = e;
+	e[p->nerrors].line = line;
+	e[p->nerrors].seq = p->nerrors;
+	e[p->nerrors].msg = msg;
+	p->nerrors++;
+	return;
+
+fail:
+	p->oom = 1;
+}
+
+static char *
+parse_strndup(struct parse *p, const char *s, size_t len)
+{
+	char	*cp;
+
+	if ((cp = strndup(s, len)) == NULL)
+		p->oom = 1;
+	return (cp);
+}
+
+static int
+config_key_index(const char *section, const char *name)
+{
+	size_t	i;
+
+	for (i = 0; i < NKEYS; i++) {
+		if (strcmp(config_keys[i].section, section) == 0 &&
+		    strcmp(config_keys[i].name, name) == 0)
+			return ((int)i);
+	}
+	return (-1);
+}
+
+/* Digits only, at least one, no sign, no overflow. */
+static int
+parse_digits(const char *s, uint64_t *v, const char **end)
+{
+	uint64_t	n = 0;
+	unsigned	d;
+
+	if (*s < '0' || *s > '9')
+		return (-1);
+	for (; *s >= '0' && *s <= '9'; s++) {
+		d = (unsigned)(*s - '0');
+		if (n > (UINT64_MAX - d) / 10)
+			return (-1);
+		n = n * 10 + d;
+	}
+	*v = n;
+	*end = s;
+	return (0);
+}
+
+int
+config_parse_duration(const char *s, uint64_t *ms)
+{
+	const char	*end;
+	uint64_t	 n, unit;
+
+	if (parse_digits(s, &n, &end) != 0)
+		return (-1);
+	if (strcmp(end, "ms") == 0)
+		unit = 1;
+	else if (strcmp(end, "s") == 0)
+		unit = MS_SECOND;
+	else if (strcmp(end, "m") == 0)
+		unit = MS_MINUTE;
+	else if (strcmp(end, "h") == 0)
+		unit = MS_HOUR;
+	else
+		return (-1);
+	if (n > UINT64_MAX / unit)
+		return (-1);
+	*ms = n * unit;
+	return (0);
+}
+
+int
+config_parse_size(const char *s, uint64_t *bytes)
+{
+	const char	*end;
+	uint64_t	 n;
+	unsigned	 shift;
+
+	if (parse_digits(s, &n, &end) != 0)
+		return (-1);
+	switch (*end) {
+	case '\0':
+		shift = 0;
+		break;
+	case 'k':
+	case 'K':
+		shift = 10;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		break;
+	default:
+		return (-1);
+	}
+	if (shift != 0 && end[1] != '\0')
+		return (-1);
+	if (n > (UINT64_MAX >> shift))
+		return (-1);
+	*bytes = n << shift;
+	return (0);
+}
+
+static void
+duration_text(uint64_t ms, char *buf, size_t len)
+{
+	unsigned long long	v = ms;
+
+	if (v != 0 && v % MS_HOUR == 0)
+		snprintf(buf, len, "%lluh", v / MS_HOUR);
+	else if (v != 0 && v % MS_MINUTE == 0)
+		snprintf(buf, len, "%llum", v / MS_MINUTE);
+	else if (v % MS_SECOND == 0)
+		snprintf(buf, len, "%llus", v / MS_SECOND);
+	else
+		snprintf(buf, len, "%llums", v);
+}
+
+static void
+size_text(uint64_t bytes, char *buf, size_t len)
+{
+	unsigned long long	v = bytes;
+
+	if (v != 0 && v % GB == 0)
+		snprintf(buf, len, "%llug", v / GB);
+	else if (v != 0 && v % MB == 0)
+		snprintf(buf, len, "%llum", v / MB);
+	else if (v != 0 && v % KB == 0)
+		snprintf(buf, len, "%lluk", v / KB);
+	else
+		snprintf(buf, len, "%llu", v);
+}
+
+static int
+parse_bool(const char *s, int *v)
+{
+	static const char *const yes[] = { "yes", "on", "true", "1" };
+	static const char *const no[] = { "no", "off", "false", "0" };
+	size_t			 i;
+
+	for (i = 0; i < nitems(yes); i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*v = 1;
+			return (0);
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*v = 0;
+			return (0);
+		}
+	}
+	return (-1);
+}
+
+/*
+ * The next item of a comma-separated list, without the blanks around it.
+ * An empty item (",,", a trailing comma, an empty value) has len 0.
+ */
+static int
+list_next(const char **sp, const char **item, size_t *len)
+{
+	const char	*s = *sp, *end;
+
+	if (s == NULL)
+		return (0);
+	while (*s == ' ' || *s == '\t')
+		s++;
+	end = strchr(s, ',');
+	*sp = (end == NULL) ? NULL : end + 1;
+	if (end == NULL)
+		end = s + strlen(s);
+	while (end > s && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	*item = s;
+	*len = (size_t)(end - s);
+	return (1);
+}
+
+static int
+parse_port(const char *s, char *out, size_t outlen)
+{
+	const char	*end;
+	uint64_t	 port;
+
+	if (parse_digits(s, &port, &end) != 0 || *end != '\0')
+		return (-1);
+	if (port < 1 || port > 65535)
+		return (-1);
+	snprintf(out, outlen, "%u", (unsigned)port);
+	return (0);
+}
+
+static int
+listen_parse(const char *s, size_t len, struct listen_addr *la,
+    const char **why)
+{
+	struct addrinfo	 hints, *res = NULL;
+	char		 buf[sizeof la->text], port[8];
+	char		*colon, *close, *scope;
+	const char	*host;
+	int		 error;
+	struct in_addr	 in4;
+	struct in6_addr	 in6;
+
+	*why = "too long";
+	if (len >= sizeof buf)
+		return (-1);
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+
+	memset(&hints, 0, sizeof hints);
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICHOST|AI_NUMERICSERV|AI_PASSIVE;
+
+	*why = "expected HOST:PORT";
+	if (buf[0] == '[') {
+		if ((close = strchr(buf, ']')) == NULL || close[1] != ':')
+			return (-1);
+		*close = '\0';
+		host = buf + 1;
+		colon = close + 1;
+		hints.ai_family = AF_INET6;
+	} else {
+		if ((colon = strrchr(buf, ':')) == NULL || colon == buf)
+			return (-1);
+		*colon = '\0';
+		host = buf;
+		hints.ai_family = AF_INET;
+		if (strcmp(host, "*") == 0)
+			host = "0.0.0.0";
+		else if (strcmp(host, "localhost") == 0)
+			host = "127.0.0.1";
+	}
+	*why = "port must be 1 to 65535";
+	if (parse_port(colon + 1, port, sizeof port) != 0)
+		return (-1);
+
+	/*
+	 * getaddrinfo would also take "127.1", "0x7f.0.0.1" or "[*]"; inet_pton
+	 * does not, but knows no "%scope": that is left to getaddrinfo.
+	 */
+	*why = "not a numeric IPv4 or [IPv6] address";
+	if (hints.ai_family == AF_INET && inet_pton(AF_INET, host, &in4) != 1)
+		return (-1);
+	if (hints.ai_family == AF_INET6) {
+		if ((scope = strchr(buf, '%')) != NULL)
+			*scope = '\0';
+		if (inet_pton(AF_INET6, host, &in6) != 1)
+			return (-1);
+		if (scope != NULL)
+			*scope = '%';
+	}
+	if ((error = getaddrinfo(host, port, &hints, &res)) != 0) {
+		if (error == EAI_MEMORY)
+			*why = NULL;
+		return (-1);
+	}
+	if (res->ai_addrlen > sizeof la->ss) {
+		freeaddrinfo(res);
+		return (-1);
+	}
+	memset(la, 0, sizeof *la);
+	memcpy(&la->ss, res->ai_addr, res->ai_addrlen);
+	la->sslen = res->ai_addrlen;
+	freeaddrinfo(res);
+	memcpy(la->text, s, len);
+	la->text[len] = '\0';
+	return (0);
+}
+
+int
+config_parse_listen(const char *s, struct listen_addr *la)
+{
+	const char	*why;
+
+	return (listen_parse(s, strlen(s), la, &why));
+}
+
+static int
+listen_same(const struct listen_addr *a, const struct listen_addr *b)
+{
+	const struct sockaddr_in	*a4, *b4;
+	const struct sockaddr_in6	*a6, *b6;
+
+	if (a->ss.ss_family != b->ss.ss_family)
+		return (0);
+	if (a->ss.ss_family == AF_INET) {
+		a4 = (const struct sockaddr_in *)&a->ss;
+		b4 = (const struct sockaddr_in *)&b->ss;
+		return (a4->sin_port == b4->sin_port &&
+		    a4->sin_addr.s_addr == b4->sin_addr.s_addr);
+	}
+	a6 = (const struct sockaddr_in6 *)&a->ss;
+	b6 = (const struct sockaddr_in6 *)&b->ss;
+	return (a6->sin6_port == b6->sin6_port &&
+	    a6->sin6_scope_id == b6->sin6_scope_id &&
+	    memcmp(&a6->sin6_addr, &b6->sin6_addr, sizeof a6->sin6_addr) == 0);
+}
+
+static int
+host_char(int c)
+{
+	return ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_');
+}
+
+/*
+ * An upstream's base URL: http or https, a host, an optional port and path;
+ * no user info, query or fragment, as the request's own are appended.
+ */
+static int
+url_parse(const char *s, char **url, char **host, const char **why)
+{
+	const char	*auth, *end, *h, *hend, *port, *cp;
+	char		 v6[INET6_ADDRSTRLEN + 1], portbuf[8], portnum[8];
+	struct in6_addr	 in6;
+	size_t		 len;
+
+	*url = *host = NULL;
+	for (cp = s; *cp != '\0'; cp++) {
+		if ((unsigned char)*cp <= ' ' || *cp == 0x7f) {
+			*why = "spaces and control characters are not allowed";
+			return (-1);
+		}
+	}
+	if (strncasecmp(s, "http://", 7) == 0)
+		auth = s + 7;
+	else if (strncasecmp(s, "https://", 8) == 0)
+		auth = s + 8;
+	else {
+		*why = "use http:// or https://";
+		return (-1);
+	}
+	if (strchr(s, '#') != NULL) {
+		*why = "a fragment is not allowed";
+		return (-1);
+	}
+	if (strchr(s, '?') != NULL) {
+		*why = "a query is not allowed";
+		return (-1);
+	}
+	end = auth + strcspn(auth, "/");
+	if (memchr(auth, '@', (size_t)(end - auth)) != NULL) {
+		*why = "user info is not allowed";
+		return (-1);
+	}
+	if (end == auth) {
+		*why = "missing host";
+		return (-1);
+	}
+
+	*why = "bad host";
+	if (*auth == '[') {
+		h = auth + 1;
+		if ((hend = memchr(h, ']', (size_t)(end - h))) == NULL)
+			return (-1);
+		len = (size_t)(hend - h);
+		if (len == 0 || len >= sizeof v6)
+			return (-1);
+		memcpy(v6, h, len);
+		v6[len] = '\0';
+		if (inet_pton(AF_INET6, v6, &in6) != 1)
+			return (-1);
+		port = hend + 1;
+	} else {
+		for (hend = auth; hend < end && *hend != ':'; hend++) {
+			if (!host_char((unsigned char)*hend))
+				return (-1);
+		}
+		if (hend == auth) {
+			*why = "missing host";
+			return (-1);
+		}
+		port = hend;
+	}
+	if (port != end) {
+		*why = "bad port";
+		if (*port != ':' || (size_t)(end - port) > 6)
+			return (-1);
+		memcpy(portbuf, port + 1, (size_t)(end - port - 1));
+		portbuf[end - port - 1] = '\0';
+		if (parse_port(portbuf, portnum, sizeof portnum) != 0)
+			return (-1);
+	}
+
+	/* No trailing slash: the request's path brings its own. */
+	len = strlen(s);
+	while (len > (size_t)(end - s) && s[len - 1] == '/')
+		len--;
+	if ((*url = strndup(s, len)) == NULL)
+		goto fail;
+	if ((*host = strndup(auth, (size_t)(end - auth))) == NULL)
+		goto fail;
+	return (0);
+
+fail:
+	free(*url);
+	*url = NULL;
+	*why = NULL;		/* out of memory */
+	return (-1);
+}
+
+unsigned
+config_method_bit(const char *s, size_t len)
+{
+	static const struct {
+		const char	*name;
+		unsigned	 bit;
+	} methods[] = {
+		{ "GET", HTTP_M_GET },
+		{ "HEAD", HTTP_M_HEAD },
+		{ "POST", HTTP_M_POST },
+		{ "PUT", HTTP_M_PUT },
+		{ "DELETE", HTTP_M_DELETE },
+		{ "PATCH", HTTP_M_PATCH },
+		{ "OPTIONS", HTTP_M_OPTIONS },
+		{ "CONNECT", HTTP_M_CONNECT },
+		{ "TRACE", HTTP_M_TRACE },
+	};
+	size_t	i;
+
+	/* Method names are case-sensitive (RFC 9110, 9.1). */
+	for (i = 0; i < nitems(methods); i++) {
+		if (strlen(methods[i].name) == len &&
+		    memcmp(methods[i].name, s, len) == 0)
+			return (methods[i].bit);
+	}
+	return (0);
+}
+
+const char *
+config_mode_name(enum route_mode mode)
+{
+	if ((size_t)mode >= nitems(mode_choices) - 1)
+		return ("unknown");
+	return (mode_choices[mode]);
+}
+
+static int
+match_valid(const char *s)
+{
+	if (*s != '/')
+		return (0);
+	for (; *s != '\0'; s++) {
+		if ((unsigned char)*s <= ' ' || *s == 0x7f || *s == '?' ||
+		    *s == '#')
+			return (0);
+	}
+	return (1);
+}
+
+static void
+config_set_listen(struct parse *p, struct section *sec, const char *value,
+    int line)
+{
+	struct config		*cfg = p->cfg;
+	struct listen_addr	*arr, la;
+	size_t			*n, i, len;
+	const char		*item, *why;
+
+	if (sec->type == SECTION_ADMIN) {
+		arr = cfg->admin_listen;
+		n = &cfg->nadmin_listen;
+	} else {
+		arr = cfg->listen;
+		n = &cfg->nlisten;
+	}
+	while (list_next(&value, &item, &len)) {
+		if (len == 0) {
+			config_error(p, line, "empty item in 'listen'");
+			continue;
+		}
+		if (listen_parse(item, len, &la, &why) != 0) {
+			if (why == NULL) {
+				p->oom = 1;
+				return;
+			}
+			config_error(p, line, "bad listen address '%.*s' (%s)",
+			    (int)len, item, why);
+			continue;
+		}
+		for (i = 0; i < *n; i++) {
+			if (listen_same(&arr[i], &la))
+				break;
+		}
+		if (i != *n) {
+			config_error(p, line, "duplicate listen address '%s'",
+			    la.text);
+			continue;
+		}
+		if (*n == CONFIG_MAX_LISTEN) {
+			config_error(p, line, "too many listen addresses "
+			    "(at most %d)", CONFIG_MAX_LISTEN);
+			return;
+		}
+		arr[(*n)++] = la;
+	}
+}
+
+static void
+config_set_methods(struct parse *p, unsigned *mask, const char *value,
+    int line)
+{
+	const char	*item;
+	size_t		 len;
+	unsigned	 bit;
+
+	while (list_next(&value, &item, &len)) {
+		if (len == 0) {
+			config_error(p, line, "empty item in 'methods'");
+			continue;
+		}
+		bit = config_method_bit(item, len);
+		if ((bit & ROUTE_METHODS) == 0) {
+			config_error(p, line, "bad method '%.*s' for 'methods' "
+			    "(use GET, HEAD, POST, PUT, DELETE, PATCH or "
+			    "OPTIONS)", (int)len, item);
+			continue;
+		}
+		if (*mask & bit) {
+			config_error(p, line, "duplicate method '%.*s' in "
+			    "'methods'", (int)len, item);
+			continue;
+		}
+		*mask |= bit;
+	}
+}
+
+static void
+config_set_choice(struct parse *p, const struct config_key *k, int *v,
+    const char *value, int line)
+{
+	char	hint[128];
+	size_t	i, n, off;
+
+	for (i = 0; k->choices[i] != NULL; i++) {
+		if (strcmp(value, k->choices[i]) == 0) {
+			*v = (int)i;
+			return;
+		}
+	}
+	n = i;
+	hint[0] = '\0';
+	for (i = 0, off = 0; i < n && off < sizeof hint; i++) {
+		off += (size_t)snprintf(hint + off, sizeof hint - off, "%s%s",
+		    i == 0 ? "" : (i == n - 1 ? " or " : ", "), k->choices[i]);
+	}
+	config_error(p, line, "bad value '%s' for '%s' (use %s)", value,
+	    k->name, hint);
+}
+
+static void
+config_set_file(struct parse *p, const struct config_key *k, char **v,
+    const char *value, int line)
+{
+	struct stat	 st;
+	int		 fd;
+
+	if (*value == '\0')
+		return;		/* "ca_file =" is unset */
+	/* O_NONBLOCK: a FIFO must not hang the load. */
+	if ((fd = open(value, O_RDONLY|O_NONBLOCK|O_CLOEXEC)) == -1) {
+		config_error(p, line, "cannot use %s '%s': %s", k->name, value,
+		    strerror(errno));
+		return;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		config_error(p, line, "cannot use %s '%s': not a regular file",
+		    k->name, value);
+		return;
+	}
+	close(fd);
+	*v = parse_strndup(p, value, strlen(value));
+}
+
+static void
+config_set(struct parse *p, struct section *sec, const struct config_key *k,
+    const char *value, int line)
+{
+	struct upstream_conf	*u;
+	void			*ptr = (char *)sec->base + k->off;
+	char			 lo[32], hi[32];
+	const char		*end, *why;
+	uint64_t		 v;
+	int			 b;
+
+	switch (k->type) {
+	case KEY_LISTEN:
+		config_set_listen(p, sec, value, line);
+		break;
+	case KEY_UINT:
+		if (parse_digits(value, &v, &end) != 0 || *end != '\0') {
+			config_error(p, line, "bad number '%s' for '%s'", value,
+			    k->name);
+			break;
+		}
+		if (v < k->min || v > k->max) {
+			config_error(p, line, "'%s' out of range: '%s' "
+			    "(%llu to %llu)", k->name, value,
+			    (unsigned long long)k->min,
+			    (unsigned long long)k->max);
+			break;
+		}
+		*(unsigned *)ptr = (unsigned)v;
+		break;
+	case KEY_DURATION:
+		if (config_parse_duration(value, &v) != 0) {
+			config_error(p, line, "bad duration '%s' for '%s' "
+			    "(use ms, s, m or h)", value, k->name);
+			break;
+		}
+		if (v < k->min || v > k->max) {
+			duration_text(k->min, lo, sizeof lo);
+			duration_text(k->max, hi, sizeof hi);
+			config_error(p, line, "'%s' out of range: '%s' "
+			    "(%s to %s)", k->name, value, lo, hi);
+			break;
+		}
+		*(uint64_t *)ptr = v;
+		break;
+	case KEY_SIZE:
+		if (config_parse_size(value, &v) != 0) {
+			config_error(p, line, "bad size '%s' for '%s' "
+			    "(use a number, optionally with k, m or g)", value,
+			    k->name);
+			break;
+		}
+		if (v < k->min || v > k->max) {
+			size_text(k->min, lo, sizeof lo);
+			size_text(k->max, hi, sizeof hi);
+			config_error(p, line, "'%s' out of range: '%s' "
+			    "(%s to %s)", k->name, value, lo, hi);
+			break;
+		}
+		*(uint64_t *)ptr = v;
+		break;
+	case KEY_BOOL:
+		if (parse_bool(value, &b) != 0) {
+			config_error(p, line, "bad boolean '%s' for '%s' "
+			    "(use yes or no)", value, k->name);
+			break;
+		}
+		*(int *)ptr = b;
+		break;
+	case KEY_CHOICE:
+		/* The enums of config.h hold their choices' indices. */
+		config_set_choice(p, k, ptr, value, line);
+		break;
+	case KEY_STRING:
+		if (*value == '\0') {
+			config_error(p, line, "empty value for '%s'", k->name);
+			break;
+		}
+		*(char **)ptr = parse_strndup(p, value, strlen(value));
+		break;
+	case KEY_FILE:
+		config_set_file(p, k, ptr, value, line);
+		break;
+	case KEY_URL:
+		u = sec->base;
+		if (url_parse(value, &u->url, &u->host_header, &why) != 0) {
+			if (why == NULL)
+				p->oom = 1;
+			else
+				config_error(p, line, "bad url '%s' (%s)",
+				    value, why);
+		}
+		break;
+	case KEY_MATCH:
+		if (!match_valid(value)) {
+			config_error(p, line, "bad match '%s' (a path starting "
+			    "with '/', without '?', '#' or spaces)", value);
+			break;
+		}
+		*(char **)ptr = parse_strndup(p, value, strlen(value));
+		break;
+	case KEY_METHODS:
+		config_set_methods(p, ptr, value, line);
+		break;
+	case KEY_NAMES:
+		/* Upstreams may be defined further down: resolved later. */
+		sec->names = parse_strndup(p, value, strlen(value));
+		break;
+	}
+}
+
+static void
+config_key(struct parse *p, const char *name, const char *value, int line)
+{
+	struct section	*sec = p->cur;
+	size_t		 n;
+	int		 i;
+
+	if (sec == NULL) {
+		config_error(p, line, "key '%s' outside of any section", name);
+		return;
+	}
+	if (sec->type == SECTION_IGNORE)
+		return;
+	if ((i = config_key_index(section_names[sec->type], name)) == -1) {
+		config_error(p, line, "unknown key '%s' in %s", name,
+		    sec->label);
+		return;
+	}
+	if (sec->seen[i] != 0) {
+		config_error(p, line, "duplicate key '%s' in %s (first at "
+		    "line %d)", name, sec->label, sec->seen[i]);
+		return;
+	}
+	sec->seen[i] = line;
+	n = p->nerrors;
+	config_set(p, sec, &config_keys[i], value, line);
+	sec->bad[i] = (p->nerrors != n);
+}
+
+#if INI_HANDLER_LINENO
+static int
+config_handler(void *arg, const char *section, const char *name,
+    const char *value, int lineno)
+{
+	struct parse	*p = arg;
+
+	(void)section;
+	(void)lineno;
+	config_key(p, name, value, p->lineno);
+	return (1);
+}
+#else
+static int
+config_handler(void *arg, const char *section, const char *name,
+    const char *value)
+{
+	struct parse	*p = arg;
+
+	(void)section;
+	config_key(p, name, value, p->lineno);
+	return (1);
+}
+#endif
+
+static struct section *
+section_new(struct parse *p, enum section_type type, int line)
+{
+	struct section	**sections, *sec;
+
+	sections = reallocarray(p->sections, p->nsections + 1,
+	    sizeof *p->sections);
+	if (sections == NULL)
+		goto fail;
+	p->sections = sections;
+	if ((sec = calloc(1, sizeof *sec)) == NULL)
+		goto fail;
+	sec->type = type;
+	sec->line = line;
+	sec->base = p->cfg;
+	p->sections[p->nsections++] = sec;
+	return (sec);
+
+fail:
+	p->oom = 1;
+	return (NULL);
+}
+
+static int
+name_valid(const char *s, size_t len)
+{
+	size_t	i;
+
+	if (len < 1 || len > CONFIG_NAME_MAX)
+		return (0);
+	for (i = 0; i < len; i++) {
+		if (!host_char((unsigned char)s[i]))
+			return (0);
+	}
+	return (1);
+}
+
+/* The upstream or route section named NAME, or NULL. */
+static struct section *
+section_find(struct parse *p, enum section_type type, const char *name,
+    size_t len)
+{
+	struct section	*sec;
+	size_t		 i;
+
+	for (i = 0; i < p->nsections; i++) {
+		sec = p->sections[i];
+		if (sec->type == type && strlen(sec->name) == len &&
+		    memcmp(sec->name, name, len) == 0)
+			return (sec);
+	}
+	return (NULL);
+}
+
+static void
+section_named(struct parse *p, enum section_type type, const char *name,
+    size_t len, int line)
+{
+	struct config		*cfg = p->cfg;
+	struct section		*sec, *first;
+	struct upstream_conf	*u, **ua;
+	struct route_conf	*r, **ra;
+	const char		*what = section_names[type];
+	char			*cp;
+
+	if (!name_valid(name, len)) {
+		config_error(p, line, "bad %s name '%.*s' (1 to %d letters, "
+		    "digits, '_', '.' or '-')", what, (int)len, name,
+		    CONFIG_NAME_MAX);
+		goto ignore;
+	}
+	if ((first = section_find(p, type, name, len)) != NULL) {
+		config_error(p, line, "duplicate %s '%.*s' (first at line %d)",
+		    what, (int)len, name, first->line);
+		goto ignore;
+	}
+	if ((cp = parse_strndup(p, name, len)) == NULL)
+		goto ignore;
+
+	/* Into the config at once, so that config_free finds it. */
+	if (type == SECTION_UPSTREAM) {
+		ua = reallocarray(cfg->upstreams, cfg->nupstreams + 1,
+		    sizeof *cfg->upstreams);
+		if (ua == NULL || (u = calloc(1, sizeof *u)) == NULL) {
+			if (ua != NULL)
+				cfg->upstreams = ua;
+			free(cp);
+			goto oom;
+		}
+		cfg->upstreams = ua;
+		cfg->upstreams[cfg->nupstreams++] = u;
+		u->name = cp;
+		u->line = line;
+		if ((sec = section_new(p, type, line)) == NULL)
+			return;
+		sec->base = u;
+	} else {
+		ra = reallocarray(cfg->routes, cfg->nroutes + 1,
+		    sizeof *cfg->routes);
+		if (ra == NULL || (r = calloc(1, sizeof *r)) == NULL) {
+			if (ra != NULL)
+				cfg->routes = ra;
+			free(cp);
+			goto oom;
+		}
+		cfg->routes = ra;
+		cfg->routes[cfg->nroutes++] = r;
+		r->name = cp;
+		r->line = line;
+		if ((sec = section_new(p, type, line)) == NULL)
+			return;
+		sec->base = r;
+	}
+	sec->name = cp;
+	snprintf(sec->label, sizeof sec->label, "[%s \"%s\"]", what, cp);
+	p->cur = sec;
+	return;
+
+oom:
+	p->oom = 1;
+ignore:
+	p->cur = section_new(p, SECTION_IGNORE, line);
+}
+
+/* A section header, "[" at s; e is the end of the line without blanks. */
+static void
+section_header(struct parse *p, const char *s, const char *e)
+{
+	const char	*close, *in, *inend, *word, *rest;
+	struct section	**first, *sec;
+	size_t		 wlen;
+	int		 line = p->lineno, type;
+
+	if ((close = memchr(s, ']', (size_t)(e - s))) == NULL) {
+		config_error(p, line, "syntax error: missing ']'");
+		goto ignore;
+	}
+	for (rest = close + 1; rest < e; rest++) {
+		if (*rest == ';' || *rest == '#')
+			break;
+		if (*rest != ' ' && *rest != '\t') {
+			config_error(p, line, "syntax error: unexpected text "
+			    "after ']'");
+			goto ignore;
+		}
+	}
+
+	for (in = s + 1; in < close && (*in == ' ' || *in == '\t'); in++)
+		;
+	for (inend = close; inend > in &&
+	    (inend[-1] == ' ' || inend[-1] == '\t'); inend--)
+		;
+	word = in;
+	wlen = strcspn(word, " \t\"]");
+	rest = word + wlen;
+	while (rest < inend && (*rest == ' ' || *rest == '\t'))
+		rest++;
+
+	for (type = 0; section_names[type] != NULL; type++) {
+		if (strlen(section_names[type]) == wlen &&
+		    memcmp(section_names[type], word, wlen) == 0)
+			break;
+	}
+	switch (type) {
+	case SECTION_SERVER:
+	case SECTION_ADMIN:
+		if (rest != inend)
+			break;
+		first = (type == SECTION_SERVER) ? &p->server : &p->admin;
+		if (*first != NULL) {
+			config_error(p, line, "duplicate section [%s] (first "
+			    "at line %d)", section_names[type], (*first)->line);
+			goto ignore;
+		}
+		if ((sec = section_new(p, type, line)) == NULL)
+			return;
+		snprintf(sec->label, sizeof sec->label, "[%s]",
+		    section_names[type]);
+		*first = p->cur = sec;
+		return;
+	case SECTION_UPSTREAM:
+	case SECTION_ROUTE:
+		if (inend - rest < 2 || *rest != '"' || inend[-1] != '"' ||
+		    memchr(rest + 1, '"', (size_t)(inend - rest - 2)) != NULL) {
+			config_error(p, line, "section [%.*s] needs a quoted "
+			    "name, as in [%s \"NAME\"]", (int)(inend - in), in,
+			    section_names[type]);
+			goto ignore;
+		}
+		section_named(p, type, rest + 1, (size_t)(inend - rest - 2),
+		    line);
+		return;
+	}
+	config_error(p, line, "unknown section [%.*s]", (int)(inend - in), in);
+
+ignore:
+	p->cur = section_new(p, SECTION_IGNORE, line);
+}
+
+/*
+ * inih's find_chars_or_comment: the first of chars, or of an inline comment
+ * (';' after a blank), so that a line is judged as inih will split it.
+ */
+static const char *
+find_chars_or_comment(const char *s, const char *e, const char *chars)
+{
+	int	was_space = 0;
+
+	for (; s < e; s++) {
+		if (strchr(chars, *s) != NULL)
+			break;
+		if (was_space && *s == ';')
+			break;
+		was_space = (*s == ' ' || *s == '\t' || *s == '\f' ||
+		    *s == '\v');
+	}
+	return (s);
+}
+
+static int
+blank(int c)
+{
+	return (c == ' ' || c == '\t' || c == '\f' || c == '\v' || c == '\r');
+}
+
+/* The limit the library's line buffer (num bytes) sets on a line. */
+static size_t
+line_max(int num)
+{
+	/* Room for "\r\n" and the NUL, as inih's ini.h asks. */
+	return ((size_t)num - 3);
+}
+
+static char *
+config_reader(char *str, int num, void *arg)
+{
+	struct parse	*p = arg;
+	const char	*line, *nl, *s, *e, *sep;
+	size_t		 len;
+
+	if (p->pos >= p->end || num < 4)
+		return (NULL);
+	line = p->pos;
+	if ((nl = memchr(line, '\n', (size_t)(p->end - line))) != NULL) {
+		len = (size_t)(nl - line);
+		p->pos = nl + 1;
+	} else {
+		len = (size_t)(p->end - line);
+		p->pos = p->end;
+	}
+	p->lineno++;
+	if (len > 0 && line[len - 1] == '\r')
+		len--;
+	if (p->lineno == 1 && len >= 3 &&
+	    memcmp(line, "\xef\xbb\xbf", 3) == 0) {
+		line += 3;
+		len -= 3;
+	}
+
+	/* What inih sees of any line handled here. */
+	str[0] = '\n';
+	str[1] = '\0';
+
+	s = line;
+	e = line + len;
+	while (s < e && blank((unsigned char)*s))
+		s++;
+	if (len > line_max(num)) {
+		config_error(p, p->lineno, "line too long (more than %zu "
+		    "characters)", line_max(num));
+		/* Keep the keys below it out of the section above it. */
+		if (s < e && *s == '[')
+			p->cur = section_new(p, SECTION_IGNORE, p->lineno);
+		return (str);
+	}
+	if (memchr(line, '\0', len) != NULL) {
+		config_error(p, p->lineno, "NUL character in line");
+		return (str);
+	}
+	while (e > s && blank((unsigned char)e[-1]))
+		e--;
+	if (s == e || *s == ';' || *s == '#')
+		return (str);
+	if (*s == '[') {
+		section_header(p, s, e);
+		return (str);
+	}
+	sep = find_chars_or_comment(s, e, "=:");
+	if (sep == e || (*sep != '=' && *sep != ':') || sep == s) {
+		config_error(p, p->lineno, "syntax error: expected "
+		    "'key = value'");
+		return (str);
+	}
+	memcpy(str, s, (size_t)(e - s));
+	str[e - s] = '\n';
+	str[e - s + 1] = '\0';
+	return (str);
+}
+
+static void
+config_defaults(struct parse *p, struct section *sec)
+{
+	const struct config_key	*k;
+	size_t			 i;
+
+	for (i = 0; i < NKEYS; i++) {
+		k = &config_keys[i];
+		if (strcmp(k->section, section_names[sec->type]) != 0 ||
+		    sec->seen[i] != 0)
+			continue;
+		if (k->flags & KEY_REQUIRED)
+			config_error(p, sec->line, "missing key '%s' in %s",
+			    k->name, sec->label);
+		else if (k->dflt != NULL)
+			config_set(p, sec, k, k->dflt, sec->line);
+	}
+}
+
+static void
+config_resolve_route(struct parse *p, struct section *sec)
+{
+	struct route_conf	*r = sec->base;
+	struct section		*us;
+	const char		*list, *item;
+	size_t			 len, n, i;
+	int			 line, qi;
+
+	if (sec->names == NULL)
+		return;		/* missing or out of memory */
+	line = sec->seen[config_key_index("route", "upstreams")];
+
+	n = 0;
+	list = sec->names;
+	while (list_next(&list, &item, &len))
+		n++;
+	if ((r->upstreams = calloc(n, sizeof *r->upstreams)) == NULL) {
+		p->oom = 1;
+		return;
+	}
+
+	list = sec->names;
+	while (list_next(&list, &item, &len)) {
+		if (len == 0) {
+			config_error(p, line, "empty item in 'upstreams'");
+			continue;
+		}
+		us = section_find(p, SECTION_UPSTREAM, item, len);
+		if (us == NULL) {
+			config_error(p, line, "route '%s' names unknown "
+			    "upstream '%.*s'", r->name, (int)len, item);
+			continue;
+		}
+		for (i = 0; i < r->nupstreams; i++) {
+			if (r->upstreams[i] == us->base)
+				break;
+		}
+		if (i != r->nupstreams) {
+			config_error(p, line, "route '%s' lists upstream "
+			    "'%.*s' twice", r->name, (int)len, item);
+			continue;
+		}
+		r->upstreams[r->nupstreams++] = us->base;
+	}
+
+	qi = config_key_index("route", "quorum");
+	if (sec->seen[qi] == 0)
+		r->quorum = (unsigned)(n / 2 + 1);
+	else if (!sec->bad[qi] && r->quorum > n) {
+		config_error(p, sec->seen[qi], "'quorum' out of range: '%u' "
+		    "(1 to %zu)", r->quorum, n);
+	}
+}
+
+/* Both would bind the same address. */
+static void
+config_check_admin(struct parse *p)
+{
+	struct config	*cfg = p->cfg;
+	size_t		 i, j;
+	int		 line;
+
+	line = p->admin->seen[config_key_index("admin", "listen")];
+	if (line == 0)
+		line = p->server->seen[config_key_index("server", "listen")];
+	for (i = 0; i < cfg->nadmin_listen; i++) {
+		for (j = 0; j < cfg->nlisten; j++) {
+			if (listen_same(&cfg->admin_listen[i], &cfg->listen[j]))
+				config_error(p, line, "listen address '%s' is "
+				    "used by both [server] and [admin]",
+				    cfg->admin_listen[i].text);
+		}
+	}
+}
+
+static void
+config_check_upstream(struct parse *p, struct section *sec)
+{
+	struct upstream_conf	*u = sec->base;
+	int			 line;
+
+	if (u->http2 != HTTP2_ON || u->url == NULL ||
+	    strncasecmp(u->url, "https://", 8) == 0)
+		return;
+	line = sec->seen[config_key_index("upstream", "http2")];
+	config_error(p, line, "http2 = on needs an https:// url "
+	    "(use prior-knowledge for h2c)");
+}
+
+/* Two routes with one prefix: config_find_route could pick only one. */
+static void
+config_check_match(struct parse *p, size_t idx)
+{
+	struct section		*sec = p->sections[idx], *other;
+	struct route_conf	*r = sec->base, *o;
+	size_t			 i;
+	int			 mi;
+
+	if (r->match == NULL)
+		return;
+	mi = config_key_index("route", "match");
+	for (i = 0; i < idx; i++) {
+		other = p->sections[i];
+		if (other->type != SECTION_ROUTE)
+			continue;
+		o = other->base;
+		if (o->match == NULL || strcmp(o->match, r->match) != 0)
+			continue;
+		config_error(p, sec->seen[mi], "duplicate match '%s' (first "
+		    "in route '%s' at line %d)", r->match, o->name,
+		    other->seen[mi]);
+		return;
+	}
+}
+
+static void
+config_resolve(struct parse *p)
+{
+	struct config	*cfg = p->cfg;
+	struct section	*sec;
+	size_t		 i;
+	long		 ncpu;
+
+	if (p->server == NULL) {
+		if ((p->server = section_new(p, SECTION_SERVER, 0)) == NULL)
+			return;
+		snprintf(p->server->label, sizeof p->server->label, "[server]");
+	}
+	if (p->admin == NULL) {
+		if ((p->admin = section_new(p, SECTION_ADMIN, 0)) == NULL)
+			return;
+		snprintf(p->admin->label, sizeof p->admin->label, "[admin]");
+	}
+	for (i = 0; i < p->nsections; i++) {
+		if (p->sections[i]->type != SECTION_IGNORE)
+			config_defaults(p, p->sections[i]);
+	}
+	config_check_admin(p);
+
+	for (i = 0; i < p->nsections; i++) {
+		sec = p->sections[i];
+		if (sec->type == SECTION_UPSTREAM)
+			config_check_upstream(p, sec);
+		else if (sec->type == SECTION_ROUTE) {
+			config_resolve_route(p, sec);
+			config_check_match(p, i);
+		}
+	}
+
+	if (cfg->workers == 0) {
+		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		if (ncpu < 1)
+			ncpu = 1;
+		cfg->workers = (ncpu > 1024) ? 1024 : (unsigned)ncpu;
+	}
+}
+
+static int
+route_cmp(const void *a, const void *b)
+{
+	const struct route_conf	*ra = *(struct route_conf *const *)a;
+	const struct route_conf	*rb = *(struct route_conf *const *)b;
+	size_t			 la = strlen(ra->match), lb = strlen(rb->match);
+
+	if (la != lb)
+		return (la > lb ? -1 : 1);
+	return (ra->line - rb->line);
+}
+
+static int
+error_cmp(const void *a, const void *b)
+{
+	const struct config_error	*ea = a, *eb = b;
+
+	if (ea->line != eb->line)
+		return (ea->line < eb->line ? -1 : 1);
+	return (ea->seq < eb->seq ? -1 : (ea->seq > eb->seq));
+}
+
+/* All errors as one text, "FILE:LINE: message\n" each, NULL if no memory. */
+static char *
+config_error_text(struct parse *p)
+{
+	struct config_error	*e;
+	size_t			 i, len = 0, off = 0;
+	char			*text;
+	int			 n;
+
+	if (p->oom) {
+		len = strlen(p->file) + sizeof ": out of memory\n";
+		if ((text = malloc(len)) != NULL)
+			snprintf(text, len, "%s: out of memory\n", p->file);
+		return (text);
+	}
+	if (p->nerrors > 1)
+		qsort(p->errors, p->nerrors, sizeof *p->errors, error_cmp);
+	for (i = 0; i < p->nerrors; i++) {
+		e = &p->errors[i];
+		len += strlen(p->file) + strlen(e->msg) + 16;
+	}
+	if ((text = malloc(len + 1)) == NULL)
+		return (NULL);
+	text[0] = '\0';
+	for (i = 0; i < p->nerrors; i++) {
+		e = &p->errors[i];
+		if (e->line > 0)
+			n = snprintf(text + off, len + 1 - off, "%s:%d: %s\n",
+			    p->file, e->line, e->msg);
+		else
+			n = snprintf(text + off, len + 1 - off, "%s: %s\n",
+			    p->file, e->msg);
+		off += (size_t)n;
+	}
+	return (text);
+}
+
+static void
+config_free(struct config *cfg)
+{
+	struct upstream_conf	*u;
+	struct route_conf	*r;
+	size_t			 i;
+
+	if (cfg == NULL)
+		return;
+	for (i = 0; i < cfg->nupstreams; i++) {
+		u = cfg->upstreams[i];
+		free(u->name);
+		free(u->url);
+		free(u->host_header);
+		free(u->ca_file);
+		free(u);
+	}
+	free(cfg->upstreams);
+	for (i = 0; i < cfg->nroutes; i++) {
+		r = cfg->routes[i];
+		free(r->name);
+		free(r->match);
+		free(r->upstreams);
+		free(r);
+	}
+	free(cfg->routes);
+	free(cfg->access_log);
+	free(cfg->path);
+	free(cfg);
+}
+
+static void
+parse_free(struct parse *p)
+{
+	size_t	i;
+
+	for (i = 0; i < p->nsections; i++) {
+		free(p->sections[i]->names);
+		free(p->sections[i]);
+	}
+	free(p->sections);
+	for (i = 0; i < p->nerrors; i++)
+		free(p->errors[i].msg);
+	free(p->errors);
+}
+
+/*
+ * Debian's libinih takes its line buffer size at run time; upstream's is
+ * fixed when the library is built (200 bytes by default), whatever
+ * INI_MAX_LINE says here. The reader reports lines that do not fit either
+ * way. Loads happen on the main thread only, so the globals are safe.
+ */
+static void
+config_inih_setup(void)
+{
+#if defined(HAVE_DECL_INI_MAX_LINE) && HAVE_DECL_INI_MAX_LINE
+	ini_use_stack = 0;
+	ini_allow_realloc = 0;
+	ini_initial_alloc = CONFIG_LINE_MAX + 3;
+	ini_max_line = CONFIG_LINE_MAX + 3;
+	ini_allow_multiline = 0;
+#endif
+}
+
+static struct config *
+config_parse(const char *file, const char *text, size_t len, char **errors,
+    const char *fatal)
+{
+	struct parse	 p;
+	struct config	*cfg = NULL;
+	int		 rc;
+
+	memset(&p, 0, sizeof p);
+	p.file = file;
+	p.pos = text;
+	p.end = text + len;
+	if (errors != NULL)
+		*errors = NULL;
+
+	if (fatal != NULL) {
+		config_error(&p, 0, "%s", fatal);
+		goto fail;
+	}
+	if ((cfg = calloc(1, sizeof *cfg)) == NULL ||
+	    (cfg->path = strdup(file)) == NULL) {
+		p.oom = 1;
+		goto fail;
+	}
+	cfg->refs = 1;
+	p.cfg = cfg;
+
+	config_inih_setup();
+	rc = ini_parse_stream(config_reader, &p, config_handler, &p);
+	if (rc == -2)
+		p.oom = 1;
+	else if (rc > 0 && p.nerrors == 0)
+		config_error(&p, rc, "syntax error");
+	if (p.oom)
+		goto fail;
+	config_resolve(&p);
+	if (p.oom || p.nerrors != 0)
+		goto fail;
+
+	if (cfg->nroutes > 1)
+		qsort(cfg->routes, cfg->nroutes, sizeof *cfg->routes,
+		    route_cmp);
+	parse_free(&p);
+	return (cfg);
+
+fail:
+	if (errors != NULL)
+		*errors = config_error_text(&p);
+	parse_free(&p);
+	config_free(cfg);
+	return (NULL);
+}
+
+struct config *
+config_load_string(const char *name, const char *text, char **errors)
+{
+	return (config_parse(name, text, strlen(text), errors, NULL));
+}
+
+struct config *
+config_load(const char *path, char **errors)
+{
+	struct config	*cfg;
+	FILE		*f;
+	char		*buf = NULL, *nbuf, msg[256];
+	size_t		 len = 0, size = 0, n;
+
+	if ((f = fopen(path, "r")) == NULL) {
+		snprintf(msg, sizeof msg, "cannot open: %s", strerror(errno));
+		return (config_parse(path, "", 0, errors, msg));
+	}
+	for (;;) {
+		if (len == size) {
+			if (size > CONFIG_FILE_MAX) {
+				snprintf(msg, sizeof msg, "file too large "
+				    "(more than %dm)", CONFIG_FILE_MAX >> 20);
+				goto fail;
+			}
+			size = (size == 0) ? 8192 : size * 2;
+			if (size > CONFIG_FILE_MAX + 1)
+				size = CONFIG_FILE_MAX + 1;
+			if ((nbuf = realloc(buf, size + 1)) == NULL) {
+				snprintf(msg, sizeof msg, "out of memory");
+				goto fail;
+			}
+			buf = nbuf;
+		}
+		n = fread(buf + len, 1, size - len, f);
+		len += n;
+		if (n == 0)
+			break;
+	}
+	if (ferror(f)) {
+		snprintf(msg, sizeof msg, "cannot read: %s", strerror(errno));
+		goto fail;
+	}
+	fclose(f);
+	buf[len] = '\0';
+	cfg = config_parse(path, buf, len, errors, NULL);
+	free(buf);
+	return (cfg);
+
+fail:
+	fclose(f);
+	free(buf);
+	return (config_parse(path, "", 0, errors, msg));
+}
+
+struct config *
+config_ref(struct config *cfg)
+{
+	/* Worker threads take and drop references of their requests. */
+	__atomic_add_fetch(&cfg->refs, 1, __ATOMIC_RELAXED);
+	return (cfg);
+}
+
+void
+config_unref(struct config *cfg)
+{
+	if (cfg == NULL)
+		return;
+	if (__atomic_sub_fetch(&cfg->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		config_free(cfg);
+}
+
+const struct route_conf *
+config_find_route(const struct config *cfg, const char *path, size_t len)
+{
+	const struct route_conf	*r;
+	size_t			 i, mlen;
+
+	/* Longest first, so the first that matches is the longest. */
+	for (i = 0; i < cfg->nroutes; i++) {
+		r = cfg->routes[i];
+		mlen = strlen(r->match);
+		if (mlen > len || memcmp(path, r->match, mlen) != 0)
+			continue;
+		/* On a segment boundary: "/api" is not "/apixyz". */
+		if (mlen == len || r->match[mlen - 1] == '/' ||
+		    path[mlen] == '/' || path[mlen] == '?')
+			return (r);
+	}
+	return (NULL);
+}

@@ -1,0 +1,587 @@
+"""A scriptable HTTP/1.1 upstream for fanoutd's integration tests.
+
+One selector loop in a background thread serves every connection, so a
+connection that is holding back a response (``?delay=``, ``?hang=1``) is
+still read all the time: the moment fanoutd closes or resets it, the close is
+seen and its time recorded.  That is what lets a test assert that a
+cancellation really reached the upstream, and how fast.
+
+Behaviour is chosen by the query string of each request:
+
+  delay=MS     hold the response for MS milliseconds
+  status=N     answer with status N (default 200)
+  body=TEXT    answer with TEXT as the body
+  size=N       answer with N bytes ("x" * N)
+  hang=1       never answer (the connection stays open until the peer leaves)
+  close=1      close the connection without answering
+  echo=1       answer with a JSON echo of the request (see Request.echo())
+  hdr=N:V      add response header N: V (repeatable)
+  ctype=T      Content-Type of the answer (default text/plain, echo: JSON)
+  chunked=1    send the body chunked instead of with Content-Length
+  tag=...      ignored by the server; lets a test find its own request
+
+Everything seen is recorded: every connection (opened, closed, how it ended)
+and every request on it (arrival time, method, target, headers, body).  Tests
+wait on what was recorded with the bounded ``wait_*`` methods, never with
+sleeps.  All times are ``time.monotonic()``.
+"""
+
+import hashlib
+import heapq
+import itertools
+import json
+import os
+import selectors
+import socket
+import threading
+import time
+import urllib.parse
+
+__all__ = ["FakeUpstream", "RefusedPort", "Connection", "Request"]
+
+_REASONS = {
+    100: "Continue", 200: "OK", 201: "Created", 204: "No Content",
+    301: "Moved Permanently", 302: "Found", 304: "Not Modified",
+    400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+    418: "I'm a teapot", 429: "Too Many Requests",
+    500: "Internal Server Error", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Gateway Timeout",
+}
+
+
+class Request:
+    """One request as the upstream received it."""
+
+    def __init__(self, conn, index, method, target, version, headers):
+        self.conn = conn
+        self.index = index            # position on its connection, from 0
+        self.arrived = time.monotonic()   # when its head was complete
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers        # list of (name, value), as received
+        self.body = b""
+        self.complete = None          # time the body was complete
+        self.responded = None         # time the response was written
+        parts = urllib.parse.urlsplit(target)
+        self.path = parts.path
+        self.query_string = parts.query
+        self.query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+
+    def header(self, name, default=None):
+        """The first value of header NAME (case-insensitive)."""
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return default
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k.lower() == name]
+
+    def q(self, name, default=None):
+        vals = self.query.get(name)
+        return vals[0] if vals else default
+
+    @property
+    def tag(self):
+        return self.q("tag")
+
+    def echo(self):
+        return {
+            "method": self.method,
+            "target": self.target,
+            "path": self.path,
+            "query": self.query_string,
+            "version": self.version,
+            "headers": [[k, v] for k, v in self.headers],
+            "body": self.body.decode("latin-1"),
+            "body_len": len(self.body),
+            "body_sha256": hashlib.sha256(self.body).hexdigest(),
+            "conn": self.conn.id,
+            "index": self.index,
+        }
+
+    def __repr__(self):
+        return "<Request %s %s conn=%d>" % (self.method, self.target, self.conn.id)
+
+
+class Connection:
+    """One accepted connection and what happened on it."""
+
+    def __init__(self, cid, sock, peer):
+        self.id = cid
+        self.sock = sock
+        self.peer = peer
+        self.opened = time.monotonic()
+        self.closed = None            # time the close was seen / done
+        self.close_kind = None        # "eof", "reset", "server"
+        self.requests = []
+        self._inbuf = bytearray()
+        self._outbuf = bytearray()
+        self._pending = []            # parsed requests not yet answered
+        self._busy = False            # a response is being held back
+        self._close_after_write = False
+        self._parse_state = None      # (Request, needed) while reading a body
+
+    @property
+    def is_closed(self):
+        return self.closed is not None
+
+    def __repr__(self):
+        return "<Connection %d opened=%.3f closed=%s kind=%s reqs=%d>" % (
+            self.id, self.opened, self.closed, self.close_kind, len(self.requests))
+
+
+class _Bad(Exception):
+    pass
+
+
+class FakeUpstream:
+    """An HTTP/1.1 server on 127.0.0.1 in a background thread."""
+
+    def __init__(self, name="up", host="127.0.0.1", port=0, handler=None):
+        self.name = name
+        self.handler = handler        # optional callable(req) -> dict or None
+        self._lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._lsock.bind((host, port))
+        self._lsock.listen(512)
+        self._lsock.setblocking(False)
+        self.host, self.port = self._lsock.getsockname()[:2]
+        self.url = "http://%s:%d" % (self.host, self.port)
+        self.cond = threading.Condition()
+        self.connections = []
+        self.requests = []
+        self._ids = itertools.count(1)
+        self._timers = []
+        self._seq = itertools.count()
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._sel.register(self._lsock, selectors.EVENT_READ, ("listen", None))
+        self._sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
+        self._stopping = False
+        self.error = None             # an exception that killed the loop
+        self._thread = threading.Thread(target=self._run, name="fake-" + name,
+                                        daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------
+    # public, thread-safe
+
+    def close(self):
+        """Stop the loop and close every socket (idempotent)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+        self._thread.join(5)
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    stop = close
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def snapshot(self):
+        with self.cond:
+            return list(self.requests)
+
+    def requests_tagged(self, tag):
+        with self.cond:
+            return [r for r in self.requests if r.tag == tag]
+
+    def wait_for(self, predicate, timeout=5.0, what="condition"):
+        """Wait until predicate() (called under the lock) is true; returns its
+        value; raises AssertionError after TIMEOUT seconds."""
+        end = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                v = predicate()
+                if v:
+                    return v
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("%s: timed out after %.1fs waiting for %s"
+                                         % (self.name, timeout, what))
+                self.cond.wait(left)
+
+    def wait_for_request(self, predicate=None, timeout=5.0, what=None):
+        """The first recorded request for which predicate(req) is true."""
+        if predicate is None:
+            predicate = lambda r: True
+
+        def find():
+            for r in self.requests:
+                if predicate(r):
+                    return r
+            return None
+        return self.wait_for(find, timeout, what or "a matching request")
+
+    def wait_for_tag(self, tag, timeout=5.0):
+        return self.wait_for_request(lambda r: r.tag == tag, timeout,
+                                     "request tag=%s" % tag)
+
+    def wait_requests(self, n, timeout=5.0):
+        return self.wait_for(lambda: len(self.requests) >= n and list(self.requests),
+                             timeout, "%d requests" % n)
+
+    def wait_closed(self, obj, timeout=5.0):
+        """Wait until a Connection (or a Request's connection) is closed;
+        returns the time the close was seen."""
+        conn = obj.conn if isinstance(obj, Request) else obj
+        self.wait_for(lambda: conn.closed is not None, timeout,
+                      "connection %d to close" % conn.id)
+        return conn.closed
+
+    def wait_connections_closed(self, conns, timeout=5.0):
+        conns = list(conns)
+        self.wait_for(lambda: all(c.closed is not None for c in conns), timeout,
+                      "%d connections to close (open: %s)" % (
+                          len(conns), [c.id for c in conns if c.closed is None]))
+
+    def open_connections(self):
+        with self.cond:
+            return [c for c in self.connections if c.closed is None]
+
+    # ------------------------------------------------------------------
+    # loop thread
+
+    def _notify(self):
+        with self.cond:
+            self.cond.notify_all()
+
+    def _add_timer(self, delay, fn):
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), fn))
+
+    def _run(self):
+        try:
+            while not self._stopping:
+                timeout = None
+                if self._timers:
+                    timeout = max(0.0, self._timers[0][0] - time.monotonic())
+                for key, mask in self._sel.select(timeout):
+                    kind, conn = key.data
+                    if kind == "listen":
+                        self._accept()
+                    elif kind == "wake":
+                        try:
+                            os.read(self._wake_r, 4096)
+                        except OSError:
+                            pass
+                    else:
+                        if conn.closed is not None:
+                            continue
+                        if mask & selectors.EVENT_READ:
+                            self._readable(conn)
+                        if conn.closed is None and mask & selectors.EVENT_WRITE:
+                            self._flush(conn)
+                now = time.monotonic()
+                while self._timers and self._timers[0][0] <= now:
+                    _, _, fn = heapq.heappop(self._timers)
+                    fn()
+        except Exception as e:  # keep the failure visible to the tests
+            self.error = e
+            import traceback
+            traceback.print_exc()
+        finally:
+            for c in list(self.connections):
+                if c.closed is None:
+                    self._close(c, "server")
+            try:
+                self._sel.unregister(self._lsock)
+            except Exception:
+                pass
+            self._lsock.close()
+            self._sel.close()
+            self._notify()
+
+    def _accept(self):
+        while True:
+            try:
+                sock, peer = self._lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = Connection(next(self._ids), sock, peer)
+            with self.cond:
+                self.connections.append(conn)
+                self.cond.notify_all()
+            self._sel.register(sock, selectors.EVENT_READ, ("conn", conn))
+
+    def _close(self, conn, kind):
+        if conn.closed is not None:
+            return
+        try:
+            self._sel.unregister(conn.sock)
+        except Exception:
+            pass
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+        with self.cond:
+            conn.closed = time.monotonic()
+            conn.close_kind = kind
+            self.cond.notify_all()
+
+    def _readable(self, conn):
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except ConnectionResetError:
+            self._close(conn, "reset")
+            return
+        except OSError:
+            self._close(conn, "reset")
+            return
+        if not data:
+            # The peer's FIN.  curl never half-closes, so a FIN is a close:
+            # record it now, even while a response is being held back.
+            self._close(conn, "eof")
+            return
+        conn._inbuf += data
+        try:
+            self._parse(conn)
+        except _Bad as e:
+            self._queue_raw(conn, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+                                  b"Connection: close\r\n\r\n", close=True)
+            return
+        self._advance(conn)
+
+    def _parse(self, conn):
+        while True:
+            if conn._parse_state is None:
+                end = conn._inbuf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(conn._inbuf) > 65536:
+                        raise _Bad("head too large")
+                    return
+                head = bytes(conn._inbuf[:end]).decode("latin-1")
+                del conn._inbuf[:end + 4]
+                lines = head.split("\r\n")
+                try:
+                    method, target, version = lines[0].split(" ", 2)
+                except ValueError:
+                    raise _Bad("request line")
+                headers = []
+                for line in lines[1:]:
+                    if ":" not in line:
+                        raise _Bad("header line")
+                    k, v = line.split(":", 1)
+                    headers.append((k.strip(), v.strip()))
+                req = Request(conn, len(conn.requests), method, target, version, headers)
+                te = (req.header("transfer-encoding") or "").lower()
+                if "chunked" in te:
+                    need = "chunked"
+                else:
+                    cl = req.header("content-length")
+                    need = int(cl) if cl else 0
+                with self.cond:
+                    conn.requests.append(req)
+                    self.requests.append(req)
+                    self.cond.notify_all()
+                if (req.header("expect") or "").lower() == "100-continue":
+                    self._queue_raw(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
+                conn._parse_state = (req, need)
+            req, need = conn._parse_state
+            if need == "chunked":
+                if not self._parse_chunks(conn, req):
+                    return
+            else:
+                take = min(need, len(conn._inbuf))
+                req.body += bytes(conn._inbuf[:take])
+                del conn._inbuf[:take]
+                need -= take
+                if need > 0:
+                    conn._parse_state = (req, need)
+                    return
+            conn._parse_state = None
+            with self.cond:
+                req.complete = time.monotonic()
+                self.cond.notify_all()
+            conn._pending.append(req)
+
+    def _parse_chunks(self, conn, req):
+        buf = conn._inbuf
+        while True:
+            eol = buf.find(b"\r\n")
+            if eol < 0:
+                return False
+            size_s = bytes(buf[:eol]).split(b";")[0].strip()
+            try:
+                size = int(size_s, 16)
+            except ValueError:
+                raise _Bad("chunk size")
+            if size == 0:
+                # trailers until an empty line
+                end = buf.find(b"\r\n\r\n", eol)
+                if eol + 2 <= len(buf) and buf[eol:eol + 4] == b"\r\n\r\n":
+                    del buf[:eol + 4]
+                    return True
+                if end < 0:
+                    return False
+                del buf[:end + 4]
+                return True
+            if len(buf) < eol + 2 + size + 2:
+                return False
+            req.body += bytes(buf[eol + 2:eol + 2 + size])
+            del buf[:eol + 2 + size + 2]
+
+    def _advance(self, conn):
+        """Start answering the next pending request, in order."""
+        while conn.closed is None and not conn._busy and conn._pending:
+            req = conn._pending.pop(0)
+            self._handle(conn, req)
+
+    def _handle(self, conn, req):
+        spec = {}
+        if self.handler is not None:
+            spec = self.handler(req) or {}
+        get = lambda k, d=None: spec.get(k, req.q(k, d))
+        if get("close") in ("1", 1, True):
+            self._close(conn, "server")
+            return
+        if get("hang") in ("1", 1, True):
+            conn._busy = True      # never answered; later requests wait forever
+            return
+        delay = float(get("delay", 0) or 0) / 1000.0
+        if delay > 0:
+            conn._busy = True
+            self._add_timer(delay, lambda: self._respond(conn, req, spec))
+        else:
+            self._respond(conn, req, spec)
+
+    def _respond(self, conn, req, spec):
+        conn._busy = False
+        if conn.closed is not None:
+            return
+        get = lambda k, d=None: spec.get(k, req.q(k, d))
+        status = int(get("status", 200))
+        headers = []
+        if get("echo") in ("1", 1, True):
+            body = json.dumps(req.echo()).encode()
+            ctype = "application/json"
+        elif get("size") is not None:
+            body = b"x" * int(get("size"))
+            ctype = "application/octet-stream"
+        else:
+            body = get("body", "")
+            body = body.encode() if isinstance(body, str) else bytes(body)
+            ctype = "text/plain"
+        ctype = get("ctype", ctype)
+        headers.append(("Content-Type", ctype))
+        headers.append(("X-Upstream", self.name))
+        headers.append(("X-Upstream-Conn", str(conn.id)))
+        for h in req.query.get("hdr", []) + list(spec.get("headers", [])):
+            if isinstance(h, str):
+                k, v = h.split(":", 1)
+            else:
+                k, v = h
+            headers.append((k.strip(), v.strip()))
+        chunked = get("chunked") in ("1", 1, True)
+        no_body = req.method == "HEAD" or status in (204, 304) or status < 200
+        if chunked and not no_body:
+            headers.append(("Transfer-Encoding", "chunked"))
+        else:
+            headers.append(("Content-Length", str(len(body))))
+        close = (req.header("connection") or "").lower() == "close"
+        if close:
+            headers.append(("Connection", "close"))
+        out = ["HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Status"))]
+        out += ["%s: %s\r\n" % (k, v) for k, v in headers]
+        out.append("\r\n")
+        raw = "".join(out).encode("latin-1")
+        if not no_body:
+            if chunked:
+                step = max(1, len(body) // 3) if body else 1
+                for i in range(0, len(body), step):
+                    piece = body[i:i + step]
+                    raw += b"%x\r\n" % len(piece) + piece + b"\r\n"
+                raw += b"0\r\n\r\n"
+            else:
+                raw += body
+        with self.cond:
+            req.responded = time.monotonic()
+            self.cond.notify_all()
+        self._queue_raw(conn, raw, close=close)
+        self._advance(conn)
+
+    def _queue_raw(self, conn, raw, close=False):
+        conn._outbuf += raw
+        if close:
+            conn._close_after_write = True
+            conn._busy = True
+        self._flush(conn)
+
+    def _flush(self, conn):
+        while conn._outbuf:
+            try:
+                n = conn.sock.send(conn._outbuf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._close(conn, "reset")
+                return
+            del conn._outbuf[:n]
+        if conn._outbuf:
+            self._sel.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
+                             ("conn", conn))
+        else:
+            if conn._close_after_write:
+                self._close(conn, "server")
+                return
+            self._sel.modify(conn.sock, selectors.EVENT_READ, ("conn", conn))
+
+
+class RefusedPort:
+    """A loopback port on which connect() is refused.
+
+    The socket stays bound without listening, so the kernel answers SYNs with
+    RST and no other process can take the port while we hold it."""
+
+    def __init__(self, host="127.0.0.1"):
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind((host, 0))
+        self.host, self.port = self._sock.getsockname()[:2]
+        self.url = "http://%s:%d" % (self.host, self.port)
+
+    def close(self):
+        self._sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+if __name__ == "__main__":
+    # Manual use: python3 fakeupstream.py [PORT]; prints its URL, serves until ^C.
+    import sys
+    up = FakeUpstream(port=int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    print(up.url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        up.close()

@@ -1,0 +1,771 @@
+"""Harness for fanoutd's integration tests: start the real binary, talk to it
+over raw sockets, read its metrics and access log.
+
+Every fanoutd started here is registered with atexit and killed by pid
+(SIGTERM, then SIGKILL) and reaped, whatever happens to the test.  Nothing
+here synchronises with sleeps: waits poll an observable condition with a
+bounded timeout and fail with a message naming what was awaited.
+"""
+
+import atexit
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+from fakeupstream import FakeUpstream, RefusedPort  # noqa: E402,F401
+
+SKIP = 77
+
+FANOUTD = os.environ.get("FANOUTD", "/work/main/fanoutd")
+SRCDIR = os.environ.get("FANOUTD_SRCDIR",
+                        os.path.dirname(os.path.dirname(HERE)))
+
+_live = {}          # pid -> Popen, everything not yet reaped
+
+
+def _kill_all():
+    for pid, proc in list(_live.items()):
+        _terminate(proc)
+
+
+atexit.register(_kill_all)
+
+
+def _terminate(proc, grace=3.0):
+    """SIGTERM, then SIGKILL after GRACE seconds; always reap."""
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(10)
+    _live.pop(proc.pid, None)
+    return proc.returncode
+
+
+def free_port(host="127.0.0.1"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def wait_until(fn, timeout=5.0, what="condition", interval=0.01):
+    """Poll fn() until it returns something true; return it.  Raises
+    AssertionError after TIMEOUT seconds (the last exception fn raised, if
+    any, is named in the message)."""
+    end = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            v = fn()
+            if v:
+                return v
+            last_exc = None
+        except Exception as e:   # e.g. a connection refused while starting
+            last_exc = e
+        if time.monotonic() >= end:
+            raise AssertionError("timed out after %.1fs waiting for %s%s" % (
+                timeout, what, " (last error: %r)" % last_exc if last_exc else ""))
+        time.sleep(interval)
+
+
+# ----------------------------------------------------------------------
+# HTTP on raw sockets
+
+class Response:
+    def __init__(self, status, reason, version, headers, body, raw_head=b""):
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers          # list of (name, value)
+        self.body = body
+        self.raw_head = raw_head
+        self.received = time.monotonic()
+
+    def header(self, name, default=None):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return default
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k.lower() == name]
+
+    def has_header(self, name):
+        return self.header(name) is not None
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    @property
+    def conn_close(self):
+        return "close" in (self.header("connection") or "").lower()
+
+    def __repr__(self):
+        return "<Response %d %r headers=%r body=%r>" % (
+            self.status, self.reason, self.headers, self.body[:300])
+
+
+class ClosedError(AssertionError):
+    """The peer closed before a whole response arrived."""
+
+
+class ResponseTimeout(AssertionError):
+    """No whole response arrived in time."""
+
+
+def build_request(method, target, headers=None, body=None, host="fanoutd.test",
+                  chunks=None):
+    """A raw HTTP/1.1 request.  HEADERS: list of (name, value) or dict.
+    CHUNKS: a list of byte strings sent with Transfer-Encoding: chunked."""
+    if headers is None:
+        headers = []
+    elif isinstance(headers, dict):
+        headers = list(headers.items())
+    names = {k.lower() for k, _ in headers}
+    lines = ["%s %s HTTP/1.1" % (method, target)]
+    if "host" not in names and host is not None:
+        lines.append("Host: %s" % host)
+    lines += ["%s: %s" % (k, v) for k, v in headers]
+    payload = b""
+    if chunks is not None:
+        if "transfer-encoding" not in names:
+            lines.append("Transfer-Encoding: chunked")
+        for c in chunks:
+            payload += b"%x\r\n" % len(c) + c + b"\r\n"
+        payload += b"0\r\n\r\n"
+    elif body is not None:
+        if isinstance(body, str):
+            body = body.encode()
+        if "content-length" not in names:
+            lines.append("Content-Length: %d" % len(body))
+        payload = body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+
+
+class Client:
+    """One client connection to fanoutd on a raw socket."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=5.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = bytearray()
+        self.eof = False
+        self.reset_seen = False
+        self.closed_at = None
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def request(self, method, target, headers=None, body=None, **kw):
+        self.send(build_request(method, target, headers, body, **kw))
+
+    def get(self, target, headers=None, timeout=5.0, **kw):
+        self.request("GET", target, headers, **kw)
+        return self.read_response(timeout=timeout)
+
+    # aborts ------------------------------------------------------------
+    def close(self):
+        """An orderly close (FIN); returns the time it was done."""
+        t = time.monotonic()
+        self.sock.close()
+        self.closed_at = t
+        return t
+
+    def half_close(self):
+        """shutdown(SHUT_WR): FIN, but the socket can still read."""
+        t = time.monotonic()
+        self.sock.shutdown(socket.SHUT_WR)
+        return t
+
+    def reset(self):
+        """An abortive close: SO_LINGER {1, 0} then close() sends RST."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                             struct.pack("ii", 1, 0))
+        t = time.monotonic()
+        self.sock.close()
+        self.closed_at = t
+        return t
+
+    def abort(self, how):
+        return {"close": self.close, "half": self.half_close,
+                "half_close": self.half_close, "rst": self.reset,
+                "reset": self.reset}[how]()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    # reading -----------------------------------------------------------
+    def _fill(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ResponseTimeout("nothing complete from fanoutd in time (have %r)"
+                                  % bytes(self.buf[:200]))
+        self.sock.settimeout(left)
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            raise ResponseTimeout("nothing complete from fanoutd in time (have %r)"
+                                  % bytes(self.buf[:200])) from None
+        except ConnectionResetError:
+            self.reset_seen = True
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def read_response(self, timeout=5.0, head_only=False, method="GET"):
+        """Read one response (skipping 1xx); bounded by TIMEOUT seconds.
+        Raises ClosedError if the connection ends first, ResponseTimeout if
+        nothing complete arrives in time (both are AssertionErrors)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while True:
+                end = self.buf.find(b"\r\n\r\n")
+                if end >= 0:
+                    break
+                if self.eof or not self._fill(deadline):
+                    raise ClosedError("connection closed before a response head "
+                                      "(got %r)" % bytes(self.buf[:200]))
+            head = bytes(self.buf[:end]).decode("latin-1")
+            del self.buf[:end + 4]
+            lines = head.split("\r\n")
+            m = re.match(r"(HTTP/\d\.\d) (\d{3})(?: (.*))?$", lines[0])
+            if not m:
+                raise AssertionError("bad status line %r" % lines[0])
+            version, status, reason = m.group(1), int(m.group(2)), m.group(3) or ""
+            headers = []
+            for line in lines[1:]:
+                k, _, v = line.partition(":")
+                headers.append((k.strip(), v.strip()))
+            resp = Response(status, reason, version, headers, b"", head.encode("latin-1"))
+            if 100 <= status < 200:
+                continue
+            break
+        if head_only or method == "HEAD" or status in (204, 304):
+            resp.received = time.monotonic()
+            return resp
+        te = (resp.header("transfer-encoding") or "").lower()
+        cl = resp.header("content-length")
+        if "chunked" in te:
+            resp.body = self._read_chunked(deadline)
+        elif cl is not None:
+            n = int(cl)
+            while len(self.buf) < n:
+                if self.eof or not self._fill(deadline):
+                    raise ClosedError("connection closed after %d of %d body bytes"
+                                      % (len(self.buf), n))
+            resp.body = bytes(self.buf[:n])
+            del self.buf[:n]
+        else:
+            while not self.eof and self._fill(deadline):
+                pass
+            resp.body = bytes(self.buf)
+            self.buf.clear()
+        resp.received = time.monotonic()
+        return resp
+
+    def _read_chunked(self, deadline):
+        body = bytearray()
+        while True:
+            while b"\r\n" not in self.buf:
+                if self.eof or not self._fill(deadline):
+                    raise ClosedError("connection closed in a chunk size line")
+            eol = self.buf.find(b"\r\n")
+            size = int(bytes(self.buf[:eol]).split(b";")[0], 16)
+            if size == 0:
+                while True:
+                    end = self.buf.find(b"\r\n", eol)
+                    # trailer section ends with an empty line
+                    if self.buf[eol:eol + 4] == b"\r\n\r\n":
+                        del self.buf[:eol + 4]
+                        return bytes(body)
+                    idx = self.buf.find(b"\r\n\r\n", eol)
+                    if idx >= 0:
+                        del self.buf[:idx + 4]
+                        return bytes(body)
+                    if self.eof or not self._fill(deadline):
+                        raise ClosedError("connection closed in trailers")
+            while len(self.buf) < eol + 2 + size + 2:
+                if self.eof or not self._fill(deadline):
+                    raise ClosedError("connection closed in a chunk")
+            body += self.buf[eol + 2:eol + 2 + size]
+            del self.buf[:eol + 2 + size + 2]
+
+    def wait_eof(self, timeout=5.0):
+        """Wait until the server closes this connection; returns the time the
+        EOF (or reset) was seen.  Data arriving meanwhile is kept in buf."""
+        deadline = time.monotonic() + timeout
+        while not self.eof:
+            try:
+                self._fill(deadline)
+            except ResponseTimeout:
+                raise AssertionError("server did not close the connection within %.1fs"
+                                     % timeout)
+        return time.monotonic()
+
+
+def http_get(port, path, timeout=2.0, host="127.0.0.1"):
+    """One GET on a fresh connection; returns a Response."""
+    with Client(port, host=host, timeout=timeout) as c:
+        c.request("GET", path, [("Connection", "close")])
+        return c.read_response(timeout=timeout)
+
+
+def connect_refused(port, host="127.0.0.1", timeout=1.0):
+    """True when a TCP connect to PORT is refused."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((host, port))
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return False
+
+
+# ----------------------------------------------------------------------
+# metrics
+
+_METRIC_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$')
+_LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+
+
+def parse_metrics(text):
+    """Prometheus text -> {(name, frozenset(labels.items())): float}."""
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _METRIC_RE.match(line)
+        if not m:
+            raise AssertionError("unparsable metrics line %r" % line)
+        name, labels_s, value = m.groups()
+        labels = {}
+        if labels_s:
+            pos = 0
+            while pos < len(labels_s):
+                lm = _LABEL_RE.match(labels_s, pos)
+                if not lm:
+                    raise AssertionError("bad labels in %r" % line)
+                labels[lm.group(1)] = (lm.group(2).replace('\\"', '"')
+                                       .replace("\\n", "\n").replace("\\\\", "\\"))
+                pos = lm.end()
+        out[(name, frozenset(labels.items()))] = float(value)
+    return out
+
+
+class Metrics(dict):
+    def get(self, name, default=0.0, **labels):
+        return dict.get(self, (name, frozenset(labels.items())), default)
+
+    def has(self, name, **labels):
+        return (name, frozenset(labels.items())) in self
+
+    def sum(self, name, **labels):
+        """Sum over every series of NAME whose labels include LABELS."""
+        want = set(labels.items())
+        return sum(v for (n, ls), v in self.items() if n == name and want <= set(ls))
+
+
+# ----------------------------------------------------------------------
+# the daemon
+
+def duration(v):
+    if isinstance(v, (int, float)):
+        return "%dms" % int(v * 1000)
+    return v
+
+
+class Fanoutd:
+    """One fanoutd process with a generated configuration.
+
+    server:     extra [server] keys (listen, access_log, log_level are set)
+    upstreams:  {name: url_or_FakeUpstream_or_dict}
+    routes:     {name: {match, mode, upstreams, deadline, ...}}
+    extra:      raw text appended to the config
+    """
+
+    def __init__(self, upstreams=None, routes=None, server=None, admin=None,
+                 extra="", binary=None):
+        self.binary = binary or FANOUTD
+        self.upstreams = upstreams or {}
+        self.routes = routes or {}
+        self.server_opts = dict(server or {})
+        self.admin_opts = dict(admin or {})
+        self.extra = extra
+        self.tmp = tempfile.mkdtemp(prefix="fanoutd-it-")
+        self.config_path = os.path.join(self.tmp, "fanoutd.ini")
+        self.access_log = os.path.join(self.tmp, "access.log")
+        self.stderr_path = os.path.join(self.tmp, "stderr.log")
+        self.proc = None
+        self.port = None
+        self.admin_port = None
+        self.returncode = None
+
+    # config ------------------------------------------------------------
+    def render_config(self):
+        server = {"listen": "127.0.0.1:%d" % self.port,
+                  "access_log": self.access_log,
+                  "log_level": "debug"}
+        server.update(self.server_opts)
+        out = ["[server]"]
+        for k, v in server.items():
+            out.append("%s = %s" % (k, duration(v)))
+        admin = {"listen": "127.0.0.1:%d" % self.admin_port}
+        admin.update(self.admin_opts)
+        out += ["", "[admin]"]
+        for k, v in admin.items():
+            out.append("%s = %s" % (k, duration(v)))
+        for name, u in self.upstreams.items():
+            if isinstance(u, (FakeUpstream, RefusedPort)):
+                u = {"url": u.url}
+            elif isinstance(u, str):
+                u = {"url": u}
+            out += ["", '[upstream "%s"]' % name]
+            for k, v in u.items():
+                v = v.url if isinstance(v, (FakeUpstream, RefusedPort)) else v
+                out.append("%s = %s" % (k, duration(v)))
+        for name, r in self.routes.items():
+            out += ["", '[route "%s"]' % name]
+            for k, v in r.items():
+                if isinstance(v, (list, tuple)):
+                    v = ", ".join(v)
+                out.append("%s = %s" % (k, duration(v)))
+        if self.extra:
+            out += ["", self.extra]
+        return "\n".join(out) + "\n"
+
+    def write_config(self):
+        with open(self.config_path, "w") as f:
+            f.write(self.render_config())
+
+    # life --------------------------------------------------------------
+    def start(self, ready_timeout=5.0, attempts=4):
+        """Start and wait until /healthz says ok.  A start that fails with
+        exit code 2 (a port lost to a race) is retried on new ports."""
+        if not os.access(self.binary, os.X_OK):
+            raise unittest.SkipTest("fanoutd binary not found at %s" % self.binary)
+        for attempt in range(attempts):
+            self.port = free_port()
+            self.admin_port = free_port()
+            if self.admin_port == self.port:
+                continue
+            self.write_config()
+            self._stderr = open(self.stderr_path, "ab")
+            self.proc = subprocess.Popen([self.binary, "-c", self.config_path],
+                                         stdin=subprocess.DEVNULL,
+                                         stdout=self._stderr, stderr=self._stderr)
+            _live[self.proc.pid] = self.proc
+            try:
+                self.wait_ready(ready_timeout)
+                return self
+            except _StartExit as e:
+                if e.code == 2 and attempt + 1 < attempts:
+                    continue
+                raise AssertionError("fanoutd exited with %d while starting:\n%s"
+                                     % (e.code, self.stderr_tail()))
+            except AssertionError:
+                self.stop()
+                raise AssertionError("fanoutd not ready within %.1fs:\n%s"
+                                     % (ready_timeout, self.stderr_tail()))
+        raise AssertionError("fanoutd could not start:\n%s" % self.stderr_tail())
+
+    def wait_ready(self, timeout=5.0):
+        end = time.monotonic() + timeout
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                _live.pop(self.proc.pid, None)
+                self.returncode = rc
+                raise _StartExit(rc)
+            try:
+                r = http_get(self.admin_port, "/healthz", timeout=0.5)
+                if r.status == 200 and r.body.strip() == b"ok":
+                    return
+            except (OSError, AssertionError):
+                pass
+            if time.monotonic() >= end:
+                raise AssertionError("not ready")
+            time.sleep(0.02)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def sigterm(self):
+        self.signal(signal.SIGTERM)
+
+    def sighup(self):
+        self.signal(signal.SIGHUP)
+
+    def sigusr1(self):
+        self.signal(signal.SIGUSR1)
+
+    def wait_exit(self, timeout=5.0):
+        """Wait for the process to exit; returns its exit code (negative for
+        a signal).  Raises AssertionError if it is still running."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("fanoutd (pid %d) still running after %.1fs"
+                                 % (self.proc.pid, timeout))
+        _live.pop(self.proc.pid, None)
+        self.returncode = rc
+        return rc
+
+    def stop(self):
+        """Kill by pid (SIGTERM, then SIGKILL) and reap; idempotent."""
+        if self.proc is not None:
+            self.returncode = _terminate(self.proc)
+        f = getattr(self, "_stderr", None)
+        if f is not None:
+            f.close()
+            self._stderr = None
+        return self.returncode
+
+    def cleanup(self):
+        self.stop()
+        if not os.environ.get("FANOUTD_KEEP_TMP"):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+    # observation -------------------------------------------------------
+    def stderr_text(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def stderr_tail(self, n=40):
+        return "\n".join(self.stderr_text().splitlines()[-n:])
+
+    def log_contains(self, needle):
+        return needle in self.stderr_text()
+
+    def metrics(self, timeout=2.0):
+        r = http_get(self.admin_port, "/metrics", timeout=timeout)
+        if r.status != 200:
+            raise AssertionError("/metrics answered %d" % r.status)
+        return Metrics(parse_metrics(r.body.decode("utf-8")))
+
+    def metric(self, name, **labels):
+        return self.metrics().get(name, **labels)
+
+    def wait_metric(self, name, pred, timeout=5.0, **labels):
+        """Wait until pred(value of NAME{LABELS}) holds; returns the value."""
+        box = {}
+
+        def check():
+            box["v"] = self.metrics().get(name, **labels)
+            return pred(box["v"])
+        try:
+            wait_until(check, timeout, "%s%s" % (name, labels or ""))
+        except AssertionError as e:
+            raise AssertionError("%s; last value %r" % (e, box.get("v")))
+        return box["v"]
+
+    def healthz(self, timeout=1.0):
+        return http_get(self.admin_port, "/healthz", timeout=timeout)
+
+    def access_log_lines(self):
+        try:
+            with open(self.access_log, "rb") as f:
+                data = f.read().decode("utf-8")
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in data.splitlines():
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    raise AssertionError("access log line is not JSON: %r" % line)
+        return out
+
+    def wait_access_log(self, pred=None, timeout=5.0, what="an access log line",
+                        request_id=None):
+        """The first access log entry for which pred(entry) is true."""
+        if request_id is not None:
+            pred = lambda e, rid=request_id: e.get("request_id") == rid
+            what = "access log line for request_id %s" % request_id
+
+        def find():
+            for e in self.access_log_lines():
+                if pred is None or pred(e):
+                    return e
+            return None
+        return wait_until(find, timeout, what)
+
+    def client(self, timeout=5.0):
+        return Client(self.port, timeout=timeout)
+
+    def get(self, target, headers=None, timeout=5.0):
+        with self.client() as c:
+            return c.get(target, headers, timeout=timeout)
+
+
+class _StartExit(Exception):
+    def __init__(self, code):
+        Exception.__init__(self, "exited %d" % code)
+        self.code = code
+
+
+def run_cli(args, timeout=10.0, binary=None):
+    """Run fanoutd with ARGS to completion; returns CompletedProcess (text)."""
+    binary = binary or FANOUTD
+    if not os.access(binary, os.X_OK):
+        raise unittest.SkipTest("fanoutd binary not found at %s" % binary)
+    p = subprocess.Popen([binary] + list(args), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _live[p.pid] = p
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _terminate(p)
+        raise AssertionError("fanoutd %s did not exit within %.0fs" % (args, timeout))
+    _live.pop(p.pid, None)
+    return subprocess.CompletedProcess([binary] + list(args), p.returncode,
+                                       out.decode("utf-8", "replace"),
+                                       err.decode("utf-8", "replace"))
+
+
+# ----------------------------------------------------------------------
+# unittest glue
+
+class TestCase(unittest.TestCase):
+    """Base class: keeps track of daemons and fakes and dumps the daemon's
+    stderr when a test fails."""
+
+    maxDiff = None
+
+    def setUp(self):
+        self._daemons = []
+
+    def fake(self, name="up", **kw):
+        u = FakeUpstream(name, **kw)
+        self.addCleanup(u.close)
+        return u
+
+    def refused(self):
+        r = RefusedPort()
+        self.addCleanup(r.close)
+        return r
+
+    def daemon(self, start=True, **kw):
+        d = Fanoutd(**kw)
+        self._daemons.append(d)
+        self.addCleanup(d.cleanup)
+        if start:
+            d.start()
+        return d
+
+    def tearDown(self):
+        if self._failed():
+            for d in self._daemons:
+                sys.stderr.write("---- fanoutd stderr (%s), last lines ----\n%s\n"
+                                 % (d.config_path, d.stderr_tail(60)))
+                try:
+                    sys.stderr.write("---- config ----\n%s\n" % d.render_config())
+                except Exception:
+                    pass
+
+    def _failed(self):
+        outcome = getattr(self, "_outcome", None)
+        if outcome is None:
+            return False
+        if hasattr(outcome, "success"):
+            return not outcome.success
+        return False
+
+    # assertions -------------------------------------------------------
+    def assertClosedWithin(self, fake, obj, t0, limit, what="upstream connection"):
+        """OBJ's upstream connection closes no later than T0 + LIMIT."""
+        try:
+            closed = fake.wait_closed(obj, timeout=max(5.0, limit * 10))
+        except AssertionError:
+            self.fail("%s was not closed within 5s of the trigger" % what)
+        dt = closed - t0
+        self.assertLessEqual(dt, limit, "%s closed %.0f ms after the trigger "
+                             "(limit %.0f ms)" % (what, dt * 1000, limit * 1000))
+        return dt
+
+    def assertErrorJSON(self, resp, status):
+        self.assertEqual(resp.status, status, resp)
+        rid = resp.header("x-request-id")
+        self.assertTrue(rid, "no X-Request-Id on %r" % resp)
+        try:
+            doc = resp.json()
+        except ValueError:
+            self.fail("error body is not JSON: %r" % resp.body)
+        self.assertIsInstance(doc, dict)
+        self.assertIsInstance(doc.get("error"), str, doc)
+        self.assertTrue(doc["error"], doc)
+        self.assertEqual(doc.get("request_id"), rid, doc)
+        return doc
+
+
+def main():
+    """Run the tests of __main__; exit 0 pass, 1 fail, 77 all skipped."""
+    if not os.access(FANOUTD, os.X_OK):
+        print("SKIP: fanoutd binary not found at %s (set FANOUTD)" % FANOUTD)
+        sys.exit(SKIP)
+    prog = unittest.main(module="__main__", exit=False, verbosity=2)
+    r = prog.result
+    _kill_all()
+    if r.failures or r.errors or getattr(r, "unexpectedSuccesses", None):
+        sys.exit(1)
+    if r.testsRun == 0 or len(r.skipped) == r.testsRun:
+        sys.exit(SKIP)
+    sys.exit(0)

@@ -1,0 +1,176 @@
+"""Client hang-ups cancel the upstream work: close, half-close, reset."""
+
+import itertools
+
+import sys
+sys.dont_write_bytecode = True  # keep the source tree clean
+
+import harness  # noqa: E402
+
+PROMPT = 0.2        # "closed promptly"
+_tags = itertools.count(1)
+
+
+class CancelTest(harness.TestCase):
+    half_close = None          # default: cancel
+
+    @classmethod
+    def setUpClass(cls):
+        cls.up = harness.FakeUpstream("slow")
+        server = {"keepalive_timeout": "30s"}
+        if cls.half_close:
+            server["half_close"] = cls.half_close
+        cls.fd = harness.Fanoutd(
+            upstreams={"slow": cls.up},
+            routes={"r": {"match": "/", "upstreams": "slow", "deadline": "20s"}},
+            server=server)
+        try:
+            cls.fd.start()
+        except BaseException:
+            cls.up.close()
+            cls.fd.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fd.cleanup()
+        cls.up.close()
+
+    def setUp(self):
+        super().setUp()
+        self._daemons.append(self.fd)
+
+    def pending(self, delay=5000):
+        """A client with a request held at the upstream; returns
+        (client, upstream request, request id)."""
+        tag = "c%d" % next(_tags)
+        rid = "cancel-" + tag
+        c = self.fd.client()
+        self.addCleanup(c.__exit__)
+        c.request("GET", "/slow?delay=%d&tag=%s" % (delay, tag), [("X-Request-Id", rid)])
+        req = self.up.wait_for_tag(tag)
+        return c, req, rid
+
+
+class CancelOnHangupTest(CancelTest):
+
+    def _check_abort(self, how):
+        m0 = self.fd.metrics()
+        cc0 = m0.get("fanoutd_cancellations_total", reason="client_closed")
+        c, req, rid = self.pending()
+        t0 = c.abort(how)
+        self.assertClosedWithin(self.up, req, t0, PROMPT,
+                                "upstream connection after client %s" % how)
+        e = self.fd.wait_access_log(request_id=rid)
+        self.assertEqual(e["status"], 499, e)
+        self.assertEqual(e["cancel_reason"], "client_closed", e)
+        self.assertEqual(e["route"], "r")
+        # the upstream leg was cut, not answered
+        self.assertEqual(len(e["upstreams"]), 1, e)
+        self.assertNotEqual(e["upstreams"][0].get("status"), 200, e)
+        self.fd.wait_metric("fanoutd_cancellations_total", lambda v: v >= cc0 + 1,
+                            reason="client_closed")
+        m1 = self.fd.metrics()
+        self.assertEqual(m1.get("fanoutd_cancellations_total", reason="client_closed"),
+                         cc0 + 1, "exactly one cancellation counted")
+        for r in ("deadline", "shutdown", "superseded"):
+            self.assertEqual(m1.get("fanoutd_cancellations_total", reason=r),
+                             m0.get("fanoutd_cancellations_total", reason=r), r)
+        self.fd.wait_metric("fanoutd_requests_in_flight", lambda v: v == 0)
+        self.fd.wait_metric("fanoutd_upstream_transfers_in_flight", lambda v: v == 0)
+        if how == "half":
+            # the half-closed client is not answered; fanoutd closes it
+            c.wait_eof(timeout=2)
+            self.assertEqual(bytes(c.buf), b"", "a cancelled request was answered")
+
+    def test_close(self):
+        self._check_abort("close")
+
+    def test_half_close(self):
+        self._check_abort("half")
+
+    def test_reset(self):
+        self._check_abort("rst")
+
+    def test_other_request_unaffected(self):
+        # two requests in flight; hang up one, the other still completes
+        keep = self.fd.client()
+        self.addCleanup(keep.__exit__)
+        keep.request("GET", "/slow?delay=600&body=survivor&tag=survivor")
+        kreq = self.up.wait_for_tag("survivor")
+        c, req, rid = self.pending()
+        t0 = c.close()
+        self.assertClosedWithin(self.up, req, t0, PROMPT)
+        r = keep.read_response(timeout=5)
+        self.assertEqual((r.status, r.body), (200, b"survivor"), r)
+        self.assertIsNotNone(kreq.responded)
+        if kreq.conn.closed is not None:
+            self.assertGreaterEqual(kreq.conn.closed, kreq.responded,
+                                    "the surviving request's upstream connection "
+                                    "was closed before it answered")
+
+    def test_close_mid_request_body(self):
+        # Whether fanoutd streams the body upstream or buffers it first, a
+        # client gone mid-body leaves no request, transfer or connection.
+        for how in ("close", "rst"):
+            tag = "mb%d" % next(_tags)
+            c = self.fd.client()
+            self.addCleanup(c.__exit__)
+            c.send(harness.build_request(
+                "POST", "/slow?delay=5000&tag=" + tag,
+                [("Content-Length", "100000")], body=b"") + b"y" * 1000)
+            # the head and part of the body are in; let fanoutd see them
+            harness.wait_until(
+                lambda: self.fd.metrics().get("fanoutd_connections_active") >= 1,
+                2.0, "the connection counted")
+            t0 = c.abort(how)
+            self.fd.wait_metric("fanoutd_connections_active", lambda v: v == 0)
+            self.fd.wait_metric("fanoutd_requests_in_flight", lambda v: v == 0)
+            self.fd.wait_metric("fanoutd_upstream_transfers_in_flight", lambda v: v == 0)
+            for req in self.up.requests_tagged(tag):
+                self.assertClosedWithin(self.up, req, t0, PROMPT,
+                                        "upstream connection of a half-sent POST")
+                self.assertIsNone(req.responded)
+
+    def test_cancel_latency_histogram_counts(self):
+        m0 = self.fd.metrics()
+        n0 = m0.sum("fanoutd_cancel_latency_seconds_count")
+        c, req, rid = self.pending()
+        c.close()
+        self.up.wait_closed(req, 2)
+        self.fd.wait_access_log(request_id=rid)
+        self.fd.wait_metric("fanoutd_cancel_latency_seconds_count", lambda v: v >= n0 + 1)
+
+
+class HalfCloseWaitTest(CancelTest):
+    half_close = "wait"
+
+    def test_half_closed_client_gets_response(self):
+        tag = "hw%d" % next(_tags)
+        with self.fd.client() as c:
+            c.request("GET", "/slow?delay=300&body=still-here&tag=" + tag)
+            req = self.up.wait_for_tag(tag)
+            c.half_close()
+            r = c.read_response(timeout=5)
+        self.assertEqual((r.status, r.body), (200, b"still-here"), r)
+        self.assertIsNotNone(req.responded)
+        if req.conn.closed is not None:
+            self.assertGreaterEqual(req.conn.closed, req.responded,
+                                    "upstream connection closed before it answered")
+
+    def test_reset_still_cancels(self):
+        # A FIN alone cannot tell close() from shutdown(SHUT_WR), so with
+        # half_close = wait only a reset is a certain hang-up.
+        m0 = self.fd.metrics()
+        cc0 = m0.get("fanoutd_cancellations_total", reason="client_closed")
+        c, req, rid = self.pending()
+        t0 = c.reset()
+        self.assertClosedWithin(self.up, req, t0, PROMPT)
+        e = self.fd.wait_access_log(request_id=rid)
+        self.assertEqual((e["status"], e["cancel_reason"]), (499, "client_closed"), e)
+        self.fd.wait_metric("fanoutd_cancellations_total", lambda v: v == cc0 + 1,
+                            reason="client_closed")
+
+
+if __name__ == "__main__":
+    harness.main()
