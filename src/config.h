@@ -54,6 +54,9 @@ struct route_conf {
 	unsigned		 quorum;
 	enum partial_policy	 partial;
 	int			 line;
+
+	/* The one mutable field: mode proxy's round robin (atomic). */
+	unsigned		 rr_next;
 };
 
 struct config {

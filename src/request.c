@@ -508,14 +508,13 @@ fail:
 
 /* ---- mode proxy ---------------------------------------------------------- */
 
-static unsigned	proxy_rr;	/* XXX per route, with the config */
-
 static void
 proxy_start(struct request *r)
 {
 	size_t	n = r->route->nupstreams, first;
 
-	first = proxy_rr++ % n;
+	first = __atomic_fetch_add(&((struct route_conf *)r->route)->rr_next, 1,
+	    __ATOMIC_RELAXED) % n;
 	r->legs_tried = 1;
 	r->legs[0].up = r->route->upstreams[first];
 	leg_start(&r->legs[0]);

@@ -45,6 +45,10 @@ def _kill_all():
 atexit.register(_kill_all)
 
 
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                     "runtime error:", "WARNING: AddressSanitizer")
+
+
 def _terminate(proc, grace=3.0):
     """SIGTERM, then SIGKILL after GRACE seconds; always reap."""
     if proc.poll() is None:
@@ -560,19 +564,35 @@ class Fanoutd:
         return rc
 
     def stop(self):
-        """Kill by pid (SIGTERM, then SIGKILL) and reap; idempotent."""
+        """Kill by pid (SIGTERM, then SIGKILL) and reap; idempotent.
+
+        Fails when the daemon did not exit 0 on our SIGTERM, or when a
+        sanitizer (ASan, LSan, UBSan) reported anything on its stderr."""
+        running = self.proc is not None and self.proc.poll() is None
         if self.proc is not None:
             self.returncode = _terminate(self.proc)
         f = getattr(self, "_stderr", None)
         if f is not None:
             f.close()
             self._stderr = None
+        if self.proc is not None and not getattr(self, "_checked", False):
+            self._checked = True
+            text = self.stderr_text()
+            for marker in SANITIZER_MARKERS:
+                if marker in text:
+                    raise AssertionError("sanitizer report from fanoutd:\n%s"
+                                         % self.stderr_tail(80))
+            if running and self.returncode != 0:
+                raise AssertionError("fanoutd exited %r on SIGTERM, not 0:\n%s"
+                                     % (self.returncode, self.stderr_tail(40)))
         return self.returncode
 
     def cleanup(self):
-        self.stop()
-        if not os.environ.get("FANOUTD_KEEP_TMP"):
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            self.stop()
+        finally:
+            if not os.environ.get("FANOUTD_KEEP_TMP"):
+                shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self):
         return self.start()
