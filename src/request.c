@@ -20,6 +20,8 @@
 
 #include "accesslog.h"
 #include "config.h"
+#include "envelope.h"
+#include "fanout.h"
 #include "front.h"
 #include "log.h"
 #include "metrics.h"
@@ -29,10 +31,11 @@
 
 static void	request_on_cancel(struct cancel *, enum cancel_reason, void *);
 static void	request_end(struct request *, int, unsigned long long);
-static void	leg_start(struct leg *);
 static void	leg_ended(struct leg *);
-static void	proxy_start(struct request *);
-static void	proxy_leg_ended(struct request *, struct leg *);
+
+/* Taken off the budget each leg is told about, so that the next hop
+ * gives up a little before we do and its answer can still reach us. */
+#define DEADLINE_MARGIN_MS	5
 
 static const char *const leg_outcome_metric[] = {
 	[LEG_OK] = "ok",
@@ -215,15 +218,12 @@ request_dispatch(struct request *r)
 	for (i = 0; i < r->nlegs; i++) {
 		r->legs[i].req = r;
 		http_headers_init(&r->legs[i].headers);
+		/* Proxy picks its upstream per attempt; the others map
+		 * leg i to upstream i. */
+		if (r->route->mode != MODE_PROXY)
+			r->legs[i].up = r->route->upstreams[i];
 	}
-	switch (r->route->mode) {
-	case MODE_PROXY:
-		proxy_start(r);
-		break;
-	default:
-		request_error(r, 501, "mode_not_implemented");
-		break;
-	}
+	fanout_start(r);
 }
 
 void
@@ -261,6 +261,8 @@ request_on_cancel(struct cancel *c, enum cancel_reason reason, void *arg)
 	if (r->legs_cancelled > 0)
 		metrics_cancellation(reason, now_us() - r->flip_us);
 	if (r->state == REQ_DONE)
+		return;
+	if (fanout_cancelled(r, reason))
 		return;
 	switch (reason) {
 	case CANCEL_CLIENT_CLOSED:
@@ -355,6 +357,9 @@ request_end(struct request *r, int status, unsigned long long bytes)
 	if (r->deadline_timer != NULL)
 		event_free(r->deadline_timer);
 	r->deadline_timer = NULL;
+	if (r->hedge_timer != NULL)
+		event_free(r->hedge_timer);
+	r->hedge_timer = NULL;
 	r->conn = NULL;
 
 	accesslog_write(r, status, bytes);
@@ -373,8 +378,7 @@ leg_on_cancel(struct cancel *c, enum cancel_reason reason, void *arg)
 	struct request	*r = l->req;
 
 	if (l->state != LEG_RUNNING) {
-		l->state = LEG_DONE;
-		l->outcome = LEG_CANCELLED;
+		/* Never sent: nothing to stop, nothing to count. */
 		return;
 	}
 	metrics_counter_add(C_UPSTREAM_BYTES_DISCARDED, transfer_abort(l->xfer));
@@ -392,6 +396,7 @@ leg_transfer_done(struct transfer *x, struct transfer_result *res, void *arg)
 
 	l->xfer = NULL;
 	l->status = res->status;
+	l->detail = res->detail;
 	if (res->error == XFER_OK) {
 		l->outcome = (res->status >= 200 && res->status < 300) ?
 		    LEG_OK : LEG_STATUS;
@@ -421,18 +426,12 @@ leg_ended(struct leg *l)
 	l->state = LEG_DONE;
 	l->duration_us = now_us() - l->started_us;
 	r->legs_running--;
-	if (cancel_is_set(&r->cancel) || r->state != REQ_RUNNING)
-		return;		/* the request's own flip answers */
-	switch (r->route->mode) {
-	case MODE_PROXY:
-		proxy_leg_ended(r, l);
-		break;
-	default:
-		break;
-	}
+	if (cancel_is_set(&r->cancel) || r->decided || r->state != REQ_RUNNING)
+		return;		/* already being answered */
+	fanout_leg_ended(r, l);
 }
 
-static void
+void
 leg_start(struct leg *l)
 {
 	struct request		*r = l->req;
@@ -449,13 +448,15 @@ leg_start(struct leg *l)
 	l->started_us = now_us();
 	l->state = LEG_RUNNING;
 	r->legs_running++;
+	r->legs_sent++;
 	if (l->body == NULL && (l->body = evbuffer_new()) == NULL)
 		goto fail;
 
 	fi.client_addr = r->client;
 	fi.proto = "http";
 	fi.request_id = r->id;
-	fi.deadline_left_ms = r->deadline_ms > now ? r->deadline_ms - now : 1;
+	fi.deadline_left_ms = r->deadline_ms > now + DEADLINE_MARGIN_MS ?
+	    r->deadline_ms - now - DEADLINE_MARGIN_MS : 1;
 	http_headers_init(&out);
 	if (http_forward_request_headers(&r->headers, &fi, &out) == -1) {
 		http_headers_clear(&out);
@@ -481,6 +482,7 @@ leg_start(struct leg *l)
 		}
 	}
 
+	/* The body was read once; every leg sends the same bytes. */
 	memset(&tr, 0, sizeof tr);
 	tr.up = l->up;
 	tr.method = r->method;
@@ -502,26 +504,32 @@ fail:
 	    r->id, l->up->name);
 	l->outcome = LEG_FAILED;
 	l->error = XFER_PROTOCOL;
+	l->detail = "cannot start the transfer";
 	metrics_upstream_done(l->up->name, "error");
 	leg_ended(l);
 }
 
-/* ---- mode proxy ---------------------------------------------------------- */
-
-static void
-proxy_start(struct request *r)
+void
+request_supersede(struct request *r)
 {
-	size_t	n = r->route->nupstreams, first;
+	uint64_t	t0 = now_us();
+	unsigned	before = r->legs_cancelled;
+	size_t		i;
 
-	first = __atomic_fetch_add(&((struct route_conf *)r->route)->rr_next, 1,
-	    __ATOMIC_RELAXED) % n;
-	r->legs_tried = 1;
-	r->legs[0].up = r->route->upstreams[first];
-	leg_start(&r->legs[0]);
+	r->decided = 1;
+	for (i = 0; i < r->nlegs; i++) {
+		if (r->legs[i].state == LEG_RUNNING)
+			cancel_flip(&r->legs[i].cancel, CANCEL_SUPERSEDED);
+	}
+	if (r->legs_cancelled > before)
+		metrics_cancellation(CANCEL_SUPERSEDED, now_us() - t0);
 }
 
-static void
-proxy_respond(struct request *r, struct leg *l)
+/* ---- answers ------------------------------------------------------------ */
+
+void
+request_answer_leg(struct request *r, struct leg *l, const char *name,
+    const char *value)
 {
 	const struct http_header	*h, *cl = NULL;
 	struct evbuffer			*hdrs;
@@ -531,6 +539,7 @@ proxy_respond(struct request *r, struct leg *l)
 	size_t				 i;
 	int				 head = request_is_head(r);
 
+	r->decided = 1;
 	if ((hdrs = request_headers_new(r)) == NULL) {
 		request_error(r, 503, "out_of_memory");
 		return;
@@ -545,6 +554,8 @@ proxy_respond(struct request *r, struct leg *l)
 		evbuffer_add_printf(hdrs, "%.*s: %.*s\r\n", (int)h->namelen,
 		    h->name, (int)h->valuelen, h->value);
 	}
+	if (name != NULL)
+		evbuffer_add_printf(hdrs, "%s: %s\r\n", name, value);
 	if (head) {
 		/* A HEAD answer tells the length a GET would have. */
 		len = 0;
@@ -559,29 +570,31 @@ proxy_respond(struct request *r, struct leg *l)
 	request_end(r, l->status, bytes);
 }
 
-static void
-proxy_leg_ended(struct request *r, struct leg *l)
+void
+request_answer_envelope(struct request *r, int status, const char *partial)
 {
-	size_t	n = r->route->nupstreams, i, next;
+	struct evbuffer		*hdrs, *body;
+	unsigned long long	 bytes = 0;
 
-	if (l->outcome == LEG_OK || l->outcome == LEG_STATUS) {
-		proxy_respond(r, l);
+	r->decided = 1;
+	if ((body = envelope_build(r)) == NULL) {
+		request_error(r, 503, "out_of_memory");
 		return;
 	}
-	if (l->outcome == LEG_FAILED && l->error == XFER_CONNECT &&
-	    r->legs_tried < n) {
-		/* Connect failure: the next upstream in the ring. */
-		for (i = 0; i < n; i++)
-			if (r->route->upstreams[i] == l->up)
-				break;
-		next = (i + 1) % n;
-		l = &r->legs[r->legs_tried++];
-		l->up = r->route->upstreams[next];
-		leg_start(l);
+	if ((hdrs = request_headers_new(r)) == NULL) {
+		evbuffer_free(body);
+		request_error(r, 503, "out_of_memory");
 		return;
 	}
-	if (l->outcome == LEG_FAILED && l->error == XFER_TIMEOUT)
-		request_error(r, 504, "upstream_timeout");
-	else
-		request_error(r, 502, "upstream_failed");
+	evbuffer_add(hdrs, "Content-Type: application/json\r\n", 32);
+	if (partial != NULL)
+		evbuffer_add_printf(hdrs, "Fanout-Partial: %s\r\n", partial);
+	if (r->conn != NULL)
+		bytes = conn_respond(r->conn, status, hdrs,
+		    request_is_head(r) ? NULL : body,
+		    request_is_head(r) ? (long long)evbuffer_get_length(body) : -1,
+		    status == 503 ? CONN_CLOSE : CONN_KEEP);
+	evbuffer_free(hdrs);
+	evbuffer_free(body);
+	request_end(r, status, bytes);
 }

@@ -51,6 +51,7 @@ struct leg {
 	enum leg_state			 state;
 	enum leg_outcome		 outcome;
 	enum transfer_error		 error;
+	const char			*detail;	/* curl's, static */
 	int				 status;
 	struct http_headers		 headers;
 	struct evbuffer			*body;
@@ -89,9 +90,12 @@ struct request {
 
 	struct leg		*legs;
 	size_t			 nlegs;
-	size_t			 legs_tried;	/* proxy mode: failover */
+	size_t			 legs_sent;
 	unsigned		 legs_running;
 	unsigned		 legs_cancelled;
+	unsigned		 decided:1;	/* answer chosen: losers are moot */
+	unsigned		 starting:1;	/* fanout_start sending legs */
+	struct event		*hedge_timer;
 };
 
 struct request	*request_new(struct worker *, struct conn *, struct config *,
@@ -110,5 +114,17 @@ void		 request_cancel(struct request *, enum cancel_reason);
 /* Answer with fanoutd's own JSON error and end the request. */
 void		 request_error(struct request *, int status, const char *error);
 int		 request_is_head(const struct request *);
+
+/* For the modes (fanout.c). */
+void		 leg_start(struct leg *);
+/* Decide: cut every leg still in flight with reason superseded. */
+void		 request_supersede(struct request *);
+/* Answer with one leg's response as it is, plus an optional header line
+ * ("Fanout-Upstream: users"). */
+void		 request_answer_leg(struct request *, struct leg *,
+		    const char *name, const char *value);
+/* Answer with the envelope; partial lists failed legs (NULL: none). */
+void		 request_answer_envelope(struct request *, int status,
+		    const char *partial);
 
 #endif

@@ -1,0 +1,35 @@
+/*
+ * envelope.h: the JSON envelope of SPEC section 4, built with jansson.
+ *
+ *	{"users": {"status": 200, "body": {...}},
+ *	 "orders": {"error": "timeout", "reason": "..."},
+ *	 "recs": {"error": "cancelled", "reason": "superseded"}}
+ */
+#ifndef FANOUTD_ENVELOPE_H
+#define FANOUTD_ENVELOPE_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+struct evbuffer;
+struct request;
+
+/* 1 for application/json and any +json type (parameters ignored). */
+int		 envelope_is_json_type(const char *ctype, size_t len);
+
+/*
+ * Add a response body to obj: as JSON when the type says JSON and it
+ * parses, else as a string when it is UTF-8 text without NUL bytes, else
+ * base64 in "body_base64". 0 / -1.
+ */
+int		 envelope_add_body(json_t *obj, const char *ctype, size_t ctlen,
+		    const unsigned char *body, size_t len);
+
+/* Standard base64 with padding; a NUL-terminated malloc'd string. */
+char		*envelope_base64(const unsigned char *, size_t);
+
+/* The whole envelope of a request's legs, in the route's order. */
+struct evbuffer	*envelope_build(const struct request *);
+
+#endif
