@@ -21,6 +21,7 @@
 
 struct admin {
 	struct evhttp	*http;
+	struct lset	 set;
 };
 
 static void
@@ -69,35 +70,51 @@ admin_cb(struct evhttp_request *req, void *arg)
 	evbuffer_free(body);
 }
 
+static void *
+admin_attach(void *arg, struct evconnlistener *el)
+{
+	struct admin	*a = arg;
+
+	return (evhttp_bind_listener(a->http, el));
+}
+
+static void
+admin_detach(void *arg, void *handle, struct evconnlistener *el)
+{
+	struct admin	*a = arg;
+
+	/* evhttp owns the listener once bound, and frees it here. */
+	evhttp_del_accept_socket(a->http, handle);
+}
+
+static const struct lset_ops admin_ops = { admin_attach, admin_detach };
+
 struct admin *
 admin_new(struct event_base *base, const struct config *conf)
 {
-	struct admin		*a;
-	struct evconnlistener	*l;
-	size_t			 i;
+	struct admin	*a;
 
 	if ((a = calloc(1, sizeof *a)) == NULL)
 		return (NULL);
-	if ((a->http = evhttp_new(base)) == NULL)
-		goto fail;
+	if ((a->http = evhttp_new(base)) == NULL) {
+		free(a);
+		return (NULL);
+	}
 	evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
 	evhttp_set_gencb(a->http, admin_cb, a);
 	evhttp_set_timeout(a->http, 10);
-	for (i = 0; i < conf->nadmin_listen; i++) {
-		l = listener_bind(base, &conf->admin_listen[i], NULL, NULL);
-		if (l == NULL || evhttp_bind_listener(a->http, l) == NULL) {
-			log_error("cannot listen on %s (admin) error=\"%s\"",
-			    conf->admin_listen[i].text, strerror(errno));
-			if (l != NULL)
-				evconnlistener_free(l);
-			goto fail;
-		}
-		log_info("admin listening on %s", conf->admin_listen[i].text);
+	lset_init(&a->set, base, &admin_ops, a, " (admin)");
+	if (lset_update(&a->set, conf->admin_listen, conf->nadmin_listen) == -1) {
+		admin_free(a);
+		return (NULL);
 	}
 	return (a);
-fail:
-	admin_free(a);
-	return (NULL);
+}
+
+struct lset *
+admin_set(struct admin *a)
+{
+	return (&a->set);
 }
 
 void
@@ -105,7 +122,7 @@ admin_free(struct admin *a)
 {
 	if (a == NULL)
 		return;
-	if (a->http != NULL)
-		evhttp_free(a->http);
+	/* evhttp_free closes the bound sockets. */
+	evhttp_free(a->http);
 	free(a);
 }

@@ -5,9 +5,11 @@
 #define FANOUTD_ADMIN_H
 
 struct event_base;
+struct lset;
 struct config;
 
 struct admin	*admin_new(struct event_base *, const struct config *);
+struct lset	*admin_set(struct admin *);
 void		 admin_free(struct admin *);
 
 #endif

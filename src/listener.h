@@ -1,26 +1,72 @@
 /*
- * listener.h: the client listening sockets of one worker.
+ * listener.h: listening sockets.
+ *
+ * A listener set binds a list of addresses and can be moved to another
+ * list (SIGHUP): addresses in both keep their socket, so nothing queued on
+ * them is lost; new ones are bound first, and only when all of them bind
+ * are the dropped ones closed.
  */
 #ifndef FANOUTD_LISTENER_H
 #define FANOUTD_LISTENER_H
 
+#include <stddef.h>
+
+#include "config.h"
+
 struct worker;
-struct config;
-struct listen_addr;
 struct evconnlistener;
 struct event_base;
 
-/* Bind every [server] listen address. NULL with the reason logged. */
+/* Hooks: attach takes a fresh, disabled evconnlistener and returns a
+ * handle (NULL on failure); detach releases the handle and the socket. */
+struct lset_ops {
+	void	*(*attach)(void *, struct evconnlistener *);
+	void	 (*detach)(void *, void *, struct evconnlistener *);
+};
+
+struct lset_entry {
+	struct listen_addr	 addr;
+	struct evconnlistener	*el;
+	void			*handle;
+};
+
+struct lset {
+	struct event_base	*base;
+	const struct lset_ops	*ops;
+	void			*arg;
+	const char		*what;		/* for logs: "" or " (admin)" */
+	struct lset_entry	 e[CONFIG_MAX_LISTEN];
+	size_t			 n;
+};
+
+/* A move in two steps, so that several sets can move together or not at
+ * all: prepare binds what is new (nothing is closed); commit closes what
+ * was dropped; abort closes what prepare bound. */
+struct lset_change {
+	struct lset_entry	 next[CONFIG_MAX_LISTEN];
+	size_t			 n;
+	int			 kept[CONFIG_MAX_LISTEN];	/* old index */
+	int			 fresh[CONFIG_MAX_LISTEN];	/* new index */
+};
+
+void	lset_init(struct lset *, struct event_base *, const struct lset_ops *,
+	    void *, const char *);
+/* Make the set listen on exactly these addresses. 0, or -1 with nothing
+ * changed and the reason logged. */
+int	lset_update(struct lset *, const struct listen_addr *, size_t);
+int	lset_prepare(struct lset *, const struct listen_addr *, size_t,
+	    struct lset_change *);
+void	lset_commit(struct lset *, struct lset_change *);
+void	lset_abort(struct lset *, struct lset_change *);
+void	lset_clear(struct lset *);
+
+/* The client listeners of a worker. */
 struct listener	*listener_new(struct worker *, const struct config *);
+struct lset	*listener_set(struct listener *);
 void		 listener_free(struct listener *);
 /* Stop or resume accepting (max_connections); the sockets stay bound. */
 void		 listener_pause(struct listener *);
 void		 listener_resume(struct listener *);
 int		 listener_paused(const struct listener *);
-
-/* Bind one address for a listener of our own making (admin too). */
-struct evconnlistener *listener_bind(struct event_base *,
-		    const struct listen_addr *, void (*)(struct evconnlistener *,
-		    int, struct sockaddr *, int, void *), void *);
 
 #endif

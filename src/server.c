@@ -24,6 +24,7 @@
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
 #include "server.h"
 #include "upstream.h"
 
@@ -161,6 +162,7 @@ server_sigterm_cb(evutil_socket_t sig, short what, void *arg)
 	    sig == SIGINT ? "SIGINT" : "SIGTERM", server->worker->nconns,
 	    (unsigned long long)ms);
 	server->draining = 1;
+	notify_stopping();
 	listener_free(server->worker->listener);
 	server->worker->listener = NULL;
 	front_drain(server->worker);
@@ -170,26 +172,78 @@ server_sigterm_cb(evutil_socket_t sig, short what, void *arg)
 	server_check_done();
 }
 
+/*
+ * SIGHUP: parse and validate a whole new configuration, bind what it adds
+ * (client and admin addresses together, or neither), and only then swap.
+ * Requests in flight keep the configuration they hold a reference to.
+ */
+static void
+server_reload(void)
+{
+	struct config		*conf, *old = server->conf;
+	struct lset_change	 front_ch, admin_ch;
+	struct lset		*front = NULL;
+	char			*errors = NULL, *line, *next;
+
+	log_info("signal SIGHUP, reloading %s", old->path);
+	notify_reloading();
+	if ((conf = config_load(old->path, &errors)) == NULL) {
+		/* One log line per problem, each FILE:LINE: message. */
+		for (line = errors; line != NULL && *line != '\0'; line = next) {
+			if ((next = strchr(line, '\n')) != NULL)
+				*next++ = '\0';
+			log_error("reload: %s", line);
+		}
+		log_error("reload failed, keeping the running configuration");
+		free(errors);
+		goto fail;
+	}
+	if (conf->workers != old->workers)
+		log_warnx("reload: workers changes at the next restart "
+		    "running=%u configured=%u", old->workers, conf->workers);
+	if (server->worker->listener != NULL) {
+		front = listener_set(server->worker->listener);
+		if (lset_prepare(front, conf->listen, conf->nlisten,
+		    &front_ch) == -1)
+			goto fail;
+	}
+	if (lset_prepare(admin_set(server->admin), conf->admin_listen,
+	    conf->nadmin_listen, &admin_ch) == -1) {
+		if (front != NULL)
+			lset_abort(front, &front_ch);
+		goto fail;
+	}
+	if (strcmp(conf->access_log, old->access_log) != 0 &&
+	    accesslog_open(conf->access_log) == -1) {
+		log_warn("reload failed: cannot open access log %s",
+		    conf->access_log);
+		if (front != NULL)
+			lset_abort(front, &front_ch);
+		lset_abort(admin_set(server->admin), &admin_ch);
+		goto fail;
+	}
+	if (front != NULL)
+		lset_commit(front, &front_ch);
+	lset_commit(admin_set(server->admin), &admin_ch);
+
+	log_set_level(conf->log_level);
+	server->conf = conf;
+	config_unref(old);
+	metrics_config_reload(1);
+	log_info("reloaded %s", conf->path);
+	notify_ready();
+	return;
+fail:
+	if (conf != NULL)
+		config_unref(conf);
+	metrics_config_reload(0);
+	notify_ready();
+}
+
 static void
 server_sighup_cb(evutil_socket_t sig, short what, void *arg)
 {
-	struct config	*conf;
-	char		*errors = NULL;
-
-	log_info("signal SIGHUP, reloading %s", server->conf->path);
-	if ((conf = config_load(server->conf->path, &errors)) == NULL) {
-		log_error("reload failed, keeping the running configuration:\n%s",
-		    errors ? errors : "(no detail)");
-		free(errors);
-		metrics_config_reload(0);
-		return;
-	}
-	/* XXX listen addresses, access_log path: picked up at restart. */
-	log_set_level(conf->log_level);
-	config_unref(server->conf);
-	server->conf = conf;
-	metrics_config_reload(1);
-	log_info("reloaded %s", conf->path);
+	server_reload();
 }
 
 static void
@@ -235,6 +289,8 @@ server_start(struct config *conf)
 void
 server_run(void)
 {
+	notify_init(server->worker->base);
+	notify_ready();
 	log_info("fanoutd ready");
 	event_base_dispatch(server->worker->base);
 }
@@ -252,6 +308,7 @@ server_free(void)
 			event_free(*evs[i]);
 		*evs[i] = NULL;
 	}
+	notify_free();
 	admin_free(server->admin);
 	server->admin = NULL;
 	worker_free(server->worker);
