@@ -76,6 +76,9 @@ struct conn {
 	int			 error_status;	/* set by a parser callback */
 	const char		*error_text;
 	int			 complete;	/* a whole request was parsed */
+	const char		*exec_start;	/* the bytes llhttp is given */
+	const char		*exec_end;
+	const char		*value_end;	/* where the last value span ended */
 
 	unsigned		 peer_eof:1;	/* half-closed, half_close = wait */
 	unsigned		 close_after:1;	/* after the current response */
@@ -311,6 +314,8 @@ conn_parse(struct conn *c)
 
 	while ((c->state == CONN_HEAD || c->state == CONN_BODY) &&
 	    evbuffer_peek(in, -1, NULL, &v, 1) >= 1 && v.iov_len > 0) {
+		c->exec_start = v.iov_base;
+		c->exec_end = c->exec_start + v.iov_len;
 		err = llhttp_execute(&c->parser, v.iov_base, v.iov_len);
 		if (c->state == CONN_CLOSED)
 			return;
@@ -327,7 +332,10 @@ conn_parse(struct conn *c)
 			request_dispatch(c->req);
 			return;
 		}
-		if (c->error_status == 0) {
+		if (c->error_status == 0 && err == HPE_INVALID_VERSION) {
+			c->error_status = 505;
+			c->error_text = "http_version";
+		} else if (c->error_status == 0) {
 			c->error_status = 400;
 			c->error_text = "bad_request";
 			log_debug("bad request conn=%llu client=%s error=%s "
@@ -556,11 +564,33 @@ on_url(llhttp_t *p, const char *at, size_t len)
 	return (0);
 }
 
+/*
+ * llhttp lets a few things through that a proxy must not (RFC 9112 5.1,
+ * 5.2, 9110 5.5): a field name is a token, so no white space before the
+ * colon; a value holds no CR, LF, NUL or other controls but HTAB, so no
+ * obs-fold either. Forwarding them would invite request smuggling.
+ */
+static int
+is_tchar(unsigned char ch)
+{
+	return ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+	    (ch >= '0' && ch <= '9') || (ch != '\0' &&
+	    strchr("!#$%&'*+-.^_`|~", ch) != NULL));
+}
+
 static int
 on_header_field(llhttp_t *p, const char *at, size_t len)
 {
 	struct conn	*c = p->data;
+	size_t		 i;
 
+	for (i = 0; i < len; i++) {
+		if (!is_tchar((unsigned char)at[i])) {
+			c->error_status = 400;
+			c->error_text = "bad_header_name";
+			return (-1);
+		}
+	}
 	if (head_grow(c, len) == -1 || strbuf_add(&c->hname, at, len) == -1)
 		return (-1);
 	return (0);
@@ -570,7 +600,30 @@ static int
 on_header_value(llhttp_t *p, const char *at, size_t len)
 {
 	struct conn	*c = p->data;
+	unsigned char	 ch;
+	size_t		 i;
 
+	/*
+	 * llhttp reports an obs-fold as a second span of the same value with
+	 * the CRLF left out: a value continues legitimately only where the
+	 * last span ended, or at the start of the next buffer when the last
+	 * one ended at the end of its own.
+	 */
+	if (c->hvalue.len > 0 && at != c->value_end &&
+	    !(c->value_end == NULL && at == c->exec_start)) {
+		c->error_status = 400;
+		c->error_text = "obs_fold";
+		return (-1);
+	}
+	c->value_end = at + len == c->exec_end ? NULL : at + len;
+	for (i = 0; i < len; i++) {
+		ch = (unsigned char)at[i];
+		if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+			c->error_status = 400;
+			c->error_text = "bad_header_value";
+			return (-1);
+		}
+	}
 	if (head_grow(c, len) == -1 || strbuf_add(&c->hvalue, at, len) == -1)
 		return (-1);
 	return (0);

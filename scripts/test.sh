@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Every test of fanoutd: install the dependencies, then
+#   1. build build/ (-Werror) and run make check,
+#   2. build build-asan/ (--enable-sanitizers, ASan + UBSan) and run make check,
+#   3. make distcheck from build/,
+# and end with one line "N passed, N failed[, N skipped]". Exits non-zero
+# when anything failed. Needs root (or sudo) the first time, for apt-get.
+#
+#   ./scripts/test.sh
+set -uo pipefail
+
+cd "$(dirname "$0")/.." || exit 1
+
+bold=
+plain=
+if [ -t 1 ]; then
+	bold=$(printf '\033[1m')
+	plain=$(printf '\033[0m')
+fi
+step() { printf '\n%s==> %s%s\n' "$bold" "$*" "$plain"; }
+
+jobs=$(nproc 2>/dev/null || echo 2)
+passed=0
+failed=0
+skipped=0
+results=()	# one line per stage, for the summary
+
+# result STAGE OUTCOME
+result() { results+=("$(printf '%-44s %s' "$1" "$2")"); }
+
+# count_log DIR: add the counts of DIR/test-suite.log to the totals.
+count_log() {
+	local log=$1/test-suite.log n
+	[ -f "$log" ] || return 1
+	for key in PASS XFAIL; do
+		n=$(sed -n "s/^# $key: *\([0-9]*\).*/\1/p" "$log" | head -n 1)
+		passed=$((passed + ${n:-0}))
+	done
+	for key in FAIL XPASS ERROR; do
+		n=$(sed -n "s/^# $key: *\([0-9]*\).*/\1/p" "$log" | head -n 1)
+		failed=$((failed + ${n:-0}))
+	done
+	n=$(sed -n 's/^# SKIP: *\([0-9]*\).*/\1/p' "$log" | head -n 1)
+	skipped=$((skipped + ${n:-0}))
+	return 0
+}
+
+# show_failures DIR: the summary of test-suite.log, then the log of every
+# test that failed (FAIL, XPASS, ERROR), its last 200 lines.
+show_failures() {
+	local dir=$1 trs
+	if [ -f "$dir/test-suite.log" ]; then
+		printf -- '---- %s/test-suite.log\n' "$dir"
+		sed -n '1,/^\.\. contents::/p' "$dir/test-suite.log" | grep -v '^\.\. contents::'
+	fi
+	while IFS= read -r trs; do
+		printf -- '\n---- %s (last 200 lines)\n' "${trs%.trs}.log"
+		tail -n 200 "${trs%.trs}.log" 2>/dev/null || echo "(no log)"
+	done < <(find "$dir" -path "$dir/fanoutd-*" -prune -o -name '*.trs' \
+	    -exec grep -lE '^:test-result: (FAIL|XPASS|ERROR)' {} + 2>/dev/null)
+}
+
+# check DIR LABEL [env...]: make check in DIR, counted and reported.
+check() {
+	local dir=$1 label=$2 rc
+	shift 2
+	rm -f "$dir/test-suite.log"
+	step "make -C $dir check ($label)"
+	env "$@" make -C "$dir" check
+	rc=$?
+	if ! count_log "$dir"; then
+		# No test-suite.log: the tests could not even be built.
+		failed=$((failed + 1))
+		result "make check ($label)" "FAILED before any test ran (exit $rc)"
+		return
+	fi
+	if [ $rc -ne 0 ]; then
+		show_failures "$dir"
+		result "make check ($label)" "FAILED (exit $rc)"
+	else
+		result "make check ($label)" "ok"
+	fi
+}
+
+step "Dependencies (scripts/deps.sh)"
+if ! scripts/deps.sh; then
+	echo "test: cannot install the dependencies" >&2
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+
+# 1. The normal build, warnings as errors.
+step "Build build/ (scripts/build.sh build)"
+if scripts/build.sh build; then
+	result "build (build/)" "ok"
+	check build "build/"
+	built=yes
+else
+	failed=$((failed + 1))
+	result "build (build/)" "FAILED"
+	built=no
+fi
+
+# 2. AddressSanitizer + UndefinedBehaviorSanitizer; any report aborts the
+# process, so the test that started it fails.
+step "Build build-asan/ (scripts/build.sh build-asan --enable-sanitizers)"
+if scripts/build.sh build-asan --enable-sanitizers; then
+	result "build (build-asan/, ASan + UBSan)" "ok"
+	check build-asan "build-asan/, ASan + UBSan" \
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+else
+	failed=$((failed + 1))
+	result "build (build-asan/, ASan + UBSan)" "FAILED"
+fi
+
+# 3. The release tarball builds and passes its tests on its own.
+if [ "$built" = yes ]; then
+	step "make -C build distcheck"
+	# -s and --quiet: the tarball's build and tests, without its command lines.
+	if make -s -C build -j"$jobs" distcheck \
+	    DISTCHECK_CONFIGURE_FLAGS="--enable-werror --quiet"; then
+		result "make distcheck" "ok"
+	else
+		failed=$((failed + 1))
+		result "make distcheck" "FAILED"
+		# A failed distcheck leaves its tree behind; show its tests' logs.
+		for d in build/fanoutd-*/_build/sub; do
+			[ -d "$d" ] && show_failures "$d"
+		done
+	fi
+else
+	result "make distcheck" "not run (build/ failed)"
+fi
+
+step "Summary"
+printf '  %s\n' "${results[@]}"
+line="$passed passed, $failed failed"
+[ "$skipped" -eq 0 ] || line="$line, $skipped skipped"
+echo
+echo "$line"
+[ "$failed" -eq 0 ]
