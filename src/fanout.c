@@ -37,6 +37,17 @@ undecided(const struct request *r)
 	    !cancel_is_set(&r->cancel));
 }
 
+static int
+any_succeeded(const struct request *r)
+{
+	size_t	i;
+
+	for (i = 0; i < r->nlegs; i++)
+		if (leg_succeeded(&r->legs[i]))
+			return (1);
+	return (0);
+}
+
 /* "a,b": the legs that did not succeed, or NULL when all did. */
 static char *
 failed_names(const struct request *r)
@@ -113,7 +124,8 @@ all_leg_ended(struct request *r, struct leg *l)
 		request_answer_envelope(r, 200, NULL);
 		return;
 	}
-	if (r->route->partial == PARTIAL_ALLOW)
+	/* partial = allow still needs something to show for it. */
+	if (r->route->partial == PARTIAL_ALLOW && any_succeeded(r))
 		request_answer_envelope(r, 200, partial);
 	else
 		request_answer_envelope(r, 502, NULL);
@@ -296,7 +308,7 @@ fanout_cancelled(struct request *r, enum cancel_reason reason)
 
 	if (r->route == NULL || r->route->mode != MODE_ALL ||
 	    r->route->partial != PARTIAL_ALLOW || reason != CANCEL_DEADLINE ||
-	    r->conn == NULL)
+	    r->conn == NULL || !any_succeeded(r))
 		return (0);
 	/* partial = allow: what arrived in time, the rest marked deadline. */
 	partial = failed_names(r);

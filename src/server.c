@@ -72,7 +72,7 @@ worker_conn_gone(struct worker *w)
 	server_check_done();
 }
 
-static struct worker *
+struct worker *
 worker_new(struct config *conf)
 {
 	struct worker	*w;
@@ -98,7 +98,7 @@ fail:
 	return (NULL);
 }
 
-static void
+void
 worker_free(struct worker *w)
 {
 	if (w == NULL)

@@ -60,6 +60,9 @@ int	server_start(struct config *);
 void	server_run(void);
 void	server_free(void);
 
+/* An event loop with its curl multi, no listeners yet. */
+struct worker	*worker_new(struct config *);
+void		 worker_free(struct worker *);
 /* Free fn(ptr) after the current callback, on w's loop. */
 void	worker_defer_free(struct worker *, void (*fn)(void *), void *ptr);
 /* A client connection has gone: resume accepting, maybe end a drain. */

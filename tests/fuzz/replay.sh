@@ -1,0 +1,7 @@
+#!/bin/sh
+# Replay the fuzz corpora (seeds and every crash input ever found) through
+# the fuzz targets' code, built without libFuzzer. A crash or a sanitizer
+# report fails the test.
+srcdir=${FANOUTD_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+./tests/fuzz/replay_config "$srcdir/tests/fuzz/corpus/config" || exit 1
+./tests/fuzz/replay_request "$srcdir/tests/fuzz/corpus/request" || exit 1
