@@ -16,31 +16,50 @@
 #include "request.h"
 #include "util.h"
 
+/*
+ * Worker threads write to log_fd at any time, so its number never
+ * changes once allocated: a new target (SIGUSR1, reload) is dup2()'d onto
+ * it, which swaps the open file under the writers atomically. "off" is a
+ * flag, not a descriptor.
+ */
 static int	 log_fd = -1;
-static char	*log_path;
+static int	 log_on;	/* atomic */
+static char	*log_path;	/* main thread only */
 
 int
 accesslog_open(const char *path)
 {
-	int	 fd;
+	int	 fd, on = 1;
 	char	*p;
 
-	if (strcmp(path, "off") == 0)
+	if (strcmp(path, "off") == 0) {
 		fd = -1;
-	else if (strcmp(path, "-") == 0)
+		on = 0;
+	} else if (strcmp(path, "-") == 0)
 		fd = STDERR_FILENO;
 	else if ((fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
 	    0640)) == -1)
 		return (-1);
-	if ((p = strdup(path)) == NULL) {
+	if ((p = strdup(path)) == NULL)
+		goto fail;
+	if (fd != -1) {
+		if (log_fd == -1) {
+			if ((log_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) == -1)
+				goto fail;
+		} else if (dup3(fd, log_fd, O_CLOEXEC) == -1)
+			goto fail;
 		if (fd > STDERR_FILENO)
 			close(fd);
-		return (-1);
 	}
-	accesslog_close();
-	log_fd = fd;
+	__atomic_store_n(&log_on, on, __ATOMIC_RELEASE);
+	free(log_path);
 	log_path = p;
 	return (0);
+fail:
+	free(p);
+	if (fd > STDERR_FILENO)
+		close(fd);
+	return (-1);
 }
 
 int
@@ -49,7 +68,8 @@ accesslog_reopen(void)
 	char	*path;
 	int	 rv;
 
-	if (log_path == NULL)
+	if (log_path == NULL || strcmp(log_path, "off") == 0 ||
+	    strcmp(log_path, "-") == 0)
 		return (0);
 	if ((path = strdup(log_path)) == NULL)
 		return (-1);
@@ -61,7 +81,8 @@ accesslog_reopen(void)
 void
 accesslog_close(void)
 {
-	if (log_fd > STDERR_FILENO)
+	__atomic_store_n(&log_on, 0, __ATOMIC_RELEASE);
+	if (log_fd != -1)
 		close(log_fd);
 	log_fd = -1;
 	free(log_path);
@@ -89,7 +110,7 @@ accesslog_write(const struct request *r, int status, unsigned long long bytes)
 	ssize_t			 w;
 	unsigned char		*line;
 
-	if (log_fd == -1)
+	if (!__atomic_load_n(&log_on, __ATOMIC_ACQUIRE))
 		return;
 	if ((b = evbuffer_new()) == NULL)
 		return;

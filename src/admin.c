@@ -51,7 +51,7 @@ admin_cb(struct evhttp_request *req, void *arg)
 		evbuffer_add_printf(body, "method not allowed\n");
 		admin_reply(req, 405, "Method Not Allowed", "text/plain", body);
 	} else if (strcmp(path, "/healthz") == 0) {
-		if (server->draining) {
+		if (server_draining()) {
 			evbuffer_add_printf(body, "draining\n");
 			admin_reply(req, 503, "Service Unavailable",
 			    "text/plain", body);

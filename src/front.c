@@ -87,7 +87,7 @@ struct conn {
 };
 
 static llhttp_settings_t	parser_settings;
-static uint64_t			conn_ids;
+static uint64_t			conn_ids;	/* atomic */
 
 static void	conn_read_cb(struct bufferevent *, void *);
 static void	conn_write_cb(struct bufferevent *, void *);
@@ -169,8 +169,8 @@ front_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa,
 		return;
 	}
 	c->w = w;
-	c->id = ++conn_ids;
-	c->conf = config_ref(server->conf);
+	c->id = __atomic_add_fetch(&conn_ids, 1, __ATOMIC_RELAXED);
+	c->conf = config_ref(w->conf);
 	if (getnameinfo(sa, salen, c->peer, sizeof c->peer, NULL, 0,
 	    NI_NUMERICHOST) != 0)
 		snprintf(c->peer, sizeof c->peer, "unknown");
@@ -200,7 +200,7 @@ front_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa,
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 
 	TAILQ_INSERT_TAIL(&w->conns, c, entry);
-	w->nconns++;
+	w->nconns++;	/* this worker's thread only */
 	metrics_gauge_add(G_CONNECTIONS_ACTIVE, 1);
 	metrics_counter_add(C_CONNECTIONS_TOTAL, 1);
 
@@ -255,7 +255,7 @@ conn_next_request(struct conn *c)
 		conn_close(c, CANCEL_CLIENT_CLOSED);
 		return;
 	}
-	if (server->draining && evbuffer_get_length(in) == 0) {
+	if (c->w->draining && evbuffer_get_length(in) == 0) {
 		conn_close(c, CANCEL_SHUTDOWN);
 		return;
 	}
@@ -387,7 +387,7 @@ conn_respond(struct conn *c, int status, struct evbuffer *headers,
 	gmtime_r(&t, &tm);
 	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 
-	if (how != CONN_KEEP || server->draining)
+	if (how != CONN_KEEP || c->w->draining)
 		c->close_after = 1;
 	if (how == CONN_CLOSE_LINGER)
 		c->linger = 1;
@@ -531,9 +531,9 @@ on_message_begin(llhttp_t *p)
 	struct conn	*c = p->data;
 
 	/* Each request runs on the configuration current when it began. */
-	if (c->conf != server->conf) {
+	if (c->conf != c->w->conf) {
 		config_unref(c->conf);
-		c->conf = config_ref(server->conf);
+		c->conf = config_ref(c->w->conf);
 	}
 	c->head_bytes = 0;
 	c->body_bytes = 0;

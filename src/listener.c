@@ -50,8 +50,11 @@ lset_init(struct lset *s, struct event_base *base, const struct lset_ops *ops,
 static struct evconnlistener *
 lset_bind(struct lset *s, const struct listen_addr *a)
 {
+	/* SO_REUSEPORT: one socket per worker on the same address, and the
+	 * kernel spreads connections over them. */
 	unsigned	flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-			    LEV_OPT_CLOSE_ON_EXEC;
+			    LEV_OPT_CLOSE_ON_EXEC |
+			    (s->reuseport ? LEV_OPT_REUSEABLE_PORT : 0);
 
 	if (a->ss.ss_family == AF_INET6)
 		flags |= LEV_OPT_BIND_IPV6ONLY;
@@ -167,7 +170,7 @@ listener_accept_cb(struct evconnlistener *el, evutil_socket_t fd,
 	struct worker	*w = ls->w;
 
 	front_accept(w, fd, sa, salen);
-	if (w->nconns >= server->conf->max_connections && !ls->paused) {
+	if (w->nconns >= w->max_conns && !ls->paused) {
 		log_info("max_connections reached, accepting paused "
 		    "connections=%u", w->nconns);
 		listener_pause(ls);
@@ -246,6 +249,7 @@ listener_new(struct worker *w, const struct config *conf)
 		return (NULL);
 	ls->w = w;
 	lset_init(&ls->set, w->base, &listener_ops, ls, "");
+	ls->set.reuseport = 1;
 	if ((ls->retry = evtimer_new(w->base, listener_retry_cb, ls)) == NULL ||
 	    lset_update(&ls->set, conf->listen, conf->nlisten) == -1) {
 		listener_free(ls);

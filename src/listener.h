@@ -35,6 +35,7 @@ struct lset {
 	const struct lset_ops	*ops;
 	void			*arg;
 	const char		*what;		/* for logs: "" or " (admin)" */
+	int			 reuseport;
 	struct lset_entry	 e[CONFIG_MAX_LISTEN];
 	size_t			 n;
 };

@@ -22,13 +22,13 @@ static const char *const level_names[] = {
 void
 log_set_level(enum log_level level)
 {
-	log_level = level;
+	__atomic_store_n(&log_level, level, __ATOMIC_RELAXED);
 }
 
 int
 log_enabled(enum log_level level)
 {
-	return (level <= log_level);
+	return (level <= __atomic_load_n(&log_level, __ATOMIC_RELAXED));
 }
 
 static void

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <event2/thread.h>
 
 #include "accesslog.h"
 #include "config.h"
@@ -112,6 +113,9 @@ main(int argc, char *argv[])
 	raise_nofile();
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		fatalx("cannot initialise libcurl");
+	/* Before any event_base: the main thread calls into workers' loops. */
+	if (evthread_use_pthreads() == -1)
+		fatalx("cannot set up libevent for threads");
 	metrics_init();
 	front_init();
 	if (accesslog_open(conf->access_log) == -1)

@@ -1,14 +1,14 @@
 /*
- * server.c: start-up, signals, drain, and the worker's loop.
+ * server.c: start-up, signals, reload and drain; the main thread.
  *
  * Signals arrive through libevent (evsignal), so every handler here runs
- * as an ordinary callback on the loop, never in signal context.
+ * as an ordinary callback on the main loop, never in signal context.
  *
- * Drain (SIGTERM, SIGINT): the listeners close, /healthz turns 503, idle
- * connections close, everything else gets drain_timeout to finish, with
- * Connection: close on every answer. Then whatever is left is cancelled
- * with reason shutdown. A second SIGTERM skips the wait. The loop ends
- * when the last client connection has gone.
+ * Drain (SIGTERM, SIGINT): every worker closes its listeners and its idle
+ * connections and marks the rest to close after their answer; /healthz
+ * turns 503. After drain_timeout (or a second SIGTERM) what is left is
+ * cancelled with reason shutdown. The process exits once every worker has
+ * no connection left.
  */
 #include <errno.h>
 #include <signal.h>
@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <event2/thread.h>
 
 #include "accesslog.h"
 #include "admin.h"
@@ -34,32 +35,31 @@
 static struct server	 the_server;
 struct server		*server = &the_server;
 
-static void	server_check_done(void);
-
-static void
-worker_reaper_cb(evutil_socket_t fd, short what, void *arg)
+int
+server_draining(void)
 {
-	struct worker	*w = arg;
-	struct grave	*g;
-
-	while ((g = SLIST_FIRST(&w->graveyard)) != NULL) {
-		SLIST_REMOVE_HEAD(&w->graveyard, entry);
-		g->fn(g->ptr);
-		free(g);
-	}
+	return (__atomic_load_n(&server->draining, __ATOMIC_RELAXED));
 }
 
-void
-worker_defer_free(struct worker *w, void (*fn)(void *), void *ptr)
+/* A worker's share of max_connections (at least one each). */
+static unsigned
+worker_share(const struct config *conf, unsigned nworkers)
 {
-	struct grave	*g;
+	unsigned	share = conf->max_connections / nworkers;
 
-	if ((g = malloc(sizeof *g)) == NULL)
-		fatal("worker_defer_free");
-	g->fn = fn;
-	g->ptr = ptr;
-	SLIST_INSERT_HEAD(&w->graveyard, g, entry);
-	event_active(w->reaper, EV_TIMEOUT, 0);
+	return (share ? share : 1);
+}
+
+/* ---- on a worker's thread --------------------------------------------------- */
+
+static void
+worker_check_idle(struct worker *w)
+{
+	if (!w->draining || w->nconns > 0 || w->stopping < 0)
+		return;
+	w->stopping = -1;	/* reported */
+	__atomic_add_fetch(&server->idle_workers, 1, __ATOMIC_ACQ_REL);
+	event_active(server->idle_check, EV_TIMEOUT, 0);
 }
 
 void
@@ -67,56 +67,90 @@ worker_conn_gone(struct worker *w)
 {
 	w->nconns--;
 	if (w->listener != NULL && listener_paused(w->listener) &&
-	    w->nconns < server->conf->max_connections)
+	    w->nconns < w->max_conns)
 		listener_resume(w->listener);
-	server_check_done();
+	worker_check_idle(w);
 }
 
-struct worker *
-worker_new(struct config *conf)
+static void *
+worker_main(void *arg)
 {
-	struct worker	*w;
+	struct worker	*w = arg;
 
-	if ((w = calloc(1, sizeof *w)) == NULL)
-		return (NULL);
-	TAILQ_INIT(&w->conns);
-	SLIST_INIT(&w->graveyard);
-	if ((w->base = event_base_new()) == NULL)
-		goto fail;
-	if ((w->reaper = event_new(w->base, -1, 0, worker_reaper_cb, w)) == NULL)
-		goto fail;
-	if ((w->upstreams = upstreams_new(w->base)) == NULL)
-		goto fail;
-	return (w);
-fail:
-	log_error("cannot set up the event loop");
-	if (w->reaper != NULL)
-		event_free(w->reaper);
-	if (w->base != NULL)
-		event_base_free(w->base);
-	free(w);
+	log_debug("worker started worker=%u", w->id);
+	event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	log_debug("worker stopped worker=%u", w->id);
 	return (NULL);
 }
 
-void
-worker_free(struct worker *w)
+static void
+worker_drain_job(struct worker *w, void *arg)
 {
-	if (w == NULL)
-		return;
+	w->draining = 1;
 	listener_free(w->listener);
-	upstreams_free(w->upstreams);
-	worker_reaper_cb(-1, 0, w);
-	event_free(w->reaper);
-	event_base_free(w->base);
-	free(w);
+	w->listener = NULL;
+	front_drain(w);
+	worker_check_idle(w);
 }
 
 static void
-server_check_done(void)
+worker_stop_job(struct worker *w, void *arg)
 {
-	if (server->draining && server->worker->nconns == 0) {
+	if (w->stopping == 0)
+		w->stopping = 1;
+	/* Answers 503 to what is in flight, closes everything else. */
+	front_stop(w);
+	worker_check_idle(w);
+}
+
+struct reload_job {
+	struct config		*conf;
+	struct lset_change	 ch;
+	int			 prepared;
+};
+
+static void
+reload_prepare_job(struct worker *w, void *arg)
+{
+	struct reload_job	*j = arg;
+
+	j->prepared = 0;
+	if (w->listener == NULL)
+		return;
+	if (lset_prepare(listener_set(w->listener), j->conf->listen,
+	    j->conf->nlisten, &j->ch) == 0)
+		j->prepared = 1;
+}
+
+static void
+reload_commit_job(struct worker *w, void *arg)
+{
+	struct reload_job	*j = arg;
+
+	if (j->prepared)
+		lset_commit(listener_set(w->listener), &j->ch);
+	worker_set_conf(w, j->conf);
+	w->max_conns = worker_share(j->conf, server->nworkers);
+}
+
+static void
+reload_abort_job(struct worker *w, void *arg)
+{
+	struct reload_job	*j = arg;
+
+	if (j->prepared)
+		lset_abort(listener_set(w->listener), &j->ch);
+}
+
+/* ---- on the main thread ----------------------------------------------------- */
+
+static void
+server_idle_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+	if (__atomic_load_n(&server->idle_workers, __ATOMIC_ACQUIRE) ==
+	    server->nworkers) {
 		log_info("drained, exiting");
-		event_base_loopbreak(server->worker->base);
+		event_base_loopbreak(server->base);
 	}
 }
 
@@ -124,18 +158,16 @@ static void
 server_stop(void)
 {
 	struct timeval	tv = { STOP_GRACE_MS / 1000, (STOP_GRACE_MS % 1000) * 1000 };
+	unsigned	i;
 
-	if (server->stopping) {
-		/* Grace over, or asked twice: close whatever is left. */
-		front_stop(server->worker);
-		return;
+	if (!server->stopping) {
+		server->stopping = 1;
+		log_info("cancelling in-flight requests");
+		evtimer_add(server->drain_timer, &tv);
 	}
-	server->stopping = 1;
-	log_info("cancelling in-flight requests connections=%u",
-	    server->worker->nconns);
-	front_stop(server->worker);
-	evtimer_add(server->drain_timer, &tv);
-	server_check_done();
+	/* The second time (grace over, or asked again) closes what is left. */
+	for (i = 0; i < server->nworkers; i++)
+		worker_call(server->workers[i], worker_stop_job, NULL, 0);
 }
 
 static void
@@ -149,41 +181,41 @@ server_drain_timer_cb(evutil_socket_t fd, short what, void *arg)
 static void
 server_sigterm_cb(evutil_socket_t sig, short what, void *arg)
 {
-	struct timeval	tv;
-	uint64_t	ms = server->conf->drain_timeout_ms;
+	const char	*name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+	uint64_t	 ms = server->conf->drain_timeout_ms;
+	struct timeval	 tv;
+	unsigned	 i;
 
-	if (server->draining) {
-		log_info("signal %s again, stopping now",
-		    sig == SIGINT ? "SIGINT" : "SIGTERM");
+	if (server_draining()) {
+		log_info("signal %s again, stopping now", name);
 		server_stop();
 		return;
 	}
-	log_info("signal %s, draining connections=%u drain_timeout_ms=%llu",
-	    sig == SIGINT ? "SIGINT" : "SIGTERM", server->worker->nconns,
+	log_info("signal %s, draining drain_timeout_ms=%llu", name,
 	    (unsigned long long)ms);
-	server->draining = 1;
+	__atomic_store_n(&server->draining, 1, __ATOMIC_RELAXED);
 	notify_stopping();
-	listener_free(server->worker->listener);
-	server->worker->listener = NULL;
-	front_drain(server->worker);
+	for (i = 0; i < server->nworkers; i++)
+		worker_call(server->workers[i], worker_drain_job, NULL, 0);
 	tv.tv_sec = ms / 1000;
 	tv.tv_usec = (ms % 1000) * 1000;
 	evtimer_add(server->drain_timer, &tv);
-	server_check_done();
 }
 
 /*
  * SIGHUP: parse and validate a whole new configuration, bind what it adds
- * (client and admin addresses together, or neither), and only then swap.
- * Requests in flight keep the configuration they hold a reference to.
+ * (every worker's client addresses and the admin ones, or none of them),
+ * and only then swap. Requests in flight keep the configuration they hold
+ * a reference to.
  */
 static void
 server_reload(void)
 {
 	struct config		*conf, *old = server->conf;
-	struct lset_change	 front_ch, admin_ch;
-	struct lset		*front = NULL;
+	struct reload_job	*jobs = NULL;
+	struct lset_change	 admin_ch;
 	char			*errors = NULL, *line, *next;
+	unsigned		 i, n = 0;
 
 	log_info("signal SIGHUP, reloading %s", old->path);
 	notify_reloading();
@@ -199,32 +231,38 @@ server_reload(void)
 		goto fail;
 	}
 	if (conf->workers != old->workers)
-		log_warnx("reload: workers changes at the next restart "
-		    "running=%u configured=%u", old->workers, conf->workers);
-	if (server->worker->listener != NULL) {
-		front = listener_set(server->worker->listener);
-		if (lset_prepare(front, conf->listen, conf->nlisten,
-		    &front_ch) == -1)
-			goto fail;
+		log_warnx("reload: a new number of workers takes a restart "
+		    "running=%u configured=%u", server->nworkers, conf->workers);
+	if ((jobs = calloc(server->nworkers, sizeof *jobs)) == NULL)
+		goto fail;
+	if (!server_draining()) {
+		for (n = 0; n < server->nworkers; n++) {
+			jobs[n].conf = conf;
+			worker_call(server->workers[n], reload_prepare_job,
+			    &jobs[n], 1);
+			if (server->workers[n]->listener != NULL &&
+			    !jobs[n].prepared) {
+				n++;
+				goto undo;
+			}
+		}
 	}
 	if (lset_prepare(admin_set(server->admin), conf->admin_listen,
-	    conf->nadmin_listen, &admin_ch) == -1) {
-		if (front != NULL)
-			lset_abort(front, &front_ch);
-		goto fail;
-	}
+	    conf->nadmin_listen, &admin_ch) == -1)
+		goto undo;
 	if (strcmp(conf->access_log, old->access_log) != 0 &&
 	    accesslog_open(conf->access_log) == -1) {
 		log_warn("reload failed: cannot open access log %s",
 		    conf->access_log);
-		if (front != NULL)
-			lset_abort(front, &front_ch);
 		lset_abort(admin_set(server->admin), &admin_ch);
-		goto fail;
+		goto undo;
 	}
-	if (front != NULL)
-		lset_commit(front, &front_ch);
 	lset_commit(admin_set(server->admin), &admin_ch);
+	for (i = 0; i < server->nworkers; i++) {
+		jobs[i].conf = conf;
+		worker_call(server->workers[i], reload_commit_job, &jobs[i], 1);
+	}
+	free(jobs);
 
 	log_set_level(conf->log_level);
 	server->conf = conf;
@@ -233,7 +271,11 @@ server_reload(void)
 	log_info("reloaded %s", conf->path);
 	notify_ready();
 	return;
+undo:
+	for (i = 0; i < n; i++)
+		worker_call(server->workers[i], reload_abort_job, &jobs[i], 1);
 fail:
+	free(jobs);
 	if (conf != NULL)
 		config_unref(conf);
 	metrics_config_reload(0);
@@ -258,24 +300,43 @@ server_sigusr1_cb(evutil_socket_t sig, short what, void *arg)
 int
 server_start(struct config *conf)
 {
-	struct event_base	*base;
+	struct worker	*w;
+	unsigned	 i;
 
 	server->conf = config_ref(conf);
-	if ((server->worker = worker_new(conf)) == NULL)
+	if ((server->base = event_base_new()) == NULL) {
+		log_error("cannot set up the event loop");
 		return (-1);
-	base = server->worker->base;
-	if ((server->worker->listener = listener_new(server->worker, conf)) == NULL)
+	}
+	server->nworkers = conf->workers ? conf->workers : 1;
+	if ((server->workers = calloc(server->nworkers,
+	    sizeof *server->workers)) == NULL)
 		return (-1);
-	if ((server->admin = admin_new(base, conf)) == NULL)
+	for (i = 0; i < server->nworkers; i++) {
+		if ((w = server->workers[i] = worker_new(i, conf)) == NULL)
+			return (-1);
+		w->max_conns = worker_share(conf, server->nworkers);
+		/* Bound here, before the thread runs: start-up fails whole. */
+		if ((w->listener = listener_new(w, conf)) == NULL)
+			return (-1);
+	}
+	if ((server->admin = admin_new(server->base, conf)) == NULL)
 		return (-1);
-	server->sig_term = evsignal_new(base, SIGTERM, server_sigterm_cb, NULL);
-	server->sig_int = evsignal_new(base, SIGINT, server_sigterm_cb, NULL);
-	server->sig_hup = evsignal_new(base, SIGHUP, server_sighup_cb, NULL);
-	server->sig_usr1 = evsignal_new(base, SIGUSR1, server_sigusr1_cb, NULL);
-	server->drain_timer = evtimer_new(base, server_drain_timer_cb, NULL);
+	server->sig_term = evsignal_new(server->base, SIGTERM, server_sigterm_cb,
+	    NULL);
+	server->sig_int = evsignal_new(server->base, SIGINT, server_sigterm_cb,
+	    NULL);
+	server->sig_hup = evsignal_new(server->base, SIGHUP, server_sighup_cb,
+	    NULL);
+	server->sig_usr1 = evsignal_new(server->base, SIGUSR1, server_sigusr1_cb,
+	    NULL);
+	server->drain_timer = evtimer_new(server->base, server_drain_timer_cb,
+	    NULL);
+	server->idle_check = event_new(server->base, -1, 0,
+	    server_idle_check_cb, NULL);
 	if (server->sig_term == NULL || server->sig_int == NULL ||
 	    server->sig_hup == NULL || server->sig_usr1 == NULL ||
-	    server->drain_timer == NULL) {
+	    server->drain_timer == NULL || server->idle_check == NULL) {
 		log_error("cannot set up signal handling");
 		return (-1);
 	}
@@ -289,10 +350,32 @@ server_start(struct config *conf)
 void
 server_run(void)
 {
-	notify_init(server->worker->base);
-	notify_ready();
-	log_info("fanoutd ready");
-	event_base_dispatch(server->worker->base);
+	sigset_t	set, old;
+	unsigned	i, started;
+
+	/* Signals go to the main thread only: workers block them all. */
+	sigfillset(&set);
+	pthread_sigmask(SIG_BLOCK, &set, &old);
+	for (started = 0; started < server->nworkers; started++) {
+		if (pthread_create(&server->workers[started]->thread, NULL,
+		    worker_main, server->workers[started]) != 0) {
+			log_error("cannot start worker thread worker=%u",
+			    started);
+			break;
+		}
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+	if (started == server->nworkers) {
+		notify_init(server->base);
+		notify_ready();
+		log_info("fanoutd ready workers=%u", server->nworkers);
+		event_base_dispatch(server->base);
+	}
+	for (i = 0; i < started; i++) {
+		event_base_loopbreak(server->workers[i]->base);
+		pthread_join(server->workers[i]->thread, NULL);
+	}
 }
 
 void
@@ -300,7 +383,7 @@ server_free(void)
 {
 	struct event	**evs[] = { &server->sig_term, &server->sig_int,
 			    &server->sig_hup, &server->sig_usr1,
-			    &server->drain_timer };
+			    &server->drain_timer, &server->idle_check };
 	size_t		  i;
 
 	for (i = 0; i < sizeof evs / sizeof evs[0]; i++) {
@@ -311,8 +394,13 @@ server_free(void)
 	notify_free();
 	admin_free(server->admin);
 	server->admin = NULL;
-	worker_free(server->worker);
-	server->worker = NULL;
+	for (i = 0; server->workers != NULL && i < server->nworkers; i++)
+		worker_free(server->workers[i]);
+	free(server->workers);
+	server->workers = NULL;
+	if (server->base != NULL)
+		event_base_free(server->base);
+	server->base = NULL;
 	if (server->conf != NULL)
 		config_unref(server->conf);
 	server->conf = NULL;

@@ -1,10 +1,17 @@
 /*
- * server.h: the process (configuration, drain, signals) and its event-loop
- * worker (event_base, curl multi, client connections).
+ * server.h: the process and its event-loop workers.
+ *
+ * The main thread owns signals, the admin listener, reloads and the
+ * drain; it runs no client traffic. Each worker is a thread with its own
+ * event_base, curl multi, SO_REUSEPORT listeners and client connections:
+ * nothing is shared on the hot path but atomics for metrics and the
+ * read-only, reference-counted configuration. The main thread talks to a
+ * worker only by running a function on the worker's loop (worker_call).
  */
 #ifndef FANOUTD_SERVER_H
 #define FANOUTD_SERVER_H
 
+#include <pthread.h>
 #include <sys/queue.h>
 
 struct event;
@@ -17,9 +24,9 @@ struct upstreams;
 
 /*
  * Objects that a callback further up the stack may still hold are not
- * freed on the spot: they are marked dead and handed to the worker's
- * graveyard, which frees them once the current event callback has returned
- * (PgBouncer's just-freed lists, tmux's deferred unref).
+ * freed on the spot: they are handed to the worker's graveyard, which
+ * frees them once the current event callback has returned (PgBouncer's
+ * just-freed lists, tmux's deferred unref).
  */
 struct grave {
 	SLIST_ENTRY(grave)	 entry;
@@ -30,26 +37,36 @@ struct grave {
 TAILQ_HEAD(conn_list, conn);
 
 struct worker {
+	unsigned		 id;
+	pthread_t		 thread;
 	struct event_base	*base;
 	struct upstreams	*upstreams;
+	struct config		*conf;		/* this worker's reference */
 	struct conn_list	 conns;
 	unsigned		 nconns;
+	unsigned		 max_conns;	/* its share of max_connections */
 	struct listener		*listener;
 	struct event		*reaper;
 	SLIST_HEAD(, grave)	 graveyard;
+	int			 draining;	/* all of these: worker thread */
+	int			 stopping;
 };
 
 struct server {
 	struct config		*conf;
-	struct worker		*worker;
+	struct event_base	*base;		/* the main thread's */
+	struct worker		**workers;
+	unsigned		 nworkers;
 	struct admin		*admin;
 	struct event		*sig_term;
 	struct event		*sig_int;
 	struct event		*sig_hup;
 	struct event		*sig_usr1;
 	struct event		*drain_timer;
-	int			 draining;	/* SIGTERM seen */
-	int			 stopping;	/* drain over: cancel everything */
+	struct event		*idle_check;	/* workers poke it when idle */
+	int			 draining;	/* SIGTERM seen (atomic) */
+	int			 stopping;	/* drain over (main thread) */
+	unsigned		 idle_workers;	/* atomic */
 };
 
 extern struct server	*server;
@@ -59,14 +76,19 @@ int	server_start(struct config *);
 /* Runs until the drain is over. */
 void	server_run(void);
 void	server_free(void);
+int	server_draining(void);
 
-/* An event loop with its curl multi, no listeners yet. */
-struct worker	*worker_new(struct config *);
+/* An event loop with its curl multi, no listeners and no thread yet. */
+struct worker	*worker_new(unsigned, struct config *);
 void		 worker_free(struct worker *);
+/* Run fn(w, arg) on w's loop; wait for it when sync. */
+void		 worker_call(struct worker *, void (*)(struct worker *, void *),
+		    void *, int sync);
 /* Free fn(ptr) after the current callback, on w's loop. */
-void	worker_defer_free(struct worker *, void (*fn)(void *), void *ptr);
+void		 worker_defer_free(struct worker *, void (*fn)(void *), void *ptr);
 /* A client connection has gone: resume accepting, maybe end a drain. */
-void	worker_conn_gone(struct worker *);
-int	worker_accepting(const struct worker *);
+void		 worker_conn_gone(struct worker *);
+/* Take a new configuration (worker thread). */
+void		 worker_set_conf(struct worker *, struct config *);
 
 #endif

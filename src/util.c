@@ -1,6 +1,7 @@
 /*
  * util.c: small helpers with no state of their own.
  */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -75,19 +76,26 @@ json_append_string(struct evbuffer *out, const char *s, size_t len)
 	evbuffer_add(out, "\"", 1);
 }
 
+static uint64_t	id_prefix;
+
+static void
+request_id_seed(void)
+{
+	if (getrandom(&id_prefix, sizeof id_prefix, 0) != sizeof id_prefix)
+		id_prefix = (uint64_t)time(NULL) << 20;
+}
+
 void
 request_id_new(char *buf, size_t len)
 {
-	static uint64_t			 prefix;
+	static pthread_once_t		 once = PTHREAD_ONCE_INIT;
 	static atomic_uint_fast64_t	 counter;
 	uint64_t			 n;
 
-	/* Racing first callers both fill prefix with random bytes: harmless. */
-	if (prefix == 0 && getrandom(&prefix, sizeof prefix, 0) != sizeof prefix)
-		prefix = (uint64_t)time(NULL) << 20;
+	pthread_once(&once, request_id_seed);
 	n = atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed);
-	snprintf(buf, len, "%08x%016llx", (unsigned)(prefix >> 32),
-	    (unsigned long long)((prefix << 32 | (prefix >> 32)) + n));
+	snprintf(buf, len, "%08x%016llx", (unsigned)(id_prefix >> 32),
+	    (unsigned long long)((id_prefix << 32 | (id_prefix >> 32)) + n));
 }
 
 int

@@ -77,9 +77,9 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	front_init();
 	accesslog_open("off");
 	server->conf = conf;
-	if ((w = worker_new(conf)) == NULL)
+	if ((w = worker_new(0, conf)) == NULL)
 		fatalx("worker_new");
-	server->worker = w;
+	w->max_conns = 1000;
 	return (0);
 }
 

@@ -429,8 +429,23 @@ class Fanoutd:
     """
 
     def __init__(self, upstreams=None, routes=None, server=None, admin=None,
-                 extra="", binary=None):
+                 extra="", binary=None, env=None, port=None, admin_port=None,
+                 wrapper=None, preexec_fn=None, stop_grace=3.0):
         self.binary = binary or FANOUTD
+        # wrapper: argv run in front of the binary (e.g. valgrind ...);
+        # preexec_fn: run in the child before exec (e.g. a low RLIMIT_NOFILE);
+        # stop_grace: seconds stop() waits after SIGTERM before SIGKILL
+        self.wrapper = list(wrapper or [])
+        self.preexec_fn = preexec_fn
+        self.stop_grace = stop_grace
+        # env: variables added to the daemon's environment (a value of None
+        # removes one).  NOTIFY_SOCKET and WATCHDOG_* are never inherited
+        # from the test run: a test that wants them passes them here.
+        self.env = dict(env or {})
+        # port, admin_port: listen on these instead of fresh free ports (a
+        # restart on the same addresses)
+        self.fixed_port = port
+        self.fixed_admin_port = admin_port
         self.upstreams = upstreams or {}
         self.routes = routes or {}
         self.server_opts = dict(server or {})
@@ -443,6 +458,7 @@ class Fanoutd:
         self.proc = None
         self.port = None
         self.admin_port = None
+        self._live_ports = (None, None)     # the ports it listens on now
         self.returncode = None
 
     # config ------------------------------------------------------------
@@ -450,6 +466,9 @@ class Fanoutd:
         server = {"listen": "127.0.0.1:%d" % self.port,
                   "access_log": self.access_log,
                   "log_level": "debug"}
+        # FANOUTD_TEST_WORKERS=N runs every test with N event-loop threads.
+        if os.environ.get("FANOUTD_TEST_WORKERS"):
+            server["workers"] = os.environ["FANOUTD_TEST_WORKERS"]
         server.update(self.server_opts)
         out = ["[server]"]
         for k, v in server.items():
@@ -460,13 +479,13 @@ class Fanoutd:
         for k, v in admin.items():
             out.append("%s = %s" % (k, duration(v)))
         for name, u in self.upstreams.items():
-            if isinstance(u, (FakeUpstream, RefusedPort)):
+            if isinstance(u, (FakeUpstream, RefusedPort, Fanoutd)):
                 u = {"url": u.url}
             elif isinstance(u, str):
                 u = {"url": u}
             out += ["", '[upstream "%s"]' % name]
             for k, v in u.items():
-                v = v.url if isinstance(v, (FakeUpstream, RefusedPort)) else v
+                v = v.url if isinstance(v, (FakeUpstream, RefusedPort, Fanoutd)) else v
                 out.append("%s = %s" % (k, duration(v)))
         for name, r in self.routes.items():
             out += ["", '[route "%s"]' % name]
@@ -479,8 +498,21 @@ class Fanoutd:
         return "\n".join(out) + "\n"
 
     def write_config(self):
-        with open(self.config_path, "w") as f:
+        # a whole new file renamed into place: a SIGHUP never reads half of it
+        tmp = self.config_path + ".new"
+        with open(tmp, "w") as f:
             f.write(self.render_config())
+        os.replace(tmp, self.config_path)
+
+    def popen_env(self):
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+        for k, v in self.env.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = str(v)
+        return env
 
     # life --------------------------------------------------------------
     def start(self, ready_timeout=5.0, attempts=4):
@@ -489,18 +521,23 @@ class Fanoutd:
         if not os.access(self.binary, os.X_OK):
             raise unittest.SkipTest("fanoutd binary not found at %s" % self.binary)
         for attempt in range(attempts):
-            self.port = free_port()
-            self.admin_port = free_port()
+            self.port = self.fixed_port or free_port()
+            self.admin_port = self.fixed_admin_port or free_port()
             if self.admin_port == self.port:
                 continue
             self.write_config()
             self._stderr = open(self.stderr_path, "ab")
-            self.proc = subprocess.Popen([self.binary, "-c", self.config_path],
+            self._checked = False
+            self.proc = subprocess.Popen(self.wrapper +
+                                         [self.binary, "-c", self.config_path],
                                          stdin=subprocess.DEVNULL,
-                                         stdout=self._stderr, stderr=self._stderr)
+                                         stdout=self._stderr, stderr=self._stderr,
+                                         env=self.popen_env(),
+                                         preexec_fn=self.preexec_fn)
             _live[self.proc.pid] = self.proc
             try:
                 self.wait_ready(ready_timeout)
+                self._live_ports = (self.port, self.admin_port)
                 return self
             except _StartExit as e:
                 if e.code == 2 and attempt + 1 < attempts:
@@ -534,6 +571,14 @@ class Fanoutd:
     @property
     def pid(self):
         return self.proc.pid
+
+    @property
+    def url(self):
+        """This daemon's listen address as an upstream URL (after start():
+        a chain puts one fanoutd in front of another)."""
+        if self.port is None:
+            raise AssertionError("fanoutd not started: no URL yet")
+        return "http://127.0.0.1:%d" % self.port
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
@@ -570,7 +615,7 @@ class Fanoutd:
         sanitizer (ASan, LSan, UBSan) reported anything on its stderr."""
         running = self.proc is not None and self.proc.poll() is None
         if self.proc is not None:
-            self.returncode = _terminate(self.proc)
+            self.returncode = _terminate(self.proc, getattr(self, "stop_grace", 3.0))
         f = getattr(self, "_stderr", None)
         if f is not None:
             f.close()
@@ -638,6 +683,57 @@ class Fanoutd:
 
     def healthz(self, timeout=1.0):
         return http_get(self.admin_port, "/healthz", timeout=timeout)
+
+    # reload ------------------------------------------------------------
+    def reload_counts(self, admin_port=None):
+        """(ok, error) of fanoutd_config_reloads_total, read on ADMIN_PORT
+        (default: the current one)."""
+        r = http_get(admin_port or self.admin_port, "/metrics", timeout=2.0)
+        if r.status != 200:
+            raise AssertionError("/metrics answered %d" % r.status)
+        m = Metrics(parse_metrics(r.body.decode("utf-8")))
+        return (m.get("fanoutd_config_reloads_total", result="ok"),
+                m.get("fanoutd_config_reloads_total", result="error"))
+
+    def reload(self, expect="ok", timeout=5.0):
+        """Write the configuration again from the current attributes
+        (upstreams, routes, server_opts, admin_opts, extra, port, admin_port:
+        change them first), SIGHUP, and wait until fanoutd has counted the
+        reload as EXPECT ("ok" or "error") in
+        fanoutd_config_reloads_total{result}.  The admin listener may move
+        with the reload: the counters are read on the old and the new admin
+        port, and port/admin_port are left at the ones that are live.
+        Returns (ok, error) after the reload."""
+        assert expect in ("ok", "error")
+        old = self._live_ports
+        new = (self.port, self.admin_port)
+        before = self.reload_counts(old[1])
+        self.write_config()
+        self.sighup()
+        box = {}
+
+        def done():
+            for port in dict.fromkeys((new[1], old[1])):
+                try:
+                    c = self.reload_counts(port)
+                except (OSError, AssertionError):
+                    continue
+                box["c"] = c
+                if c[0] > before[0] or c[1] > before[1]:
+                    return c
+            return None
+        try:
+            after = wait_until(done, timeout, "the reload to be counted")
+        except AssertionError as e:
+            raise AssertionError("%s (before %r, last %r):\n%s" % (
+                e, before, box.get("c"), self.stderr_tail()))
+        got = "ok" if after[0] > before[0] else "error"
+        if got != expect:
+            raise AssertionError("reload counted as %s, expected %s:\n%s"
+                                 % (got, expect, self.stderr_tail()))
+        self._live_ports = new if got == "ok" else old
+        self.port, self.admin_port = self._live_ports
+        return after
 
     def access_log_lines(self):
         try:
@@ -761,6 +857,58 @@ class TestCase(unittest.TestCase):
                              "(limit %.0f ms)" % (what, dt * 1000, limit * 1000))
         return dt
 
+    def assertOpenUntil(self, fake, obj, t, what="upstream connection"):
+        """OBJ's upstream connection was still open at time T (or closed
+        after it)."""
+        conn = obj.conn if hasattr(obj, "conn") else obj
+        closed = conn.closed
+        if closed is not None:
+            self.assertGreaterEqual(closed, t, "%s was closed %.0f ms too early"
+                                    % (what, (t - closed) * 1000))
+
+    def assertNoRequest(self, fake, pred, within, what="a request"):
+        """No request matching PRED reaches FAKE within WITHIN seconds (a
+        bounded observation window for a negative assertion)."""
+        try:
+            r = fake.wait_for_request(pred, timeout=within)
+        except AssertionError:
+            return
+        self.fail("%s reached upstream %s but should not have: %r"
+                  % (what, fake.name, r))
+
+    def assertEnvelope(self, resp, status, names):
+        """RESP is a JSON fan-out envelope with STATUS whose members are
+        exactly NAMES, in that order; returns it as a dict."""
+        self.assertEqual(resp.status, status, resp)
+        self.assertTrue(resp.header("x-request-id"), "no X-Request-Id: %r" % resp)
+        ctype = (resp.header("content-type") or "").split(";")[0].strip().lower()
+        self.assertEqual(ctype, "application/json", resp)
+        try:
+            pairs = json.loads(resp.body.decode("utf-8"),
+                               object_pairs_hook=lambda kv: kv)
+        except ValueError:
+            self.fail("envelope is not JSON: %r" % resp.body[:300])
+        self.assertIsInstance(pairs, list, "envelope is not an object: %r" % resp.body)
+        self.assertEqual([k for k, _ in pairs], list(names),
+                         "envelope members (in order): %r" % resp.body[:500])
+        return resp.json()
+
+    def assertLegOK(self, env, name, status=200):
+        leg = env.get(name)
+        self.assertIsInstance(leg, dict, env)
+        self.assertNotIn("error", leg, "leg %s failed: %r" % (name, leg))
+        self.assertEqual(leg.get("status"), status, "leg %s: %r" % (name, leg))
+        return leg
+
+    def assertLegError(self, env, name, error, reason=None):
+        leg = env.get(name)
+        self.assertIsInstance(leg, dict, env)
+        self.assertEqual(leg.get("error"), error, "leg %s: %r" % (name, leg))
+        self.assertIsInstance(leg.get("reason"), str, "leg %s: %r" % (name, leg))
+        if reason is not None:
+            self.assertEqual(leg.get("reason"), reason, "leg %s: %r" % (name, leg))
+        return leg
+
     def assertErrorJSON(self, resp, status):
         self.assertEqual(resp.status, status, resp)
         rid = resp.header("x-request-id")
@@ -789,3 +937,66 @@ def main():
     if r.testsRun == 0 or len(r.skipped) == r.testsRun:
         sys.exit(SKIP)
     sys.exit(0)
+
+
+class SharedDaemonTest(TestCase):
+    """One fanoutd and a set of named FakeUpstreams shared by a class.
+
+    FAKES names the fakes (each is also the upstream's name in the config,
+    so a query option NAME.OPT scopes to it); REFUSED names RefusedPorts.
+    config(fakes) returns the Fanoutd keyword arguments."""
+
+    FAKES = ("a", "b", "c")
+    REFUSED = ()
+    _tag_seq = None
+
+    @classmethod
+    def config(cls, f):
+        raise NotImplementedError
+
+    @classmethod
+    def setUpClass(cls):
+        cls.f = {}
+        cls.fd = None
+        try:
+            for n in cls.FAKES:
+                cls.f[n] = FakeUpstream(n)
+            for n in cls.REFUSED:
+                cls.f[n] = RefusedPort()
+            cls.fd = Fanoutd(**cls.config(cls.f))
+            cls.fd.start()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            if cls.fd is not None:
+                cls.fd.cleanup()
+        finally:
+            for x in cls.f.values():
+                x.close()
+
+    def setUp(self):
+        super().setUp()
+        self._daemons.append(self.fd)
+
+    def tag(self, prefix="t"):
+        cls = type(self)
+        if cls._tag_seq is None:
+            cls._tag_seq = iter(range(1, 1 << 30))
+        return "%s%d" % (prefix, next(cls._tag_seq))
+
+    def call(self, target, headers=None, method="GET", body=None, timeout=10.0,
+             rid=None):
+        """One request on a new connection; returns (response, t_sent)."""
+        headers = list((headers or {}).items()) if isinstance(headers, dict) \
+            else list(headers or [])
+        if rid is not None:
+            headers.append(("X-Request-Id", rid))
+        with self.fd.client(timeout=timeout) as c:
+            t0 = time.monotonic()
+            c.request(method, target, headers, body)
+            r = c.read_response(timeout=timeout, method=method)
+        return r, t0
