@@ -126,7 +126,9 @@ upstreams_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
 			return (-1);
 		}
 		curl_multi_assign(u->multi, s, sw);
-	} else {
+	} else if (event_get_events(sw->ev) == events)
+		return (0);	/* nothing changed */
+	else {
 		event_del(sw->ev);
 		event_assign(sw->ev, u->base, s, events, upstreams_event_cb, u);
 	}

@@ -56,7 +56,8 @@ worker_defer_free(struct worker *w, void (*fn)(void *), void *ptr)
 struct worker *
 worker_new(unsigned id, struct config *conf)
 {
-	struct worker	*w;
+	struct worker		*w;
+	struct event_config	*cfg;
 
 	if ((w = calloc(1, sizeof *w)) == NULL)
 		return (NULL);
@@ -64,7 +65,17 @@ worker_new(unsigned id, struct config *conf)
 	TAILQ_INIT(&w->conns);
 	SLIST_INIT(&w->graveyard);
 	w->conf = config_ref(conf);
-	if ((w->base = event_base_new()) == NULL)
+	/*
+	 * With the changelist, an fd whose events are deleted and added
+	 * again within one pass of the loop (curl re-arming a socket, a
+	 * bufferevent flushing what it was just given) costs no epoll_ctl.
+	 */
+	if ((cfg = event_config_new()) == NULL)
+		goto fail;
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	w->base = event_base_new_with_config(cfg);
+	event_config_free(cfg);
+	if (w->base == NULL)
 		goto fail;
 	if ((w->reaper = event_new(w->base, -1, 0, worker_reaper_cb, w)) == NULL)
 		goto fail;
