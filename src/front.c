@@ -1,8 +1,11 @@
 /*
  * front.c: client connections.
  *
- * One bufferevent per connection, llhttp parsing straight out of its input
- * buffer. A connection serves one request at a time: once a request is
+ * One socket per connection with its own read and write events (not a
+ * bufferevent: that costs a FIONREAD ioctl per read and an epoll_ctl pair
+ * per answer), llhttp parsing straight out of the input buffer, answers
+ * written at once with writev and only left to a write event when the
+ * socket is full. A connection serves one request at a time: once a request is
  * complete the parser is paused and further pipelined bytes wait in the
  * input buffer, while EV_READ stays enabled so that the client's FIN or
  * RST reaches us at once (evhttp would disable reading here and see the
@@ -21,7 +24,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <llhttp.h>
 
@@ -61,7 +63,12 @@ struct conn {
 	TAILQ_ENTRY(conn)	 entry;
 	struct worker		*w;
 	struct config		*conf;		/* a reference */
-	struct bufferevent	*bev;
+	int			 fd;
+	struct event		*rev;		/* EV_READ, while reading */
+	struct event		*wev;		/* EV_WRITE, while output waits */
+	struct event		*kick;		/* next request, deferred */
+	struct evbuffer		*in;
+	struct evbuffer		*out;
 	struct event		*timer;
 	enum conn_state		 state;
 	char			 peer[64];
@@ -89,13 +96,17 @@ struct conn {
 static llhttp_settings_t	parser_settings;
 static uint64_t			conn_ids;	/* atomic */
 
-static void	conn_read_cb(struct bufferevent *, void *);
-static void	conn_write_cb(struct bufferevent *, void *);
-static void	conn_event_cb(struct bufferevent *, short, void *);
+static void	conn_read_cb(evutil_socket_t, short, void *);
+static void	conn_write_cb(evutil_socket_t, short, void *);
+static void	conn_kick_cb(evutil_socket_t, short, void *);
+static void	conn_input(struct conn *);
+static void	conn_eof(struct conn *, int);
 static void	conn_timer_cb(evutil_socket_t, short, void *);
 static void	conn_close(struct conn *, enum cancel_reason);
 static void	conn_parse(struct conn *);
 static void	conn_reject(struct conn *, int, const char *);
+static void	conn_release(struct conn *);
+static int	conn_flush(struct conn *);
 
 static void
 conn_set_state(struct conn *c, enum conn_state state)
@@ -144,6 +155,37 @@ strbuf_add(struct strbuf *b, const char *p, size_t len)
 	return (0);
 }
 
+/* The socket, its events and buffers; safe on a half-built connection. */
+static void
+conn_release(struct conn *c)
+{
+	struct event	**evs[] = { &c->rev, &c->wev, &c->kick, &c->timer };
+	size_t		  i;
+
+	for (i = 0; i < sizeof evs / sizeof evs[0]; i++) {
+		if (*evs[i] != NULL)
+			event_free(*evs[i]);
+		*evs[i] = NULL;
+	}
+	if (c->in != NULL)
+		evbuffer_free(c->in);
+	if (c->out != NULL)
+		evbuffer_free(c->out);
+	c->in = c->out = NULL;
+	if (c->fd != -1)
+		close(c->fd);
+	c->fd = -1;
+}
+
+static void
+conn_reading(struct conn *c, int on)
+{
+	if (on && !event_pending(c->rev, EV_READ, NULL))
+		event_add(c->rev, NULL);
+	else if (!on)
+		event_del(c->rev);
+}
+
 static void
 conn_free(void *arg)
 {
@@ -160,7 +202,6 @@ front_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa,
     socklen_t salen)
 {
 	struct conn	*c;
-	struct timeval	 wt;
 	int		 one = 1;
 
 	if ((c = calloc(1, sizeof *c)) == NULL) {
@@ -176,28 +217,24 @@ front_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa,
 		snprintf(c->peer, sizeof c->peer, "unknown");
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 
-	c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	evutil_make_socket_nonblocking(fd);
+	c->fd = fd;
+	c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
+	c->wev = event_new(w->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
+	c->kick = event_new(w->base, -1, 0, conn_kick_cb, c);
 	c->timer = evtimer_new(w->base, conn_timer_cb, c);
-	if (c->bev == NULL || c->timer == NULL) {
+	c->in = evbuffer_new();
+	c->out = evbuffer_new();
+	if (c->rev == NULL || c->wev == NULL || c->kick == NULL ||
+	    c->timer == NULL || c->in == NULL || c->out == NULL ||
+	    event_add(c->rev, NULL) == -1) {
 		log_warnx("accept: cannot set up connection from %s", c->peer);
-		if (c->bev != NULL)
-			bufferevent_free(c->bev);
-		else
-			close(fd);
-		if (c->timer != NULL)
-			event_free(c->timer);
+		conn_release(c);
 		conn_free(c);
 		return;
 	}
 	llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
 	c->parser.data = c;
-
-	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-	/* A client that stops reading its answer is dropped after this. */
-	wt.tv_sec = c->conf->body_timeout_ms / 1000;
-	wt.tv_usec = (c->conf->body_timeout_ms % 1000) * 1000;
-	bufferevent_set_timeouts(c->bev, NULL, &wt);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 
 	TAILQ_INSERT_TAIL(&w->conns, c, entry);
 	w->nconns++;	/* this worker's thread only */
@@ -227,10 +264,7 @@ conn_close(struct conn *c, enum cancel_reason why)
 		request_conn_gone(r, why);
 	}
 	conn_set_state(c, CONN_CLOSED);
-	bufferevent_free(c->bev);
-	c->bev = NULL;
-	event_free(c->timer);
-	c->timer = NULL;
+	conn_release(c);
 	TAILQ_REMOVE(&c->w->conns, c, entry);
 	metrics_gauge_add(G_CONNECTIONS_ACTIVE, -1);
 	worker_defer_free(c->w, conn_free, c);
@@ -241,14 +275,14 @@ conn_close(struct conn *c, enum cancel_reason why)
 static void
 conn_next_request(struct conn *c)
 {
-	struct evbuffer	*in = bufferevent_get_input(c->bev);
+	struct evbuffer	*in = c->in;
 
 	if (c->close_after || c->peer_eof) {
-		if (c->linger) {
+		if (c->linger && !c->peer_eof) {
 			conn_set_state(c, CONN_LINGERING);
-			shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+			shutdown(c->fd, SHUT_WR);
 			conn_timer(c, LINGER_MS);
-			bufferevent_enable(c->bev, EV_READ);
+			conn_reading(c, 1);
 			evbuffer_drain(in, evbuffer_get_length(in));
 			return;
 		}
@@ -261,7 +295,7 @@ conn_next_request(struct conn *c)
 	}
 	llhttp_resume(&c->parser);
 	c->complete = 0;
-	bufferevent_enable(c->bev, EV_READ);
+	conn_reading(c, 1);
 	if (evbuffer_get_length(in) == 0) {
 		conn_set_state(c, CONN_IDLE);
 		conn_timer(c, c->conf->keepalive_timeout_ms);
@@ -272,11 +306,33 @@ conn_next_request(struct conn *c)
 	conn_parse(c);
 }
 
+/* One read per readiness: the loop stays fair between connections. */
 static void
-conn_read_cb(struct bufferevent *bev, void *arg)
+conn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct conn	*c = arg;
-	struct evbuffer	*in = bufferevent_get_input(bev);
+	struct conn		*c = arg;
+	struct evbuffer_iovec	 v;
+	ssize_t			 n;
+
+	if (evbuffer_reserve_space(c->in, 16384, &v, 1) < 1) {
+		conn_close(c, CANCEL_CLIENT_CLOSED);
+		return;
+	}
+	n = recv(fd, v.iov_base, v.iov_len, 0);
+	if (n > 0) {
+		v.iov_len = n;
+		evbuffer_commit_space(c->in, &v, 1);
+		conn_input(c);
+	} else if (n == 0)
+		conn_eof(c, 0);
+	else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+		conn_eof(c, 1);
+}
+
+static void
+conn_input(struct conn *c)
+{
+	struct evbuffer	*in = c->in;
 
 	switch (c->state) {
 	case CONN_LINGERING:
@@ -289,7 +345,7 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 	case CONN_WRITING:
 		/* Pipelined requests wait their turn, up to a point. */
 		if (evbuffer_get_length(in) > PIPELINE_MAX)
-			bufferevent_disable(bev, EV_READ);
+			conn_reading(c, 0);
 		return;
 	case CONN_IDLE:
 		conn_set_state(c, CONN_HEAD);
@@ -307,7 +363,7 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 static void
 conn_parse(struct conn *c)
 {
-	struct evbuffer		*in = bufferevent_get_input(c->bev);
+	struct evbuffer		*in = c->in;
 	struct evbuffer_iovec	 v;
 	llhttp_errno_t		 err;
 	size_t			 used;
@@ -376,7 +432,7 @@ size_t
 conn_respond(struct conn *c, int status, struct evbuffer *headers,
     struct evbuffer *body, long long content_length, enum conn_after how)
 {
-	struct evbuffer	*out = bufferevent_get_output(c->bev);
+	struct evbuffer	*out = c->out;
 	size_t		 before = evbuffer_get_length(out);
 	char		 date[64];
 	struct tm	 tm;
@@ -412,47 +468,75 @@ conn_respond(struct conn *c, int status, struct evbuffer *headers,
 	if (body != NULL)
 		evbuffer_add_buffer(out, body);
 
+	before = evbuffer_get_length(out) - before;
 	c->req = NULL;
 	conn_set_state(c, CONN_WRITING);
 	conn_timer(c, 0);
-	/* Parsing resumes (or the connection closes) from conn_write_cb. */
-	return (evbuffer_get_length(out) - before);
+	/*
+	 * Write now; what the socket does not take waits for EV_WRITE. The
+	 * next request starts from the loop, not from inside this call, which
+	 * the request that answered is still on the stack of.
+	 */
+	if (conn_flush(c) == 1)
+		event_active(c->kick, EV_TIMEOUT, 0);
+	return (before);
+}
+
+/* 1 when everything is written, 0 when some waits, -1 on error (closed). */
+static int
+conn_flush(struct conn *c)
+{
+	if (evbuffer_get_length(c->out) > 0 &&
+	    evbuffer_write(c->out, c->fd) == -1 &&
+	    errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+		log_debug("client write failed conn=%llu client=%s error=\"%s\"",
+		    (unsigned long long)c->id, c->peer, strerror(errno));
+		conn_close(c, CANCEL_CLIENT_CLOSED);
+		return (-1);
+	}
+	if (evbuffer_get_length(c->out) == 0) {
+		event_del(c->wev);
+		return (1);
+	}
+	/* A client that stops reading its answer is dropped after this. */
+	if (!event_pending(c->wev, EV_WRITE, NULL))
+		event_add(c->wev, NULL);
+	conn_timer(c, c->conf->body_timeout_ms);
+	return (0);
 }
 
 static void
-conn_write_cb(struct bufferevent *bev, void *arg)
+conn_write_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn	*c = arg;
 
-	if (c->state == CONN_WRITING)
+	if (conn_flush(c) == 1 && c->state == CONN_WRITING)
 		conn_next_request(c);
 }
 
 static void
-conn_event_cb(struct bufferevent *bev, short what, void *arg)
+conn_kick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn	*c = arg;
 
-	if (what & BEV_EVENT_TIMEOUT) {
-		log_debug("client stopped reading conn=%llu client=%s",
-		    (unsigned long long)c->id, c->peer);
-		conn_close(c, CANCEL_CLIENT_CLOSED);
-		return;
-	}
-	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
-	    c->conf->half_close == HALF_CLOSE_WAIT &&
+	if (c->state == CONN_WRITING && evbuffer_get_length(c->out) == 0)
+		conn_next_request(c);
+}
+
+/* The client's FIN (reset = 0) or an error or RST (reset = 1). */
+static void
+conn_eof(struct conn *c, int reset)
+{
+	conn_reading(c, 0);
+	if (!reset && c->conf->half_close == HALF_CLOSE_WAIT &&
 	    (c->state == CONN_WAITING || c->state == CONN_WRITING)) {
 		/* A half-close: the client still waits for its answer. */
 		c->peer_eof = 1;
 		return;
 	}
-	if (c->state == CONN_LINGERING && (what & BEV_EVENT_EOF)) {
-		conn_close(c, CANCEL_CLIENT_CLOSED);
-		return;
-	}
 	log_debug("client %s conn=%llu client=%s state=%s",
-	    (what & BEV_EVENT_ERROR) ? "reset" : "closed",
-	    (unsigned long long)c->id, c->peer, conn_state_names[c->state]);
+	    reset ? "reset" : "closed", (unsigned long long)c->id, c->peer,
+	    conn_state_names[c->state]);
 	conn_close(c, CANCEL_CLIENT_CLOSED);
 }
 
@@ -463,8 +547,7 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	switch (c->state) {
 	case CONN_HEAD:
-		if (c->req == NULL && evbuffer_get_length(
-		    bufferevent_get_input(c->bev)) == 0) {
+		if (c->req == NULL && evbuffer_get_length(c->in) == 0) {
 			conn_close(c, CANCEL_CLIENT_CLOSED);
 			return;
 		}
@@ -472,6 +555,11 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	case CONN_BODY:
 		conn_reject(c, 408, "body_timeout");
+		return;
+	case CONN_WRITING:
+		log_debug("client stopped reading conn=%llu client=%s",
+		    (unsigned long long)c->id, c->peer);
+		conn_close(c, CANCEL_CLIENT_CLOSED);
 		return;
 	case CONN_IDLE:
 	case CONN_LINGERING:
@@ -672,8 +760,11 @@ on_headers_complete(llhttp_t *p)
 	request_head_done(r);
 	if (r->has_body && r->http_minor >= 1 && r->reject == 0 &&
 	    (ex = http_headers_get(&r->headers, "expect")) != NULL &&
-	    strn_eq_ci(ex->value, ex->valuelen, "100-continue"))
-		bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+	    strn_eq_ci(ex->value, ex->valuelen, "100-continue")) {
+		/* Written from the loop: this is inside llhttp_execute. */
+		evbuffer_add(c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+		event_add(c->wev, NULL);
+	}
 	if (r->has_body && !(p->flags & F_CONTENT_LENGTH &&
 	    p->content_length == 0)) {
 		conn_set_state(c, CONN_BODY);
