@@ -28,11 +28,17 @@
 #include "upstream.h"
 #include "util.h"
 
+#define EASY_POOL_MAX	256
+
 struct upstreams {
 	struct event_base	*base;
 	CURLM			*multi;
 	struct event		*timer;
 	int			 running;
+	/* Easy handles kept for reuse: curl_easy_reset() is much cheaper
+	 * than a fresh curl_easy_init() with all its allocations. */
+	CURL			*pool[EASY_POOL_MAX];
+	size_t			 npool;
 };
 
 /* One per socket curl asks us to watch. */
@@ -184,6 +190,8 @@ upstreams_free(struct upstreams *u)
 {
 	if (u == NULL)
 		return;
+	while (u->npool > 0)
+		curl_easy_cleanup(u->pool[--u->npool]);
 	/* Owners abort their transfers first; this closes idle connections. */
 	curl_multi_cleanup(u->multi);
 	event_free(u->timer);
@@ -252,12 +260,21 @@ transfer_free(struct transfer *x)
 	free(x);
 }
 
-/* Remove and clean up the easy handle, in that order. */
+/*
+ * Remove the easy handle from the multi, then reset it for the pool or
+ * clean it up: never the other way round (see the top of this file).
+ */
 static void
 transfer_release(struct transfer *x)
 {
-	curl_multi_remove_handle(x->u->multi, x->easy);
-	curl_easy_cleanup(x->easy);
+	struct upstreams	*u = x->u;
+
+	curl_multi_remove_handle(u->multi, x->easy);
+	if (u->npool < EASY_POOL_MAX) {
+		curl_easy_reset(x->easy);
+		u->pool[u->npool++] = x->easy;
+	} else
+		curl_easy_cleanup(x->easy);
 	x->easy = NULL;
 	metrics_gauge_add(G_TRANSFERS_IN_FLIGHT, -1);
 }
@@ -330,7 +347,9 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	}
 	if ((x->sendhdrs = transfer_headers(r)) == NULL)
 		goto fail;
-	if ((x->easy = e = curl_easy_init()) == NULL)
+	if (u->npool > 0)
+		x->easy = e = u->pool[--u->npool];
+	else if ((x->easy = e = curl_easy_init()) == NULL)
 		goto fail;
 
 	curl_easy_setopt(e, CURLOPT_URL, x->url);
