@@ -36,6 +36,8 @@
 #include "util.h"
 
 #define PIPELINE_MAX	(64 * 1024)
+#define STREAM_HIGH	(256 * 1024)	/* pause the upstream above this */
+#define STREAM_LOW	(64 * 1024)	/* and resume it below this */
 #define LINGER_MS	2000
 #define LINGER_BYTES	(1024 * 1024)
 
@@ -87,6 +89,15 @@ struct conn {
 	const char		*exec_end;
 	const char		*value_end;	/* where the last value span ended */
 
+	/* A streamed answer in progress (see conn_stream_begin). */
+	unsigned		 streaming:1;
+	unsigned		 chunked:1;
+	unsigned		 head_only:1;
+	unsigned		 stream_paused:1;
+	size_t			 stream_bytes;
+	void			(*stream_resume)(void *);
+	void			*stream_arg;
+
 	unsigned		 peer_eof:1;	/* half-closed, half_close = wait */
 	unsigned		 close_after:1;	/* after the current response */
 	unsigned		 linger:1;	/* ... with a lingering close */
@@ -107,6 +118,8 @@ static void	conn_parse(struct conn *);
 static void	conn_reject(struct conn *, int, const char *);
 static void	conn_release(struct conn *);
 static int	conn_flush(struct conn *);
+static void	conn_head(struct conn *, int, struct evbuffer *, long long,
+		    enum conn_after);
 
 static void
 conn_set_state(struct conn *c, enum conn_state state)
@@ -428,22 +441,26 @@ conn_reject(struct conn *c, int status, const char *error)
 	request_error(r, status, error);
 }
 
-size_t
-conn_respond(struct conn *c, int status, struct evbuffer *headers,
-    struct evbuffer *body, long long content_length, enum conn_after how)
+/*
+ * Queue a status line and head. content_length -1: chunked for HTTP/1.1,
+ * close-delimited for 1.0 (both set the connection up accordingly).
+ */
+static void
+conn_head(struct conn *c, int status, struct evbuffer *headers,
+    long long content_length, enum conn_after how)
 {
 	struct evbuffer	*out = c->out;
-	size_t		 before = evbuffer_get_length(out);
 	char		 date[64];
 	struct tm	 tm;
 	time_t		 t;
-	int		 keep;
+	int		 keep, http10 = llhttp_get_http_minor(&c->parser) == 0;
 
 	t = time(NULL);
 	gmtime_r(&t, &tm);
 	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 
-	if (how != CONN_KEEP || c->w->draining)
+	if (how != CONN_KEEP || c->w->draining ||
+	    (content_length < 0 && http10))
 		c->close_after = 1;
 	if (how == CONN_CLOSE_LINGER)
 		c->linger = 1;
@@ -455,16 +472,107 @@ conn_respond(struct conn *c, int status, struct evbuffer *headers,
 	    http_status_text(status), date);
 	if (headers != NULL)
 		evbuffer_add_buffer(out, headers);
-	if (content_length < 0)
-		content_length = body ? (long long)evbuffer_get_length(body) : 0;
-	if (status >= 200 && status != 204 && status != 304)
-		evbuffer_add_printf(out, "Content-Length: %lld\r\n",
-		    content_length);
+	if (status >= 200 && status != 204 && status != 304) {
+		if (content_length >= 0)
+			evbuffer_add_printf(out, "Content-Length: %lld\r\n",
+			    content_length);
+		else if (!http10)
+			evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+	}
 	if (!keep)
 		evbuffer_add(out, "Connection: close\r\n", 19);
-	else if (llhttp_get_http_minor(&c->parser) == 0)
+	else if (http10)
 		evbuffer_add(out, "Connection: keep-alive\r\n", 24);
 	evbuffer_add(out, "\r\n", 2);
+}
+
+void
+conn_stream_begin(struct conn *c, int status, struct evbuffer *headers,
+    long long content_length, int head_only, void (*resume)(void *),
+    void *arg)
+{
+	size_t	before = evbuffer_get_length(c->out);
+
+	conn_head(c, status, headers, content_length, CONN_KEEP);
+	c->streaming = 1;
+	c->head_only = head_only || status == 204 || status == 304 ||
+	    status < 200;
+	c->chunked = content_length < 0 && !c->head_only &&
+	    llhttp_get_http_minor(&c->parser) != 0;
+	c->stream_resume = resume;
+	c->stream_arg = arg;
+	c->stream_bytes = evbuffer_get_length(c->out) - before;
+	event_add(c->wev, NULL);
+}
+
+void
+conn_stream_data(struct conn *c, const char *data, size_t len)
+{
+	size_t	before = evbuffer_get_length(c->out);
+
+	if (c->head_only || len == 0)
+		return;
+	if (c->chunked)
+		evbuffer_add_printf(c->out, "%zx\r\n", len);
+	evbuffer_add(c->out, data, len);
+	if (c->chunked)
+		evbuffer_add(c->out, "\r\n", 2);
+	c->stream_bytes += evbuffer_get_length(c->out) - before;
+	event_add(c->wev, NULL);
+}
+
+int
+conn_stream_full(struct conn *c)
+{
+	if (evbuffer_get_length(c->out) < STREAM_HIGH)
+		return (0);
+	/* The caller pauses; conn_write_cb resumes it below STREAM_LOW. */
+	c->stream_paused = 1;
+	return (1);
+}
+
+size_t
+conn_stream_end(struct conn *c)
+{
+	size_t	bytes;
+
+	if (c->chunked) {
+		evbuffer_add(c->out, "0\r\n\r\n", 5);
+		c->stream_bytes += 5;
+	}
+	bytes = c->stream_bytes;
+	c->streaming = c->chunked = c->head_only = c->stream_paused = 0;
+	c->stream_resume = NULL;
+	c->req = NULL;
+	conn_set_state(c, CONN_WRITING);
+	conn_timer(c, 0);
+	if (conn_flush(c) == 1)
+		event_active(c->kick, EV_TIMEOUT, 0);
+	return (bytes);
+}
+
+size_t
+conn_stream_abort(struct conn *c)
+{
+	size_t	bytes = c->stream_bytes;
+
+	c->streaming = 0;
+	c->stream_resume = NULL;
+	c->req = NULL;
+	conn_close(c, CANCEL_CLIENT_CLOSED);
+	return (bytes);
+}
+
+size_t
+conn_respond(struct conn *c, int status, struct evbuffer *headers,
+    struct evbuffer *body, long long content_length, enum conn_after how)
+{
+	struct evbuffer	*out = c->out;
+	size_t		 before = evbuffer_get_length(out);
+
+	if (content_length < 0)
+		content_length = body ? (long long)evbuffer_get_length(body) : 0;
+	conn_head(c, status, headers, content_length, how);
 	if (body != NULL)
 		evbuffer_add_buffer(out, body);
 
@@ -496,6 +604,8 @@ conn_flush(struct conn *c)
 	}
 	if (evbuffer_get_length(c->out) == 0) {
 		event_del(c->wev);
+		if (c->streaming)
+			conn_timer(c, 0);	/* the upstream is slow, not us */
 		return (1);
 	}
 	/* A client that stops reading its answer is dropped after this. */
@@ -509,8 +619,19 @@ static void
 conn_write_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn	*c = arg;
+	int		 done;
 
-	if (conn_flush(c) == 1 && c->state == CONN_WRITING)
+	if ((done = conn_flush(c)) == -1)
+		return;
+	if (c->streaming) {
+		/* The client reads again: let the upstream go on. */
+		if (c->stream_paused && evbuffer_get_length(c->out) < STREAM_LOW) {
+			c->stream_paused = 0;
+			c->stream_resume(c->stream_arg);
+		}
+		return;
+	}
+	if (done == 1 && c->state == CONN_WRITING)
 		conn_next_request(c);
 }
 

@@ -37,6 +37,25 @@ void	front_accept(struct worker *, evutil_socket_t, struct sockaddr *,
 size_t	conn_respond(struct conn *, int status, struct evbuffer *headers,
 	    struct evbuffer *body, long long content_length, enum conn_after);
 
+/*
+ * A streamed answer (mode proxy): the head now, the body as it comes. With
+ * content_length -1 the body is sent chunked (HTTP/1.1) or delimited by
+ * the close (HTTP/1.0). These only queue bytes and never close the
+ * connection, so they are safe inside curl's callbacks; the socket is
+ * written from the loop. When the output passes a high mark the caller
+ * should pause its source; resume(arg) runs once it drains below a low one.
+ */
+void	conn_stream_begin(struct conn *, int status, struct evbuffer *headers,
+	    long long content_length, int head_only,
+	    void (*resume)(void *), void *arg);
+void	conn_stream_data(struct conn *, const char *, size_t);
+int	conn_stream_full(struct conn *);
+/* The whole body was sent: detach the request. Returns the bytes queued. */
+size_t	conn_stream_end(struct conn *);
+/* The body cannot be completed: detach the request, close the connection
+ * (a cut answer is better than a wrong one). Not from inside curl. */
+size_t	conn_stream_abort(struct conn *);
+
 /* SIGTERM: close idle connections, mark the rest to close when done. */
 void	front_drain(struct worker *);
 /* Drain over: cancel in-flight requests (shutdown), close the rest. */

@@ -32,6 +32,8 @@
 static void	request_on_cancel(struct cancel *, enum cancel_reason, void *);
 static void	request_end(struct request *, int, unsigned long long);
 static void	leg_ended(struct leg *);
+static void	stream_leg_ended(struct request *, struct leg *);
+static struct evbuffer *request_headers_new(struct request *);
 
 /* Taken off the budget each leg is told about, so that the next hop
  * gives up a little before we do and its answer can still reach us. */
@@ -301,6 +303,14 @@ request_error(struct request *r, int status, const char *error)
 
 	if (r->state == REQ_DONE)
 		return;
+	if (r->streaming) {
+		/* A head is out already: the only honest end is a cut. */
+		if (r->conn != NULL)
+			bytes = conn_stream_abort(r->conn);
+		r->conn = NULL;
+		request_end(r, status, bytes);
+		return;
+	}
 	if (r->id[0] == '\0')
 		request_id_new(r->id, sizeof r->id);
 	if (r->conn != NULL && (h = request_headers_new(r)) != NULL &&
@@ -426,9 +436,108 @@ leg_ended(struct leg *l)
 	l->state = LEG_DONE;
 	l->duration_us = now_us() - l->started_us;
 	r->legs_running--;
-	if (cancel_is_set(&r->cancel) || r->decided || r->state != REQ_RUNNING)
+	if (cancel_is_set(&r->cancel) || r->state != REQ_RUNNING)
+		return;		/* the request's own flip answers */
+	if (r->streaming) {
+		stream_leg_ended(r, l);
+		return;
+	}
+	if (r->decided)
 		return;		/* already being answered */
 	fanout_leg_ended(r, l);
+}
+
+/* ---- streamed answers (mode proxy) ---------------------------------------- */
+
+/* The response headers a client sees from an upstream's. */
+static struct evbuffer *
+leg_response_headers(struct request *r, const struct http_headers *hs)
+{
+	const struct http_header	*h;
+	struct evbuffer			*out;
+	size_t				 i;
+
+	if ((out = request_headers_new(r)) == NULL)
+		return (NULL);
+	for (i = 0; i < hs->n; i++) {
+		h = &hs->v[i];
+		if (!http_response_header_passes(hs, h->name, h->namelen) ||
+		    strn_eq_ci(h->name, h->namelen, "transfer-encoding"))
+			continue;
+		evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)h->namelen,
+		    h->name, (int)h->valuelen, h->value);
+	}
+	return (out);
+}
+
+static void
+leg_stream_resume(void *arg)
+{
+	struct leg	*l = arg;
+
+	if (l->xfer != NULL)
+		transfer_resume(l->xfer);
+}
+
+/* Inside curl's header callback: queue the head, touch nothing of curl. */
+static void
+leg_stream_head(void *arg, int status, const struct http_headers *hs,
+    long long content_length)
+{
+	struct leg	*l = arg;
+	struct request	*r = l->req;
+	struct evbuffer	*hdrs;
+
+	if (r->conn == NULL || r->state != REQ_RUNNING || r->decided ||
+	    (hdrs = leg_response_headers(r, hs)) == NULL)
+		return;		/* answered at the end, from the collected body */
+	r->decided = 1;
+	r->streaming = 1;
+	l->status = status;
+	conn_stream_begin(r->conn, status, hdrs, content_length,
+	    request_is_head(r), leg_stream_resume, l);
+	evbuffer_free(hdrs);
+}
+
+/* Inside curl's write callback: 1 asks curl to pause. */
+static int
+leg_stream_data(void *arg, const char *data, size_t len)
+{
+	struct leg	*l = arg;
+	struct request	*r = l->req;
+
+	if (!r->streaming) {
+		/* No head went out (it could not be queued): collect. */
+		evbuffer_add(l->body, data, len);
+		return (0);
+	}
+	if (r->conn == NULL)
+		return (0);
+	if (conn_stream_full(r->conn))
+		return (1);
+	conn_stream_data(r->conn, data, len);
+	return (0);
+}
+
+static const struct transfer_stream leg_stream = {
+	leg_stream_head, leg_stream_data
+};
+
+static void
+stream_leg_ended(struct request *r, struct leg *l)
+{
+	unsigned long long	bytes = 0;
+	struct conn		*conn = r->conn;
+
+	r->conn = NULL;
+	if (l->outcome == LEG_OK || l->outcome == LEG_STATUS) {
+		if (conn != NULL)
+			bytes = conn_stream_end(conn);
+	} else if (conn != NULL) {
+		/* Cut mid-body: the client must not take it for whole. */
+		bytes = conn_stream_abort(conn);
+	}
+	request_end(r, l->status, bytes);
 }
 
 void
@@ -492,6 +601,8 @@ leg_start(struct leg *l)
 	tr.has_body = r->has_body;
 	tr.bodylen = evbuffer_get_length(r->body);
 	tr.body = tr.bodylen ? evbuffer_pullup(r->body, -1) : NULL;
+	if (rt->mode == MODE_PROXY)
+		tr.stream = &leg_stream;
 	l->xfer = transfer_start(r->w->upstreams, &tr, leg_transfer_done, l);
 	http_headers_clear(&out);
 	free(stripped);
@@ -531,29 +642,19 @@ void
 request_answer_leg(struct request *r, struct leg *l, const char *name,
     const char *value)
 {
-	const struct http_header	*h, *cl = NULL;
+	const struct http_header	*cl;
 	struct evbuffer			*hdrs;
 	unsigned long long		 bytes = 0;
 	long long			 len = -1;
 	uint64_t			 v;
-	size_t				 i;
 	int				 head = request_is_head(r);
 
 	r->decided = 1;
-	if ((hdrs = request_headers_new(r)) == NULL) {
+	if ((hdrs = leg_response_headers(r, &l->headers)) == NULL) {
 		request_error(r, 503, "out_of_memory");
 		return;
 	}
-	for (i = 0; i < l->headers.n; i++) {
-		h = &l->headers.v[i];
-		if (strn_eq_ci(h->name, h->namelen, "content-length"))
-			cl = h;
-		if (!http_response_header_passes(&l->headers, h->name,
-		    h->namelen))
-			continue;
-		evbuffer_add_printf(hdrs, "%.*s: %.*s\r\n", (int)h->namelen,
-		    h->name, (int)h->valuelen, h->value);
-	}
+	cl = http_headers_get(&l->headers, "content-length");
 	if (name != NULL)
 		evbuffer_add_printf(hdrs, "%s: %s\r\n", name, value);
 	if (head) {

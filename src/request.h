@@ -95,6 +95,7 @@ struct request {
 	unsigned		 legs_cancelled;
 	unsigned		 decided:1;	/* answer chosen: losers are moot */
 	unsigned		 starting:1;	/* fanout_start sending legs */
+	unsigned		 streaming:1;	/* a leg's answer is under way */
 	struct event		*hedge_timer;
 };
 

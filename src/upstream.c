@@ -60,6 +60,9 @@ struct transfer {
 	int			 status;
 	struct http_headers	 headers;
 	struct evbuffer		*body;
+	const struct transfer_stream *stream;
+	uint64_t		 streamed;	/* body bytes handed over */
+	int			 paused;
 };
 
 static void	upstreams_check_done(struct upstreams *);
@@ -210,13 +213,52 @@ transfer_write_cb(char *data, size_t size, size_t nmemb, void *arg)
 	struct transfer	*x = arg;
 	size_t		 len = size * nmemb;
 
-	if (evbuffer_get_length(x->body) + len > x->max_size) {
+	if (evbuffer_get_length(x->body) + x->streamed + len > x->max_size) {
 		x->too_large = 1;
 		return (0);	/* curl ends the transfer: CURLE_WRITE_ERROR */
+	}
+	if (x->stream != NULL) {
+		if (x->stream->data(x->arg, data, len) == 1) {
+			x->paused = 1;
+			return (CURL_WRITEFUNC_PAUSE);
+		}
+		x->streamed += len;
+		return (len);
 	}
 	if (evbuffer_add(x->body, data, len) == -1)
 		return (0);
 	return (len);
+}
+
+/* "HTTP/1.1 200 OK" -> 200; 0 when unreadable. */
+static int
+transfer_status_line(const char *s, size_t len)
+{
+	size_t	i = 5;
+	int	status = 0;
+
+	while (i < len && s[i] != ' ')
+		i++;
+	while (i < len && s[i] == ' ')
+		i++;
+	for (; i < len && s[i] >= '0' && s[i] <= '9' && status < 1000; i++)
+		status = status * 10 + (s[i] - '0');
+	return (status >= 100 && status <= 999 ? status : 0);
+}
+
+/* What a stream can promise its client: -1 when the length is unknown. */
+static long long
+transfer_content_length(struct transfer *x)
+{
+	const struct http_header	*cl, *te;
+	uint64_t			 v;
+
+	te = http_headers_get(&x->headers, "transfer-encoding");
+	cl = http_headers_get(&x->headers, "content-length");
+	if (te != NULL || cl == NULL ||
+	    parse_u64(cl->value, cl->valuelen, INT64_MAX, &v) == -1)
+		return (-1);
+	return ((long long)v);
 }
 
 static size_t
@@ -228,13 +270,19 @@ transfer_header_cb(char *data, size_t size, size_t nmemb, void *arg)
 	if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
 		/* A new response (after 1xx): forget the previous one. */
 		http_headers_clear(&x->headers);
+		x->status = transfer_status_line(data, len);
 		return (len);
 	}
 	end = len;
 	while (end > 0 && (data[end - 1] == '\r' || data[end - 1] == '\n'))
 		end--;
-	if (end == 0)
+	if (end == 0) {
+		/* The end of a head: the final one goes to a stream. */
+		if (x->stream != NULL && x->status >= 200)
+			x->stream->head(x->arg, x->status, &x->headers,
+			    transfer_content_length(x));
 		return (len);
+	}
 	for (n = 0; n < end && data[n] != ':'; n++)
 		;
 	if (n == end || n == 0)
@@ -338,6 +386,7 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	x->cb = cb;
 	x->arg = arg;
 	x->max_size = up->max_response_size;
+	x->stream = r->stream;
 	http_headers_init(&x->headers);
 	if ((x->body = evbuffer_new()) == NULL)
 		goto fail;
@@ -406,6 +455,16 @@ fail:
 		curl_easy_cleanup(x->easy);
 	transfer_free(x);
 	return (NULL);
+}
+
+void
+transfer_resume(struct transfer *x)
+{
+	if (!x->paused)
+		return;
+	x->paused = 0;
+	/* This may run the write callback at once with what curl held. */
+	curl_easy_pause(x->easy, CURLPAUSE_CONT);
 }
 
 size_t

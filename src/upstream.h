@@ -43,6 +43,20 @@ struct transfer_result {
 typedef void	(*transfer_done_cb)(struct transfer *,
 		    struct transfer_result *, void *);
 
+/*
+ * Streaming: the response is handed over as it arrives instead of being
+ * collected. Both run inside curl's callbacks, so they must not call into
+ * curl (no abort, no resume) nor free anything curl may still reach.
+ * head: the final response head (1xx skipped); content_length is -1 when
+ * unknown. data: a piece of the body; return 0 when taken, 1 to pause the
+ * transfer (the piece is delivered again after transfer_resume()).
+ */
+struct transfer_stream {
+	void	(*head)(void *, int status, const struct http_headers *,
+		    long long content_length);
+	int	(*data)(void *, const char *, size_t);
+};
+
 struct transfer_request {
 	const struct upstream_conf	*up;
 	const char			*method;
@@ -53,6 +67,7 @@ struct transfer_request {
 	size_t				 bodylen;
 	int				 has_body;
 	uint64_t			 timeout_ms;	/* 0: the upstream's */
+	const struct transfer_stream	*stream;	/* NULL: collect */
 };
 
 struct upstreams	*upstreams_new(struct event_base *);
@@ -64,6 +79,9 @@ struct transfer	*transfer_start(struct upstreams *,
 /* Abort an in-flight transfer: its connection is closed, nothing runs.
  * Returns the number of response bytes thrown away. */
 size_t		 transfer_abort(struct transfer *);
+/* Go on after a stream's data callback asked for a pause. Not from
+ * inside a curl callback. */
+void		 transfer_resume(struct transfer *);
 
 const char	*transfer_error_name(enum transfer_error);
 
