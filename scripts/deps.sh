@@ -15,6 +15,8 @@ PACKAGES=(
 	# tests
 	libcmocka-dev python3 curl ca-certificates mandoc
 	clang libclang-rt-14-dev valgrind haproxy
+	# promtool, to validate /metrics
+	prometheus
 	# systemd-analyze, to check systemd/fanoutd.service
 	systemd
 )

@@ -25,6 +25,7 @@ struct listener {
 	struct lset	 set;
 	int		 paused;	/* max_connections */
 	int		 backoff;	/* out of descriptors */
+	char		 what[32];	/* for the logs */
 	struct event	*retry;
 };
 
@@ -248,7 +249,8 @@ listener_new(struct worker *w, const struct config *conf)
 	if ((ls = calloc(1, sizeof *ls)) == NULL)
 		return (NULL);
 	ls->w = w;
-	lset_init(&ls->set, w->base, &listener_ops, ls, "");
+	snprintf(ls->what, sizeof ls->what, " worker=%u", w->id);
+	lset_init(&ls->set, w->base, &listener_ops, ls, ls->what);
 	ls->set.reuseport = 1;
 	if ((ls->retry = evtimer_new(w->base, listener_retry_cb, ls)) == NULL ||
 	    lset_update(&ls->set, conf->listen, conf->nlisten) == -1) {

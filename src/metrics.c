@@ -68,6 +68,7 @@ static struct family *const families[] = {
 };
 
 static pthread_mutex_t	lock = PTHREAD_MUTEX_INITIALIZER;
+static struct series	*series_get(struct family *, const char *);
 static _Atomic int64_t	gauges[G_NGAUGES];
 static _Atomic uint64_t	counters[C_NCOUNTERS];
 
@@ -104,6 +105,9 @@ metrics_init(void)
 	/* Every reason is shown from the start, so rates work at once. */
 	for (i = CANCEL_NONE + 1; i < CANCEL_NREASONS; i++)
 		metrics_cancellation((enum cancel_reason)i, UINT64_MAX);
+	pthread_mutex_lock(&lock);
+	series_get(&f_cancel_latency, "");
+	pthread_mutex_unlock(&lock);
 	metrics_config_reload(-1);
 }
 

@@ -226,7 +226,6 @@ server_reload(void)
 				*next++ = '\0';
 			log_error("reload: %s", line);
 		}
-		log_error("reload failed, keeping the running configuration");
 		free(errors);
 		goto fail;
 	}
@@ -252,8 +251,8 @@ server_reload(void)
 		goto undo;
 	if (strcmp(conf->access_log, old->access_log) != 0 &&
 	    accesslog_open(conf->access_log) == -1) {
-		log_warn("reload failed: cannot open access log %s",
-		    conf->access_log);
+		log_error("reload: cannot open access log %s error=\"%s\"",
+		    conf->access_log, strerror(errno));
 		lset_abort(admin_set(server->admin), &admin_ch);
 		goto undo;
 	}
@@ -275,6 +274,7 @@ undo:
 	for (i = 0; i < n; i++)
 		worker_call(server->workers[i], reload_abort_job, &jobs[i], 1);
 fail:
+	log_error("reload failed, keeping the running configuration");
 	free(jobs);
 	if (conf != NULL)
 		config_unref(conf);

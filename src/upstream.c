@@ -63,6 +63,7 @@ struct transfer {
 	const struct transfer_stream *stream;
 	uint64_t		 streamed;	/* body bytes handed over */
 	int			 paused;
+	int			 sending;	/* connected (or reused) */
 };
 
 static void	upstreams_check_done(struct upstreams *);
@@ -261,6 +262,17 @@ transfer_content_length(struct transfer *x)
 	return ((long long)v);
 }
 
+/* CURLOPT_PREREQFUNCTION: a connection is there, the request goes out. */
+static int
+transfer_prereq_cb(void *arg, char *conn_ip, char *local_ip, int conn_port,
+    int local_port)
+{
+	struct transfer	*x = arg;
+
+	x->sending = 1;
+	return (CURL_PREREQFUNC_OK);
+}
+
 static size_t
 transfer_header_cb(char *data, size_t size, size_t nmemb, void *arg)
 {
@@ -411,6 +423,8 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, transfer_header_cb);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, transfer_prereq_cb);
+	curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)up->connect_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
 	    (long)(r->timeout_ms ? r->timeout_ms : up->timeout_ms));
@@ -481,15 +495,17 @@ transfer_abort(struct transfer *x)
 static enum transfer_error
 transfer_classify(struct transfer *x, CURLcode rc)
 {
-	curl_off_t	connect_us = 0;
-
 	switch (rc) {
 	case CURLE_OK:
 		return (XFER_OK);
 	case CURLE_OPERATION_TIMEDOUT:
-		/* connect_timeout also ends up here: tell them apart. */
-		curl_easy_getinfo(x->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
-		return (connect_us == 0 ? XFER_CONNECT : XFER_TIMEOUT);
+		/*
+		 * connect_timeout ends up here too. Only a transfer that never
+		 * had a connection is a connect failure: a reused one has no
+		 * connect time, but its request may have been sent, and a
+		 * "connect failure" is retried elsewhere in mode proxy.
+		 */
+		return (x->sending ? XFER_TIMEOUT : XFER_CONNECT);
 	case CURLE_COULDNT_CONNECT:
 	case CURLE_COULDNT_RESOLVE_HOST:
 	case CURLE_SSL_CONNECT_ERROR:

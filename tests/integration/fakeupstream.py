@@ -18,7 +18,23 @@ Behaviour is chosen by the query string of each request:
   hdr=N:V      add response header N: V (repeatable)
   ctype=T      Content-Type of the answer (default text/plain, echo: JSON)
   chunked=1    send the body chunked instead of with Content-Length
+  bodyhex=HEX  answer with these bytes (binary bodies: NUL, invalid UTF-8)
+  partial=N    send the head and only the first N body bytes, then hold the
+               rest back forever (a response cut mid-body by the peer)
+  reset=headers  send half of the response head, then reset the connection
+               (RST: SO_LINGER 0 and close)
+  reset=body   send the head and half of the body, then reset the connection
+  garbage=1    answer with bytes that are not HTTP, then hold the connection
+               open (the peer must notice on its own)
   tag=...      ignored by the server; lets a test find its own request
+
+In fan-out every leg gets the same path and query, so an option can be
+scoped to one upstream: ``NAME.OPT=V`` (NAME is the FakeUpstream's name)
+applies only on that upstream and wins over a plain ``OPT=V``; e.g.
+``?a.delay=300&b.status=503&body=hi``.  A FakeUpstream may also carry
+defaults (``FakeUpstream("a", defaults="delay=300")`` or a dict) used when
+the request names neither.  Precedence: handler spec, NAME.OPT, OPT,
+defaults.
 
 Everything seen is recorded: every connection (opened, closed, how it ended)
 and every request on it (arrival time, method, target, headers, body).  Tests
@@ -33,6 +49,7 @@ import json
 import os
 import selectors
 import socket
+import struct
 import threading
 import time
 import urllib.parse
@@ -63,6 +80,7 @@ class Request:
         self.body = b""
         self.complete = None          # time the body was complete
         self.responded = None         # time the response was written
+        self.partial_sent = None      # time a partial= response was cut off
         parts = urllib.parse.urlsplit(target)
         self.path = parts.path
         self.query_string = parts.query
@@ -141,9 +159,14 @@ class _Bad(Exception):
 class FakeUpstream:
     """An HTTP/1.1 server on 127.0.0.1 in a background thread."""
 
-    def __init__(self, name="up", host="127.0.0.1", port=0, handler=None):
+    def __init__(self, name="up", host="127.0.0.1", port=0, handler=None,
+                 defaults=None):
         self.name = name
         self.handler = handler        # optional callable(req) -> dict or None
+        if isinstance(defaults, str):
+            defaults = {k: v for k, v in urllib.parse.parse_qsl(
+                defaults, keep_blank_values=True)}
+        self.defaults = dict(defaults or {})   # option -> value, lowest precedence
         self._lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._lsock.bind((host, port))
@@ -445,6 +468,18 @@ class FakeUpstream:
             req.body += bytes(buf[eol + 2:eol + 2 + size])
             del buf[:eol + 2 + size + 2]
 
+    def _opt(self, req, spec, k, d=None):
+        """Option K for REQ on this upstream (see the module docstring)."""
+        if k in spec:
+            return spec[k]
+        v = req.q(self.name + "." + k)
+        if v is not None:
+            return v
+        v = req.q(k)
+        if v is not None:
+            return v
+        return self.defaults.get(k, d)
+
     def _advance(self, conn):
         """Start answering the next pending request, in order."""
         while conn.closed is None and not conn._busy and conn._pending:
@@ -455,7 +490,7 @@ class FakeUpstream:
         spec = {}
         if self.handler is not None:
             spec = self.handler(req) or {}
-        get = lambda k, d=None: spec.get(k, req.q(k, d))
+        get = lambda k, d=None: self._opt(req, spec, k, d)
         if get("close") in ("1", 1, True):
             self._close(conn, "server")
             return
@@ -473,12 +508,15 @@ class FakeUpstream:
         conn._busy = False
         if conn.closed is not None:
             return
-        get = lambda k, d=None: spec.get(k, req.q(k, d))
+        get = lambda k, d=None: self._opt(req, spec, k, d)
         status = int(get("status", 200))
         headers = []
         if get("echo") in ("1", 1, True):
             body = json.dumps(req.echo()).encode()
             ctype = "application/json"
+        elif get("bodyhex") is not None:
+            body = bytes.fromhex(get("bodyhex"))
+            ctype = "application/octet-stream"
         elif get("size") is not None:
             body = b"x" * int(get("size"))
             ctype = "application/octet-stream"
@@ -490,7 +528,10 @@ class FakeUpstream:
         headers.append(("Content-Type", ctype))
         headers.append(("X-Upstream", self.name))
         headers.append(("X-Upstream-Conn", str(conn.id)))
-        for h in req.query.get("hdr", []) + list(spec.get("headers", [])):
+        hdrs = req.query.get(self.name + ".hdr") or req.query.get("hdr")
+        if hdrs is None:
+            hdrs = [self.defaults["hdr"]] if "hdr" in self.defaults else []
+        for h in list(hdrs) + list(spec.get("headers", [])):
             if isinstance(h, str):
                 k, v = h.split(":", 1)
             else:
@@ -509,6 +550,7 @@ class FakeUpstream:
         out += ["%s: %s\r\n" % (k, v) for k, v in headers]
         out.append("\r\n")
         raw = "".join(out).encode("latin-1")
+        head_len = len(raw)
         if not no_body:
             if chunked:
                 step = max(1, len(body) // 3) if body else 1
@@ -518,6 +560,42 @@ class FakeUpstream:
                 raw += b"0\r\n\r\n"
             else:
                 raw += body
+        reset = get("reset")
+        garbage = get("garbage")
+        if reset in ("headers", "body") or garbage in ("1", 1, True):
+            if garbage in ("1", 1, True):
+                out = b"SSH-2.0-not-http \x00\x01\x02\r\n\r\n"
+            elif reset == "headers":
+                out = raw[:head_len // 2]
+            else:
+                out = raw[:head_len + (len(raw) - head_len) // 2]
+            with self.cond:
+                req.partial_sent = time.monotonic()
+                self.cond.notify_all()
+            try:
+                conn.sock.setblocking(True)
+                conn.sock.sendall(out)
+                conn.sock.setblocking(False)
+            except OSError:
+                self._close(conn, "reset")
+                return
+            if garbage in ("1", 1, True):
+                conn._busy = True
+                return
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                 struct.pack("ii", 1, 0))
+            self._close(conn, "server")
+            return
+        partial = get("partial")
+        if partial is not None and not no_body:
+            # the rest never comes: this connection stays busy until the
+            # peer leaves (req.responded stays None: it was not answered)
+            self._queue_raw(conn, raw[:head_len + int(partial)])
+            conn._busy = True
+            with self.cond:
+                req.partial_sent = time.monotonic()
+                self.cond.notify_all()
+            return
         with self.cond:
             req.responded = time.monotonic()
             self.cond.notify_all()

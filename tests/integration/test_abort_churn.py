@@ -1,0 +1,374 @@
+"""Abort churn (issue 5, item 5; SPEC section 5).
+
+Thousands of requests across the modes proxy, all, first, hedge and quorum,
+50 at a time, whose clients close, reset or half-close at random points:
+mid-head, mid-body, while the upstreams hold the answer back, and
+mid-response.  Afterwards nothing is left: no request or transfer in
+flight, no client connection, the daemon's descriptors back at their
+baseline, every upstream connection that carried an abandoned request
+closed, no upstream work started or finished after its client left, one
+access-log line per request, and a clean exit (under ASan/LSan: no report;
+under valgrind memcheck: no error and no definite or indirect leak).
+
+FANOUTD_CHURN_N (default 2000), FANOUTD_CHURN_SEED (default: random, printed)
+and FANOUTD_CHURN_PARALLEL (default 50) tune the run.  The valgrind run is
+done when valgrind is on PATH (or FANOUTD_VALGRIND=1) unless
+FANOUTD_SKIP_VALGRIND is set; it is skipped for an ASan build.
+"""
+
+import sys
+sys.dont_write_bytecode = True  # keep the source tree clean
+
+import concurrent.futures  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import unittest  # noqa: E402
+
+import harness  # noqa: E402
+
+MODES = ("proxy", "all", "first", "hedge", "quorum")
+KINDS = (("head", 3), ("body", 3), ("wait", 4), ("wait_long", 2), ("resp", 3),
+         ("none", 2))
+HOWS = ("close", "rst", "half")
+BODY_LEN = 20000
+RESP_SIZE = 200000
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def is_asan_build(path):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return b"__asan_init" in data or b"libasan" in data
+
+
+class Op:
+    """One churned request and what became of it."""
+
+    def __init__(self, i, mode, kind, how, rng):
+        self.i = i
+        self.mode = mode
+        self.kind = kind
+        self.how = how
+        self.tag = "ch%d" % i
+        self.t_abort = None
+        self.status = None          # for kind none
+        self.reached = False        # seen by an upstream before the abort
+        self.delay = rng.randint(50, 500)
+        self.wait_s = rng.uniform(0, self.delay * 0.6) / 1000.0
+        self.cut = rng.random()
+        self.read_more = rng.randint(0, 50000)
+
+    def __repr__(self):
+        return "<Op %s %s/%s/%s>" % (self.tag, self.mode, self.kind, self.how)
+
+
+class Churn:
+    """Runs the churn against one daemon and checks what it left."""
+
+    def __init__(self, test, fd, fakes, n, parallel, seed, slack=1.0):
+        self.t = test
+        self.fd = fd
+        self.fakes = fakes
+        self.n = n
+        self.parallel = parallel
+        self.rng = random.Random(seed)
+        self.slack = slack          # tolerance multiplier (valgrind: larger)
+        self.errors = []
+        self.lock = threading.Lock()
+        self.arrived = {}           # tag -> Event, set by the fakes' handler
+        kinds = [k for k, w in KINDS for _ in range(w)]
+        self.ops = [Op(i, self.rng.choice(MODES), self.rng.choice(kinds),
+                       self.rng.choice(HOWS), self.rng) for i in range(n)]
+
+    def on_request(self, req):
+        """FakeUpstream handler: note the arrival, answer as the query says."""
+        ev = self.arrived.get(req.tag)
+        if ev is not None:
+            ev.set()
+        return None
+
+    def tagged(self, tag):
+        return [r for f in self.fakes for r in f.requests_tagged(tag)]
+
+    def err(self, op, msg):
+        with self.lock:
+            self.errors.append("%r: %s" % (op, msg))
+
+    # one request ---------------------------------------------------------
+    def run_op(self, op):
+        try:
+            self._run_op(op)
+        except Exception as e:     # any surprise is a failure, named
+            self.err(op, "client side: %r" % e)
+
+    def _abort(self, c, op):
+        op.t_abort = time.monotonic()
+        c.abort(op.how)
+        if op.how == "half":
+            # half_close = cancel: fanoutd ends the connection
+            try:
+                c.wait_eof(timeout=10 * self.slack)
+            except AssertionError as e:
+                self.err(op, "after a half-close: %s" % e)
+
+    def _run_op(self, op):
+        target = "/%s/r?tag=%s" % (op.mode, op.tag)
+        with self.fd.client(timeout=10 * self.slack) as c:
+            if op.kind == "head":
+                raw = harness.build_request("GET", target + "&body=x")
+                c.send(raw[:max(1, int((len(raw) - 4) * op.cut))])
+                self._abort(c, op)
+            elif op.kind == "body":
+                head = harness.build_request(
+                    "POST", target + "&echo=1", [("Content-Length", str(BODY_LEN))])
+                c.send(head + b"b" * int(BODY_LEN * op.cut * 0.99))
+                self._abort(c, op)
+            elif op.kind == "wait":
+                c.send(harness.build_request("GET", target + "&delay=%d" % op.delay))
+                # a random point while the upstreams hold the answer back
+                # (pacing, not synchronisation)
+                time.sleep(op.wait_s)
+                self._abort(c, op)
+            elif op.kind == "wait_long":
+                c.send(harness.build_request("GET", target + "&delay=30000"))
+                if not self.arrived[op.tag].wait(10 * self.slack):
+                    self.err(op, "did not reach an upstream within %.0fs" % (10 * self.slack))
+                op.reached = True
+                self._abort(c, op)
+            elif op.kind == "resp":
+                c.send(harness.build_request("GET", target + "&size=%d" % RESP_SIZE))
+                got = 0
+                c.sock.settimeout(10 * self.slack)
+                while got < 1 + op.read_more:
+                    data = c.sock.recv(min(65536, 1 + op.read_more - got))
+                    if not data:
+                        self.err(op, "closed by fanoutd after %d response bytes" % got)
+                        return
+                    got += len(data)
+                self._abort(c, op)
+            elif op.kind == "none":
+                c.request("GET", target + "&body=ok")
+                r = c.read_response(timeout=10 * self.slack)
+                op.status = r.status
+                if r.status != 200:
+                    self.err(op, "answered %r" % r)
+
+    def run(self):
+        for op in self.ops:
+            if op.kind == "wait_long":
+                self.arrived[op.tag] = threading.Event()
+        t0 = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(self.parallel) as ex:
+            list(ex.map(self.run_op, self.ops))
+        return time.monotonic() - t0
+
+    # what it left --------------------------------------------------------
+    def open_upstream_conns(self):
+        return sum(len(f.open_connections()) for f in self.fakes)
+
+    def baseline(self):
+        """Descriptors of the daemon that are not upstream connections: the
+        least seen over ~0.2 s, so that an admin connection being closed
+        just then is not counted."""
+        samples = []
+        for _ in range(10):
+            samples.append(fd_count(self.fd.pid) - self.open_upstream_conns())
+            time.sleep(0.02)    # sampling interval, not synchronisation
+        return min(samples)
+
+    def check(self, base_fds):
+        t, fd, slack = self.t, self.fd, self.slack
+        t.assertEqual(self.errors, [], "%d client-side failures" % len(self.errors))
+        for g in ("fanoutd_requests_in_flight", "fanoutd_upstream_transfers_in_flight",
+                  "fanoutd_connections_active"):
+            fd.wait_metric(g, lambda v: v == 0, timeout=15 * slack)
+        by_kind = {}
+        for op in self.ops:
+            by_kind.setdefault(op.kind, []).append(op)
+        problems = []
+        # wait_long: every leg that carried it was closed, unanswered
+        legs = [r for op in by_kind.get("wait_long", []) for r in self.tagged(op.tag)]
+        try:
+            for f in self.fakes:
+                f.wait_connections_closed([r.conn for r in legs if r.conn in f.connections],
+                                          timeout=10 * slack)
+        except AssertionError as e:
+            problems.append("upstream connections of abandoned requests left open: %s" % e)
+        t_abort = {op.tag: op.t_abort for op in by_kind.get("wait_long", [])}
+        for r in legs:
+            if r.responded is not None:
+                problems.append("%r answered by the upstream after its client left" % r)
+            elif r.conn.closed is not None and t_abort.get(r.tag) is not None and \
+                    r.conn.closed - t_abort[r.tag] > 2.0 * slack:
+                problems.append("%r: its upstream connection closed %.0f ms after the "
+                                "client left" % (r, (r.conn.closed - t_abort[r.tag]) * 1000))
+        # body: a leg started on a partial body must not stay open
+        legs_b = [r for op in by_kind.get("body", []) for r in self.tagged(op.tag)
+                  if r.complete is None]
+        try:
+            for f in self.fakes:
+                f.wait_connections_closed([r.conn for r in legs_b if r.conn in f.connections],
+                                          timeout=10 * slack)
+        except AssertionError as e:
+            problems.append("upstream connections of abandoned bodies left open: %s" % e)
+        # head: never forwarded
+        for op in by_kind.get("head", []):
+            if self.tagged(op.tag):
+                problems.append("%r forwarded with half a head" % op)
+        # (The fakes' clocks are read in their threads, which 50 client
+        # threads can starve of the GIL for a few hundred ms: so the short
+        # waits are checked by their outcome, not by their timing.)
+        # one access-log line per request, 499 for the abandoned waiting ones
+        entries = fd.access_log_lines()
+        ids = [e.get("request_id") for e in entries]
+        dup = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+        if dup:
+            problems.append("request ids logged more than once: %r" % dup[:10])
+        by_tag = {}
+        for e in entries:
+            m = re.search(r"[?&]tag=(ch\d+)(?:&|$)", e.get("path") or "")
+            if m:
+                by_tag.setdefault(m.group(1), []).append(e)
+        for op in by_kind.get("wait_long", []):
+            es = by_tag.get(op.tag, [])
+            if len(es) != 1:
+                problems.append("%r: %d access-log lines" % (op, len(es)))
+            elif (es[0].get("status"), es[0].get("cancel_reason")) != (499, "client_closed"):
+                problems.append("%r: logged %r" % (op, es[0]))
+        for op in by_kind.get("none", []):
+            if len(by_tag.get(op.tag, [])) != 1:
+                problems.append("%r: %d access-log lines" % (op, len(by_tag.get(op.tag, []))))
+        n_legs = sum(len(self.tagged(op.tag)) for op in self.ops)
+        n_cut = sum(1 for op in self.ops for r in self.tagged(op.tag)
+                    if op.kind != "none" and r.responded is None)
+        sys.stderr.write("churn: %s; %d upstream legs, %d of them cut before "
+                         "their answer\n" % (", ".join(
+                             "%s %d" % (k, len(v)) for k, v in sorted(by_kind.items())),
+                             n_legs, n_cut))
+        if problems:
+            t.fail("%d problems after the churn (%d access-log lines, %d tagged):\n  %s" % (
+                len(problems), len(entries), len(by_tag), "\n  ".join(problems[:40])))
+        # descriptors: back to the baseline, idle pooled upstream
+        # connections aside (fanoutd may keep more of them than before)
+        box = {}
+
+        def settled():
+            box["fds"] = fd_count(fd.pid)
+            box["up"] = self.open_upstream_conns()
+            return box["fds"] - box["up"] <= base_fds
+        try:
+            harness.wait_until(settled, 10 * slack, "the descriptor count to settle")
+        except AssertionError:
+            t.fail("fanoutd has %d descriptors with %d upstream connections open: "
+                   "%d beyond its baseline of %d (leaked descriptors):\n%s"
+                   % (box["fds"], box["up"], box["fds"] - box["up"] - base_fds, base_fds,
+                      sorted(os.readlink("/proc/%d/fd/%s" % (fd.pid, x))
+                             for x in os.listdir("/proc/%d/fd" % fd.pid))))
+        # and every mode still serves
+        for mode in MODES:
+            r = fd.get("/%s/r?body=after" % mode, timeout=10 * slack)
+            t.assertEqual(r.status, 200, "%s after the churn: %r" % (mode, r))
+
+
+def churn_config(fakes, log_level="info"):
+    names = [f.name for f in fakes]
+    ups = {f.name: {"url": f.url, "timeout": "40s"} for f in fakes}
+    routes = {}
+    for mode in MODES:
+        r = {"match": "/%s/" % mode, "mode": mode, "deadline": "40s",
+             "upstreams": names}
+        if mode == "hedge":
+            r["hedge_delay"] = "50ms"
+        if mode == "quorum":
+            r["quorum"] = "2"
+        routes[mode] = r
+    return dict(upstreams=ups, routes=routes,
+                server={"header_timeout": "20s", "body_timeout": "20s",
+                        "keepalive_timeout": "30s", "max_body_size": "1m",
+                        "half_close": "cancel", "log_level": log_level})
+
+
+class AbortChurnTest(harness.TestCase):
+
+    def churn(self, n, parallel, slack=1.0, **daemon_kw):
+        seed = int(os.environ.get("FANOUTD_CHURN_SEED", random.randrange(1 << 30)))
+        sys.stderr.write("\nchurn: %d requests, %d at a time, seed %d "
+                         "(FANOUTD_CHURN_SEED=%d reproduces)\n" % (n, parallel, seed, seed))
+        box = {}
+        fakes = [self.fake(n_, handler=lambda req: box["ch"].on_request(req))
+                 for n_ in ("a", "b", "c")]
+        kw = churn_config(fakes)
+        kw.update(daemon_kw)
+        fd = self.daemon(start=False, **kw)
+        ch = box["ch"] = Churn(self, fd, fakes, n, parallel, seed, slack)
+        fd.start(ready_timeout=5.0 * slack)
+        # warm-up: every mode once, so that the upstream connections exist
+        for mode in MODES:
+            r = fd.get("/%s/r?body=warm" % mode, timeout=10 * slack)
+            self.assertEqual(r.status, 200, r)
+        harness.wait_until(lambda: fd.metric("fanoutd_connections_active") == 0,
+                           5 * slack, "the warm-up connections to close")
+        base = ch.baseline()
+        took = ch.run()
+        sys.stderr.write("churn: %d requests in %.1fs\n" % (n, took))
+        ch.check(base)
+        return fd
+
+    def test_abort_churn(self):
+        n = int(os.environ.get("FANOUTD_CHURN_N", "2000"))
+        parallel = int(os.environ.get("FANOUTD_CHURN_PARALLEL", "50"))
+        t0 = time.monotonic()
+        fd = self.churn(n, parallel)
+        fd.stop()           # fails on a sanitizer report or a non-zero exit
+        self.assertEqual(fd.returncode, 0)
+        sys.stderr.write("churn: whole test %.1fs\n" % (time.monotonic() - t0))
+
+
+class ValgrindChurnTest(harness.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        if os.environ.get("FANOUTD_SKIP_VALGRIND"):
+            raise unittest.SkipTest("FANOUTD_SKIP_VALGRIND is set")
+        if shutil.which("valgrind") is None:
+            if os.environ.get("FANOUTD_VALGRIND") == "1":
+                self.fail("FANOUTD_VALGRIND=1 but valgrind is not on PATH")
+            raise unittest.SkipTest("valgrind not found on PATH")
+        if is_asan_build(harness.FANOUTD):
+            raise unittest.SkipTest("%s is an ASan build: valgrind cannot run it "
+                                    "(the sanitizer run checks leaks instead)"
+                                    % harness.FANOUTD)
+
+    def test_abort_churn_under_valgrind(self):
+        n = int(os.environ.get("FANOUTD_VALGRIND_CHURN_N", "300"))
+        t0 = time.monotonic()
+        wrapper = ["valgrind", "--error-exitcode=99", "--leak-check=full",
+                   "--errors-for-leak-kinds=definite,indirect", "--track-fds=no",
+                   "--num-callers=30"]
+        fd = AbortChurnTest.churn(self, n, 20, slack=10.0, wrapper=wrapper,
+                                  stop_grace=60.0)
+        try:
+            fd.stop()
+        except AssertionError as e:
+            self.fail("under valgrind: %s" % e)
+        text = fd.stderr_text()
+        self.assertIn("ERROR SUMMARY:", text, "valgrind did not report (did it run?)")
+        bad = re.findall(r"ERROR SUMMARY: [1-9]\d* errors", text)
+        self.assertEqual(bad, [], "valgrind:\n%s" % fd.stderr_tail(120))
+        self.assertEqual(fd.returncode, 0)
+        sys.stderr.write("valgrind churn: whole test %.1fs\n" % (time.monotonic() - t0))
+
+
+if __name__ == "__main__":
+    harness.main()

@@ -1,0 +1,324 @@
+"""Capacity (issue 5, item 3).
+
+max_connections is enforced by not accepting (the next connection waits in
+the kernel's backlog) and accepting resumes below it; 10k idle keep-alive
+connections are held; the descriptor limit is raised at start; accept
+failing with EMFILE is logged once per episode and never busy-loops.
+"""
+
+import sys
+sys.dont_write_bytecode = True  # keep the source tree clean
+
+import os  # noqa: E402
+import re  # noqa: E402
+import resource  # noqa: E402
+import selectors  # noqa: E402
+import socket  # noqa: E402
+import time  # noqa: E402
+import unittest  # noqa: E402
+
+import harness  # noqa: E402
+
+IDLE_CONNS = int(os.environ.get("FANOUTD_IDLE_CONNS", "10000"))
+
+
+def cpu_seconds(pid):
+    """utime + stime of PID, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is the state (field 3): utime, stime are fields 14, 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def raise_nofile(want):
+    """Raise our own soft RLIMIT_NOFILE towards WANT (up to the hard
+    limit); returns the soft limit we got."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def get_many(port, n, batch=250, path="/idle?body=k", deadline=60.0):
+    """Open N keep-alive connections, one GET on each, answers read; the
+    sockets are returned open.  Batches keep the listen backlog from
+    overflowing."""
+    socks = []
+    sel = selectors.DefaultSelector()
+    req = ("GET %s HTTP/1.1\r\nHost: fanoutd.test\r\n\r\n" % path).encode()
+    end = time.monotonic() + deadline
+    try:
+        for start in range(0, n, batch):
+            pending = {}
+            for _ in range(min(batch, n - start)):
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s.sendall(req)
+                s.setblocking(False)
+                socks.append(s)
+                pending[s] = bytearray()
+                sel.register(s, selectors.EVENT_READ)
+            while pending:
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("%d of %d answers missing after %.0fs"
+                                         % (len(pending), n, deadline))
+                for key, _ in sel.select(min(left, 1.0)):
+                    s = key.fileobj
+                    try:
+                        data = s.recv(65536)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        raise AssertionError("fanoutd closed connection %d of %d"
+                                             % (len(socks), n))
+                    buf = pending[s]
+                    buf += data
+                    end_head = buf.find(b"\r\n\r\n")
+                    if end_head < 0:
+                        continue
+                    head = bytes(buf[:end_head]).decode("latin-1")
+                    if not head.startswith("HTTP/1.1 200"):
+                        raise AssertionError("answer %r" % head[:200])
+                    m = re.search(r"(?im)^content-length:\s*(\d+)", head)
+                    need = end_head + 4 + (int(m.group(1)) if m else 0)
+                    if len(buf) >= need:
+                        sel.unregister(s)
+                        del pending[s]
+        return socks
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    finally:
+        sel.close()
+
+
+class MaxConnectionsTest(harness.TestCase):
+
+    def test_max_connections_stops_and_resumes_accepting(self):
+        """20 open connections at max_connections = 20: the 21st connects
+        (kernel backlog) but is not served while the 20 stay; it is served
+        once one of them closes.  Twice, to see that accepting resumes each
+        time."""
+        up = self.fake("a")
+        fd = self.daemon(upstreams={"a": up},
+                         routes={"r": {"match": "/", "upstreams": "a"}},
+                         server={"max_connections": "20", "keepalive_timeout": "30s",
+                                 "header_timeout": "30s"})
+        held = []
+        for i in range(20):
+            c = fd.client()
+            self.addCleanup(c.__exit__)
+            r = c.get("/held?body=h%d" % i)
+            self.assertEqual(r.status, 200, r)
+            held.append(c)
+        fd.wait_metric("fanoutd_connections_active", lambda v: v == 20, timeout=3)
+        for round_ in range(2):
+            accepted = fd.metric("fanoutd_connections_total")
+            extra = fd.client()
+            self.addCleanup(extra.__exit__)
+            extra.request("GET", "/late?body=late%d" % round_)
+            with self.assertRaises(harness.ResponseTimeout,
+                                   msg="connection 21 was served while 20 were open"):
+                extra.read_response(timeout=0.3)
+            self.assertFalse(extra.eof, "connection 21 was accepted and closed, "
+                             "not left in the backlog")
+            m = fd.metrics()
+            self.assertEqual(m.get("fanoutd_connections_active"), 20)
+            self.assertEqual(m.get("fanoutd_connections_total"), accepted,
+                             "connection 21 was accepted")
+            t0 = time.monotonic()
+            held.pop(0).close()
+            r = extra.read_response(timeout=3)
+            self.assertEqual((r.status, r.body), (200, b"late%d" % round_), r)
+            self.assertLess(time.monotonic() - t0, 2.0)
+            held.append(extra)
+            fd.wait_metric("fanoutd_connections_active", lambda v: v == 20, timeout=3)
+        # the held connections still work (keep-alive)
+        r = held[0].get("/again?body=again")
+        self.assertEqual(r.status, 200, r)
+        for c in held:
+            c.close()
+        fd.wait_metric("fanoutd_connections_active", lambda v: v == 0, timeout=5)
+
+
+class DescriptorLimitTest(harness.TestCase):
+
+    def test_soft_limit_raised_to_hard_at_start(self):
+        """Started with a soft RLIMIT_NOFILE of 256 under a higher hard
+        limit, fanoutd raises its soft limit to the hard one."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard <= 256:
+            raise unittest.SkipTest("hard RLIMIT_NOFILE is only %d" % hard)
+        fd = self.daemon(
+            upstreams={"a": "http://127.0.0.1:9"},
+            routes={"r": {"match": "/", "upstreams": "a"}},
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+        with open("/proc/%d/limits" % fd.pid) as f:
+            line = [x for x in f if x.startswith("Max open files")][0]
+        got_soft, got_hard = line.split()[3:5]
+        want = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+        self.assertEqual((got_soft, got_hard), (want, want), line)
+
+
+class IdleConnectionsTest(harness.TestCase):
+
+    def test_10k_idle_keepalive_connections(self):
+        """10,000 keep-alive connections, one request each, held idle:
+        fanoutd counts them all, still serves a new one, and counts 0
+        once they close."""
+        n = IDLE_CONNS
+        got = raise_nofile(n + 600)
+        if got < n + 500:
+            raise unittest.SkipTest("cannot raise RLIMIT_NOFILE to %d (got %d)"
+                                    % (n + 500, got))
+        t0 = time.monotonic()
+        up = self.fake("a")
+        fd = self.daemon(upstreams={"a": up},
+                         routes={"r": {"match": "/", "upstreams": "a"}},
+                         server={"max_connections": str(n + 100),
+                                 "keepalive_timeout": "120s", "log_level": "info"})
+        with open("/proc/%d/limits" % fd.pid) as f:
+            line = [x for x in f if x.startswith("Max open files")][0]
+        limit = line.split()[3]
+        if limit != "unlimited" and int(limit) < n + 300:
+            raise unittest.SkipTest("fanoutd's descriptor limit is only %s" % limit)
+        socks = get_many(fd.port, n)
+        try:
+            t_open = time.monotonic() - t0
+            fd.wait_metric("fanoutd_connections_active", lambda v: v == n, timeout=10)
+            self.assertGreaterEqual(fd_count(fd.pid), n)
+            # a new connection is still served, and so is an old one
+            r = fd.get("/new?body=new", timeout=5)
+            self.assertEqual((r.status, r.body), (200, b"new"), r)
+            s = socks[n // 2]
+            s.setblocking(True)
+            s.settimeout(5)
+            s.sendall(b"GET /old?body=old HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while not data.endswith(b"old"):
+                chunk = s.recv(4096)
+                self.assertTrue(chunk, "an idle kept-alive connection was closed")
+                data += chunk
+            self.assertTrue(data.startswith(b"HTTP/1.1 200"), data[:100])
+            fd.wait_metric("fanoutd_connections_active", lambda v: v == n, timeout=5)
+        finally:
+            for s in socks:
+                s.close()
+        fd.wait_metric("fanoutd_connections_active", lambda v: v == 0, timeout=20)
+        elapsed = time.monotonic() - t0
+        sys.stderr.write("\n%d connections opened in %.1fs, whole test %.1fs\n"
+                         % (n, t_open, elapsed))
+        self.assertLess(elapsed, 60.0)
+
+
+class EmfileTest(harness.TestCase):
+
+    LIMIT = 64
+    CONNS = 100
+
+    def start_low(self):
+        up = self.fake("a")
+        lim = self.LIMIT
+        fd = self.daemon(
+            upstreams={"a": up},
+            routes={"r": {"match": "/", "upstreams": "a"}},
+            server={"header_timeout": "30s", "keepalive_timeout": "30s"},
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (lim, lim)))
+        r = fd.get("/warm?body=w")
+        self.assertEqual(r.status, 200, r)
+        return fd
+
+    def accept_failures(self, fd):
+        """fanoutd's own line, and libevent's when no error callback took
+        the failure."""
+        return [x for x in fd.stderr_text().splitlines()
+                if "accept failed" in x or "Error from accept" in x]
+
+    def hold(self, port, n):
+        socks = []
+        for _ in range(n):
+            s = socket.socket()
+            s.settimeout(5)
+            s.connect(("127.0.0.1", port))
+            socks.append(s)
+            self.addCleanup(s.close)
+        return socks
+
+    def assertNoSpin(self, fd, what):
+        cpu0 = cpu_seconds(fd.pid)
+        t0 = time.monotonic()
+        # a measuring interval, not synchronisation
+        time.sleep(1.0)
+        used = cpu_seconds(fd.pid) - cpu0
+        wall = time.monotonic() - t0
+        self.assertLess(used, 0.3, "fanoutd used %.2fs of CPU in %.2fs %s (busy loop)"
+                        % (used, wall, what))
+
+    def test_emfile_logged_once_no_busy_loop(self):
+        """At RLIMIT_NOFILE 64, 100 connections: accept fails with EMFILE;
+        it is logged once for the episode (not per attempt), the daemon
+        does not spin, and it serves again once they close."""
+        fd = self.start_low()
+        self.assertEqual(self.accept_failures(fd), [])
+        socks = self.hold(fd.port, self.CONNS)
+        harness.wait_until(lambda: self.accept_failures(fd), 5, "an accept failure log line")
+        self.assertNoSpin(fd, "while out of descriptors")
+        lines = self.accept_failures(fd)
+        self.assertTrue(any("EMFILE" in x or "Too many open files" in x for x in lines), lines)
+        self.assertLessEqual(len(lines), 2,
+                             "accept failure logged %d times in one episode:\n%s"
+                             % (len(lines), "\n".join(lines[:20])))
+        for s in socks:
+            s.close()
+        r = harness.wait_until(lambda: fd.get("/again?body=back", timeout=2), 10,
+                               "fanoutd to serve again")
+        self.assertEqual((r.status, r.body), (200, b"back"), r)
+        fd.wait_metric("fanoutd_connections_active", lambda v: v == 0, timeout=10)
+
+    def test_emfile_second_episode_logged_again(self):
+        """Two episodes, two log lines: 'once per episode', not once per
+        life."""
+        fd = self.start_low()
+        for episode in (1, 2):
+            socks = self.hold(fd.port, self.CONNS)
+            harness.wait_until(lambda: len(self.accept_failures(fd)) >= episode, 5,
+                               "accept failure %d" % episode)
+            for s in socks:
+                s.close()
+            r = harness.wait_until(lambda: fd.get("/again?body=back", timeout=2), 10,
+                                   "fanoutd to serve again")
+            self.assertEqual(r.status, 200, r)
+            fd.wait_metric("fanoutd_connections_active", lambda v: v == 0, timeout=10)
+        self.assertLessEqual(len(self.accept_failures(fd)), 4)
+
+    def test_emfile_with_admin_connection_no_busy_loop(self):
+        """Out of descriptors with a connection waiting on the admin
+        listener too (a metrics scrape): still no busy loop."""
+        fd = self.start_low()
+        socks = self.hold(fd.port, self.CONNS)
+        harness.wait_until(lambda: self.accept_failures(fd), 5, "an accept failure log line")
+        admin = socket.create_connection(("127.0.0.1", fd.admin_port), timeout=5)
+        self.addCleanup(admin.close)
+        admin.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        n0 = len(self.accept_failures(fd))
+        self.assertNoSpin(fd, "with an admin connection pending")
+        n1 = len(self.accept_failures(fd))
+        self.assertLessEqual(n1 - n0, 2, "%d accept failures logged in 1s" % (n1 - n0))
+        for s in socks:
+            s.close()
+        r = harness.wait_until(lambda: fd.get("/again?body=back", timeout=2), 10,
+                               "fanoutd to serve again")
+        self.assertEqual(r.status, 200, r)
+
+
+if __name__ == "__main__":
+    harness.main()

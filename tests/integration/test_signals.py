@@ -1,0 +1,433 @@
+"""Signals and systemd notification.
+
+SIGUSR1 reopens the access log (log rotation); sd_notify messages on a test
+NOTIFY_SOCKET: READY=1 once listening, RELOADING=1 / READY=1 around a reload,
+STOPPING=1 when a drain starts, WATCHDOG=1 from the loop when WATCHDOG_USEC
+is set; and the parts of a SIGTERM drain test_drain.py leaves out: idle
+keep-alive connections close at once while other requests are in flight, and
+a request that was arriving when SIGTERM came is still served, with
+Connection: close.
+"""
+
+import json
+import os
+import re
+import socket
+import tempfile
+import threading
+import time
+
+import sys
+sys.dont_write_bytecode = True  # keep the source tree clean
+
+import harness  # noqa: E402
+
+
+# ----------------------------------------------------------------------
+# a NOTIFY_SOCKET for the daemon
+
+class NotifySocket:
+    """An AF_UNIX datagram socket bound to a temporary path; a thread
+    records every message as (time.monotonic(), {KEY: VALUE})."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="fanoutd-notify-")
+        self.path = os.path.join(self.dir, "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.05)
+        self.messages = []
+        self.cond = threading.Condition()
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop:
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            kv = {}
+            for line in data.decode("utf-8", "replace").split("\n"):
+                if "=" in line:
+                    k, _, v = line.partition("=")
+                    kv[k] = v
+            with self.cond:
+                self.messages.append((time.monotonic(), kv))
+                self.cond.notify_all()
+
+    def close(self):
+        self._stop = True
+        self._t.join(2)
+        self.sock.close()
+        try:
+            os.unlink(self.path)
+            os.rmdir(self.dir)
+        except OSError:
+            pass
+
+    def snapshot(self):
+        with self.cond:
+            return list(self.messages)
+
+    def mark(self):
+        """An index: wait_for(..., since=mark) looks only at what comes next."""
+        with self.cond:
+            return len(self.messages)
+
+    def wait_for(self, key, value=None, since=0, timeout=5.0):
+        """The first message after index SINCE with KEY (=VALUE); returns
+        (index, time, message)."""
+        end = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for i in range(since, len(self.messages)):
+                    t, kv = self.messages[i]
+                    if key in kv and (value is None or kv[key] == value):
+                        return i, t, kv
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("no %s%s on NOTIFY_SOCKET within %.1fs; got %r"
+                                         % (key, "=" + value if value else "",
+                                            timeout, self.messages[since:]))
+                self.cond.wait(left)
+
+    def count(self, key, since=0):
+        with self.cond:
+            return sum(1 for _, kv in self.messages[since:] if key in kv)
+
+
+class NotifyFanoutd(harness.Fanoutd):
+    """Ready means READY=1 on the notify socket, and nothing else: the test
+    then checks that both listeners already accept."""
+
+    notify = None
+
+    def wait_ready(self, timeout=5.0):
+        end = time.monotonic() + timeout
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                harness._live.pop(self.proc.pid, None)
+                self.returncode = rc
+                raise harness._StartExit(rc)
+            try:
+                self.notify.wait_for("READY", "1", timeout=0.05)
+                return
+            except AssertionError:
+                if time.monotonic() >= end:
+                    raise
+
+
+class NotifyTest(harness.TestCase):
+
+    WORKERS = 1
+
+    def start(self, env=None, **kw):
+        self.ns = NotifySocket()
+        self.addCleanup(self.ns.close)
+        self.up = self.fake("up")
+        e = {"NOTIFY_SOCKET": self.ns.path}
+        e.update(env or {})
+        d = NotifyFanoutd(upstreams={"up": self.up},
+                          routes={"r": {"match": "/", "upstreams": "up"}},
+                          server={"drain_timeout": "5s", "workers": str(self.WORKERS)},
+                          env=e, **kw)
+        d.notify = self.ns
+        self._daemons.append(d)
+        self.addCleanup(d.cleanup)
+        d.start()
+        return d
+
+    def test_ready_once_listening(self):
+        fd = self.start()
+        _, t, kv = self.ns.wait_for("READY", "1")
+        # READY=1 came when both listeners were already up: no polling here
+        self.assertFalse(harness.connect_refused(fd.port),
+                         "READY=1 sent before the client listener accepts")
+        self.assertFalse(harness.connect_refused(fd.admin_port),
+                         "READY=1 sent before the admin listener accepts")
+        self.assertEqual(kv.get("STATUS"), "serving", kv)
+        self.assertEqual(fd.get("/x?body=hi").body, b"hi")
+        self.assertEqual(self.ns.count("READY"), 1, self.ns.snapshot())
+        self.assertEqual(self.ns.count("STOPPING"), 0)
+
+    def test_reload_sends_reloading_then_ready(self):
+        fd = self.start()
+        for expect in ("ok", "error"):
+            with self.subTest(reload=expect):
+                if expect == "error":
+                    fd.server_opts["bogus_key"] = "1"
+                m = self.ns.mark()
+                t0 = time.clock_gettime(time.CLOCK_MONOTONIC)
+                fd.reload(expect)
+                t1 = time.clock_gettime(time.CLOCK_MONOTONIC)
+                i, _, kv = self.ns.wait_for("RELOADING", "1", since=m)
+                usec = kv.get("MONOTONIC_USEC")
+                self.assertIsNotNone(usec, "RELOADING=1 without MONOTONIC_USEC: %r" % kv)
+                self.assertTrue(re.fullmatch(r"\d+", usec), kv)
+                self.assertLessEqual(t0 * 1e6 - 1000, int(usec))
+                self.assertLessEqual(int(usec), t1 * 1e6 + 1000)
+                j, _, kv = self.ns.wait_for("READY", "1", since=i + 1)
+                self.assertGreater(j, i)
+                self.assertEqual(self.ns.count("READY", since=m), 1,
+                                 self.ns.snapshot()[m:])
+        self.assertEqual(self.ns.count("STOPPING"), 0)
+
+    def test_stopping_when_the_drain_starts(self):
+        fd = self.start()
+        with fd.client() as c:
+            c.request("GET", "/x?delay=800&body=late&tag=st")
+            req = self.up.wait_for_tag("st")
+            m = self.ns.mark()
+            fd.sigterm()
+            _, t, kv = self.ns.wait_for("STOPPING", "1", since=m)
+            # at the start of the drain, not at the exit
+            self.assertIsNone(req.responded, "STOPPING=1 only after the "
+                              "in-flight request was answered")
+            self.assertTrue(fd.running(), "STOPPING=1 only at the exit")
+            r = c.read_response(timeout=5)
+        self.assertEqual((r.status, r.body), (200, b"late"))
+        self.assertEqual(fd.wait_exit(5), 0, fd.stderr_tail())
+        self.assertEqual(self.ns.count("STOPPING"), 1)
+        self.assertEqual(self.ns.count("READY", since=m), 0)
+
+    def test_watchdog_pets(self):
+        fd = self.start(env={"WATCHDOG_USEC": "200000"})
+        _, t_ready, _ = self.ns.wait_for("READY", "1")
+        self.ns.wait_for("WATCHDOG", "1")
+        # a bounded observation window: how many in one second
+        start = self.ns.mark()
+        t0 = time.monotonic()
+        harness.wait_until(lambda: time.monotonic() - t0 >= 1.0, 2.0, "one second")
+        n = self.ns.count("WATCHDOG", since=start)
+        self.assertGreaterEqual(n, 4, "only %d WATCHDOG=1 in 1 s with "
+                                "WATCHDOG_USEC=200000 (a 200 ms period)" % n)
+        self.assertLessEqual(n, 40, "%d WATCHDOG=1 in 1 s: a busy loop?" % n)
+        # gaps never reach the watchdog period
+        times = [t for t, kv in self.ns.snapshot() if "WATCHDOG" in kv]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        self.assertLess(max(gaps), 0.2, "a gap of %.0f ms between WATCHDOG=1"
+                        % (max(gaps) * 1000))
+        self.assertTrue(fd.running())
+
+    def test_no_watchdog_unless_asked(self):
+        for env in ({}, {"WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"}):
+            with self.subTest(env=env):
+                fd = self.start(env=env)
+                self.ns.wait_for("READY", "1")
+                t0 = time.monotonic()
+                harness.wait_until(lambda: time.monotonic() - t0 >= 0.5, 2.0,
+                                   "half a second")
+                self.assertEqual(self.ns.count("WATCHDOG"), 0, self.ns.snapshot())
+                fd.cleanup()
+
+
+# ----------------------------------------------------------------------
+
+class AccessLogRotationTest(harness.TestCase):
+
+    WORKERS = 1
+
+    def start(self, **server):
+        self.up = self.fake("up")
+        server.setdefault("workers", str(self.WORKERS))
+        return self.daemon(upstreams={"up": self.up},
+                           routes={"r": {"match": "/", "upstreams": "up"}},
+                           server=server)
+
+    def paths(self, path):
+        try:
+            with open(path) as f:
+                return [json.loads(l)["path"]
+                        for l in f.read().splitlines() if l.strip()]
+        except FileNotFoundError:
+            return None
+
+    def reopened(self, fd, n):
+        harness.wait_until(lambda: fd.stderr_text().count("access log reopened") >= n,
+                           3.0, "'access log reopened' #%d in the log" % n)
+
+    def test_sigusr1_after_rename_starts_a_new_file(self):
+        fd = self.start()
+        rotated = fd.access_log + ".1"
+        fd.get("/one")
+        fd.wait_access_log(lambda e: e["path"] == "/one")
+        os.rename(fd.access_log, rotated)
+        # until SIGUSR1 the daemon still writes to the renamed file
+        fd.get("/two")
+        harness.wait_until(lambda: "/two" in (self.paths(rotated) or []), 3.0,
+                           "/two in the renamed file")
+        self.assertFalse(os.path.exists(fd.access_log))
+        fd.sigusr1()
+        self.reopened(fd, 1)
+        fd.get("/three")
+        harness.wait_until(lambda: self.paths(fd.access_log) == ["/three"], 3.0,
+                           "/three alone in a new file at the original path")
+        self.assertEqual(self.paths(rotated), ["/one", "/two"])
+        # a second rotation works the same
+        os.rename(fd.access_log, rotated + ".2")
+        fd.sigusr1()
+        self.reopened(fd, 2)
+        fd.get("/four")
+        harness.wait_until(lambda: self.paths(fd.access_log) == ["/four"], 3.0,
+                           "/four alone in the newest file")
+        self.assertEqual(self.paths(rotated + ".2"), ["/three"])
+
+    def test_sigusr1_without_rename_appends(self):
+        fd = self.start()
+        fd.get("/one")
+        fd.wait_access_log(lambda e: e["path"] == "/one")
+        fd.sigusr1()
+        self.reopened(fd, 1)
+        fd.get("/two")
+        harness.wait_until(lambda: self.paths(fd.access_log) == ["/one", "/two"],
+                           3.0, "both lines (a reopen must not truncate)")
+
+    def test_sigusr1_with_access_log_on_stderr(self):
+        fd = self.start(access_log="-")
+        fd.sigusr1()
+        self.reopened(fd, 1)
+        self.assertEqual(fd.get("/x?body=a").status, 200)
+        harness.wait_until(lambda: re.search(r'(?m)^\{.*"path":"/x\?body=a"',
+                                             fd.stderr_text()),
+                           3.0, "the access line on stderr")
+        fd.sigterm()
+        self.assertEqual(fd.wait_exit(5), 0, fd.stderr_tail())
+
+
+# ----------------------------------------------------------------------
+
+class DrainDetailTest(harness.TestCase):
+
+    WORKERS = 1
+
+    def start(self, **server):
+        self.up = self.fake("up")
+        opts = {"keepalive_timeout": "30s", "drain_timeout": "10s",
+                "workers": str(self.WORKERS)}
+        opts.update(server)
+        return self.daemon(upstreams={"up": self.up},
+                           routes={"r": {"match": "/", "upstreams": "up",
+                                         "deadline": "30s"}},
+                           server=opts)
+
+    def test_idle_connections_close_at_once_while_a_request_is_in_flight(self):
+        fd = self.start()
+        idle = []
+        for i in range(3):
+            c = fd.client()
+            self.addCleanup(c.sock.close)
+            r = c.get("/idle%d" % i)
+            self.assertEqual(r.status, 200)
+            self.assertFalse(r.conn_close, r)
+            idle.append(c)
+        busy = fd.client()
+        self.addCleanup(busy.sock.close)
+        busy.request("GET", "/busy?delay=1500&body=done&tag=busy")
+        req = self.up.wait_for_tag("busy")
+        t0 = time.monotonic()
+        fd.sigterm()
+        for c in idle:
+            t = c.wait_eof(timeout=3)
+            self.assertLess(t - t0, 0.5, "an idle keep-alive connection was "
+                            "kept %.0f ms into the drain" % ((t - t0) * 1000))
+            self.assertEqual(bytes(c.buf), b"", "an idle connection got bytes")
+        self.assertIsNone(req.responded, "the busy request ended first: "
+                          "the test proves nothing")
+        # the admin side still answers during the drain
+        h = fd.healthz()
+        self.assertEqual((h.status, h.body.strip()), (503, b"draining"))
+        m = fd.metrics()
+        self.assertEqual(m.get("fanoutd_requests_in_flight"), 1)
+        self.assertEqual(m.get("fanoutd_connections_active"), 1)
+        r = busy.read_response(timeout=5)
+        self.assertEqual((r.status, r.body), (200, b"done"), r)
+        self.assertTrue(r.conn_close, r)
+        busy.wait_eof(timeout=2)
+        self.assertEqual(fd.wait_exit(5), 0, fd.stderr_tail())
+
+    def _arriving(self, fd, c, conn_no):
+        """Wait until fanoutd has read the first bytes of a request on
+        connection CONN_NO (its state left idle, or it is new)."""
+        harness.wait_until(
+            lambda: re.search(r"connection (open|state) conn=%d\b" % conn_no,
+                              fd.stderr_text()), 2.0, "connection %d seen" % conn_no)
+
+    def test_request_arriving_on_a_new_connection_is_served(self):
+        fd = self.start()
+        with fd.client() as c:
+            c.send(b"GET /x?body=arrived HTTP/1.1\r\nHost: a\r\n")
+            self._arriving(fd, c, 1)
+            fd.sigterm()
+            harness.wait_until(lambda: fd.healthz().status == 503, 2.0,
+                               "/healthz 503 after SIGTERM")
+            c.send(b"X-Late: 1\r\n\r\n")
+            r = c.read_response(timeout=5)
+            self.assertEqual((r.status, r.body), (200, b"arrived"), r)
+            self.assertTrue(r.conn_close, "no Connection: close on a response "
+                            "sent during the drain: %r" % r)
+            c.wait_eof(timeout=2)
+        self.assertEqual(fd.wait_exit(5), 0, fd.stderr_tail())
+
+    def test_request_arriving_on_a_kept_alive_connection_is_served(self):
+        fd = self.start()
+        with fd.client() as c:
+            r = c.get("/first?body=1")
+            self.assertFalse(r.conn_close)
+            c.send(b"GET /second?body=2 HTTP/1.1\r\nHost: a\r\n")
+            harness.wait_until(
+                lambda: re.search(r"(?m)connection state conn=1 idle -> head",
+                                  fd.stderr_text()), 2.0,
+                "fanoutd reading the second request's head")
+            fd.sigterm()
+            harness.wait_until(lambda: fd.healthz().status == 503, 2.0,
+                               "/healthz 503 after SIGTERM")
+            c.send(b"\r\n")
+            r = c.read_response(timeout=5)
+            self.assertEqual((r.status, r.body), (200, b"2"), r)
+            self.assertTrue(r.conn_close, r)
+            c.wait_eof(timeout=2)
+        self.assertEqual(fd.wait_exit(5), 0, fd.stderr_tail())
+
+    def test_every_response_after_the_drain_started_says_close(self):
+        # two connections busy at SIGTERM: both answers carry Connection:
+        # close and neither connection is reused
+        fd = self.start()
+        cs = []
+        for i in range(2):
+            c = fd.client()
+            self.addCleanup(c.sock.close)
+            c.request("GET", "/x?delay=%d&body=b%d&tag=cc%d" % (300 + 200 * i, i, i))
+            self.up.wait_for_tag("cc%d" % i)
+            cs.append(c)
+        fd.sigterm()
+        for i, c in enumerate(cs):
+            r = c.read_response(timeout=5)
+            self.assertEqual((r.status, r.body), (200, b"b%d" % i), r)
+            self.assertTrue(r.conn_close, r)
+            c.wait_eof(timeout=2)
+        self.assertEqual(fd.wait_exit(5), 0, fd.stderr_tail())
+
+
+
+# The same with two worker loops (the main thread keeps signals, the admin
+# side and the drain; the workers hold the connections and the access log).
+
+class NotifyTwoWorkersTest(NotifyTest):
+    WORKERS = 2
+
+
+class AccessLogRotationTwoWorkersTest(AccessLogRotationTest):
+    WORKERS = 2
+
+
+class DrainDetailTwoWorkersTest(DrainDetailTest):
+    WORKERS = 2
+
+
+if __name__ == "__main__":
+    harness.main()

@@ -1,0 +1,508 @@
+"""Strict HTTP/1.1 on the client side (issue 5, item 1; SPEC section 4).
+
+Every malformed or ambiguous request is refused with the right status, a
+JSON error body carrying the request id, and a close; the upstream never
+sees any of it.  413/431/400 come before the whole request was read and are
+followed by a lingering close.  Slow heads and bodies get 408.  An
+absolute-form target is routed by its path only: fanoutd is not an open
+proxy.
+"""
+
+import sys
+sys.dont_write_bytecode = True  # keep the source tree clean
+
+import socket  # noqa: E402
+import time  # noqa: E402
+
+import harness  # noqa: E402
+
+HEADER_TIMEOUT = 0.3
+BODY_TIMEOUT = 0.3
+MAX_HEADER = 4096
+MAX_BODY = 65536
+
+
+def raw_head(lines, target="/", method="GET", version="HTTP/1.1", host=True):
+    """A request head from raw LINES (bytes or str, no line ends added
+    beyond CRLF between them)."""
+    out = [("%s %s %s" % (method, target, version)).encode("latin-1")]
+    if host:
+        out.append(b"Host: fanoutd.test")
+    for line in lines:
+        out.append(line.encode("latin-1") if isinstance(line, str) else line)
+    return b"\r\n".join(out) + b"\r\n\r\n"
+
+
+class StrictTest(harness.SharedDaemonTest):
+
+    FAKES = ("a", "other")
+
+    @classmethod
+    def config(cls, f):
+        return dict(
+            upstreams={"a": f["a"], "other": f["other"]},
+            routes={"r": {"match": "/", "upstreams": "a", "deadline": "5s"}},
+            server={"header_timeout": "300ms", "body_timeout": "300ms",
+                    "max_header_size": "4k", "max_body_size": "64k",
+                    "keepalive_timeout": "10s"})
+
+    # helpers ----------------------------------------------------------
+    def seen(self):
+        return {id(r) for f in self.f.values() for r in f.snapshot()}
+
+    def assertNothingForwarded(self, before, within=0.3):
+        """No upstream received any request since BEFORE (a snapshot from
+        seen()), observed for WITHIN seconds."""
+        def new():
+            return [r for f in self.f.values() for r in f.snapshot()
+                    if id(r) not in before]
+        try:
+            got = harness.wait_until(new, within, "a forwarded request")
+        except AssertionError:
+            return
+        self.fail("a rejected request reached an upstream: %r" % got)
+
+    def reject(self, raw, status, close=True, what=None, timeout=3.0):
+        """Send RAW on a new connection and expect STATUS as a JSON error,
+        then (CLOSE) the connection closed by fanoutd."""
+        what = what or repr(raw[:120])
+        with self.fd.client(timeout=timeout) as c:
+            try:
+                c.send(raw)
+            except OSError as e:
+                self.fail("%s: sending failed: %r" % (what, e))
+            try:
+                r = c.read_response(timeout=timeout)
+            except AssertionError as e:
+                self.fail("%s: no %d answer: %s" % (what, status, e))
+            try:
+                self.assertErrorJSON(r, status)
+            except AssertionError as e:
+                raise AssertionError("%s: %s" % (what, e)) from None
+            if close:
+                self.assertTrue(r.conn_close,
+                                "%s: %d without Connection: close: %r" % (what, status, r))
+                try:
+                    c.wait_eof(timeout=3.0)
+                except AssertionError as e:
+                    self.fail("%s: %s" % (what, e))
+                self.assertEqual(bytes(c.buf), b"",
+                                 "%s: bytes after the %d: %r" % (what, status, bytes(c.buf)))
+        return r
+
+    def reject_all(self, cases, status, close=True):
+        before = self.seen()
+        failures = []
+        for name, raw in cases:
+            mark = self.seen()
+            try:
+                self.reject(raw, status, close=close, what=name)
+            except AssertionError as e:
+                failures.append(str(e))
+            fwd = [r for f in self.f.values() for r in f.snapshot() if id(r) not in mark]
+            if fwd:
+                failures.append("%s: forwarded upstream as %r" % (
+                    name, [(r.method, r.target, r.headers) for r in fwd]))
+        if not failures:
+            self.assertNothingForwarded(before)
+        if failures:
+            self.fail("%d of %d cases wrong:\n  %s" % (
+                len(failures), len(cases), "\n  ".join(failures)))
+
+    # controls: what is valid is served ----------------------------------
+    def test_valid_requests_are_forwarded(self):
+        """The controls for everything below: the same shapes, well formed,
+        reach the upstream intact."""
+        tag = self.tag("ok")
+        with self.fd.client() as c:
+            c.send(raw_head(["Content-Length: 5"], "/v?echo=1&tag=%s-cl" % tag, "POST") + b"hello")
+            r = c.read_response()
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json()["body"], "hello")
+            c.send(raw_head(["Transfer-Encoding: chunked"], "/v?echo=1&tag=%s-te" % tag, "POST")
+                   + b"3\r\nhel\r\n2;ext=1\r\nlo\r\n0\r\n\r\n")
+            r = c.read_response()
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json()["body"], "hello")
+            c.send(raw_head(["X-Obs: caf\xe9", "X-Tab: a\tb"], "/v?echo=1&tag=%s-ob" % tag))
+            r = c.read_response()
+            self.assertEqual(r.status, 200, r)
+            c.send(raw_head([], "/v?echo=1&tag=%s-10" % tag, version="HTTP/1.0"))
+            r = c.read_response()
+            self.assertEqual(r.status, 200, r)
+        for suffix in ("cl", "te", "ob", "10"):
+            self.f["a"].wait_for_tag("%s-%s" % (tag, suffix), timeout=2)
+
+    # 400 ---------------------------------------------------------------
+    def test_framing_ambiguity_is_400(self):
+        """Request smuggling shapes: Content-Length with Transfer-Encoding,
+        several or invalid Content-Length values.  The smuggled request
+        after the body must never run."""
+        smuggled = b"GET /?tag=SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n"
+        cases = [
+            ("CL+TE", raw_head(["Content-Length: 5", "Transfer-Encoding: chunked"],
+                               "/", "POST") + b"0\r\n\r\n" + smuggled),
+            ("TE+CL", raw_head(["Transfer-Encoding: chunked", "Content-Length: 50"],
+                               "/", "POST") + b"0\r\n\r\n" + smuggled),
+            ("two CL", raw_head(["Content-Length: 5", "Content-Length: 6"], "/", "POST")
+             + b"hello!" + smuggled),
+            ("two equal CL", raw_head(["Content-Length: 5", "Content-Length: 5"], "/", "POST")
+             + b"hello"),
+            ("CL list", raw_head(["Content-Length: 5, 6"], "/", "POST") + b"hello!"),
+            ("CL abc", raw_head(["Content-Length: abc"], "/", "POST")),
+            ("CL -1", raw_head(["Content-Length: -1"], "/", "POST")),
+            ("CL +5", raw_head(["Content-Length: +5"], "/", "POST") + b"hello"),
+            ("CL 0x10", raw_head(["Content-Length: 0x10"], "/", "POST")),
+            ("CL 5 5", raw_head(["Content-Length: 5 5"], "/", "POST") + b"hello"),
+            ("CL empty", raw_head(["Content-Length: "], "/", "POST")),
+            ("CL overflow", raw_head(["Content-Length: 99999999999999999999999"], "/", "POST")),
+            ("TE chunked twice", raw_head(["Transfer-Encoding: chunked",
+                                           "Transfer-Encoding: chunked"], "/", "POST")
+             + b"0\r\n\r\n"),
+        ]
+        self.reject_all(cases, 400)
+
+    def test_bad_chunks_are_400(self):
+        te = raw_head(["Transfer-Encoding: chunked"], "/", "POST")
+        cases = [
+            ("chunk size zz", te + b"zz\r\nhello\r\n0\r\n\r\n"),
+            ("chunk size -1", te + b"-1\r\nx\r\n0\r\n\r\n"),
+            ("chunk size 0x5", te + b"0x5\r\nhello\r\n0\r\n\r\n"),
+            ("chunk size empty", te + b"\r\nhello\r\n0\r\n\r\n"),
+            ("chunk size overflow", te + b"fffffffffffffffffffff\r\nx\r\n0\r\n\r\n"),
+            ("chunk data longer than its size", te + b"3\r\nhello\r\n0\r\n\r\n"),
+            ("chunk size with space", te + b"5 5\r\nhello\r\n0\r\n\r\n"),
+            ("chunk size bare LF", te + b"5\nhello\r\n0\r\n\r\n"),
+        ]
+        self.reject_all(cases, 400)
+
+    def test_malformed_header_lines_are_400(self):
+        cases = [
+            ("obs-fold", raw_head(["X-A: a", " folded"])),
+            ("obs-fold tab", raw_head(["X-A: a", "\tfolded"])),
+            ("space before colon", raw_head(["X-A : a"])),
+            ("tab before colon", raw_head(["X-A\t: a"])),
+            ("space before colon (CL)", raw_head(["Content-Length : 5"], "/", "POST") + b"hello"),
+            ("no colon", raw_head(["X-A a"])),
+            ("empty name", raw_head([": a"])),
+            ("space in name", raw_head(["X A: a"])),
+            ("CTL in name", raw_head([b"X-\x01A: a"])),
+            ("NUL in name", raw_head([b"X-\x00A: a"])),
+            ("CTL in value", raw_head([b"X-A: a\x01b"])),
+            ("NUL in value", raw_head([b"X-A: a\x00b"])),
+            ("DEL in value", raw_head([b"X-A: a\x7fb"])),
+            ("ESC in value", raw_head([b"X-A: a\x1bb"])),
+            ("bare CR in value", raw_head([b"X-A: a\rb"])),
+            ("bare CR line end", b"GET / HTTP/1.1\r\nHost: fanoutd.test\rX-A: a\r\n\r\n"),
+            ("bare LF line ends", b"GET / HTTP/1.1\nHost: fanoutd.test\nX-A: a\n\n"),
+            ("bare LF in head", b"GET / HTTP/1.1\r\nHost: fanoutd.test\nX-A: a\r\n\r\n"),
+            ("no Host", raw_head([], host=False)),
+            ("two Hosts", raw_head(["Host: other.test"])),
+            ("bad Host", raw_head([], host=False)[:-2] + b"Host: a b\r\n\r\n"),
+        ]
+        self.reject_all(cases, 400)
+
+    def test_bad_request_line_is_400(self):
+        cases = [
+            ("target foo", b"GET foo HTTP/1.1\r\nHost: fanoutd.test\r\n\r\n"),
+            ("target * with GET", b"GET * HTTP/1.1\r\nHost: fanoutd.test\r\n\r\n"),
+            ("empty target", b"GET  HTTP/1.1\r\nHost: fanoutd.test\r\n\r\n"),
+            ("space in target", b"GET /a b HTTP/1.1\r\nHost: fanoutd.test\r\n\r\n"),
+            ("CTL in target", b"GET /a\x01b HTTP/1.1\r\nHost: fanoutd.test\r\n\r\n"),
+            ("NUL in target", b"GET /a\x00b HTTP/1.1\r\nHost: fanoutd.test\r\n\r\n"),
+            ("lower-case version", b"GET / http/1.1\r\nHost: fanoutd.test\r\n\r\n"),
+            ("garbage version", b"GET / HTTP/1.1x\r\nHost: fanoutd.test\r\n\r\n"),
+            ("bare CR in request line", b"GET /\r HTTP/1.1\r\nHost: fanoutd.test\r\n\r\n"),
+            ("bad method chars", b"G(T / HTTP/1.1\r\nHost: fanoutd.test\r\n\r\n"),
+            ("absolute-form without host", b"GET http:///x HTTP/1.1\r\nHost: fanoutd.test\r\n\r\n"),
+        ]
+        self.reject_all(cases, 400)
+
+    def test_request_line_without_version(self):
+        """GET / with no version (HTTP/0.9 style): 400 or 505, never
+        forwarded."""
+        before = self.seen()
+        with self.fd.client() as c:
+            c.send(b"GET /\r\nHost: fanoutd.test\r\n\r\n")
+            r = c.read_response(timeout=3)
+            self.assertIn(r.status, (400, 505), r)
+            self.assertErrorJSON(r, r.status)
+            c.wait_eof(3)
+        self.assertNothingForwarded(before)
+
+    # 501, 505 ------------------------------------------------------------
+    def test_unknown_transfer_coding_is_501(self):
+        cases = [
+            ("TE gzip", raw_head(["Transfer-Encoding: gzip"], "/", "POST") + b"xxxx"),
+            ("TE identity", raw_head(["Transfer-Encoding: identity"], "/", "POST") + b"xxxx"),
+            ("TE gzip, chunked", raw_head(["Transfer-Encoding: gzip, chunked"], "/", "POST")
+             + b"0\r\n\r\n"),
+            ("TE x-custom", raw_head(["Transfer-Encoding: x-custom"], "/", "POST")),
+        ]
+        self.reject_all(cases, 501)
+
+    def test_chunked_not_last_is_rejected(self):
+        """RFC 9112 6.3: chunked not the final coding: the length cannot be
+        known; 400 (or 501, the coding being unsupported) and close."""
+        raw = raw_head(["Transfer-Encoding: chunked, gzip"], "/", "POST") + b"0\r\n\r\n"
+        before = self.seen()
+        with self.fd.client() as c:
+            c.send(raw)
+            r = c.read_response(timeout=3)
+            self.assertIn(r.status, (400, 501), r)
+            self.assertErrorJSON(r, r.status)
+            c.wait_eof(3)
+        self.assertNothingForwarded(before)
+
+    def test_unsupported_version_is_505(self):
+        cases = [
+            ("HTTP/2.0", b"GET / HTTP/2.0\r\nHost: fanoutd.test\r\n\r\n"),
+            ("HTTP/1.2", b"GET / HTTP/1.2\r\nHost: fanoutd.test\r\n\r\n"),
+            ("HTTP/3.0", b"GET / HTTP/3.0\r\nHost: fanoutd.test\r\n\r\n"),
+            ("HTTP/0.9", b"GET / HTTP/0.9\r\nHost: fanoutd.test\r\n\r\n"),
+        ]
+        self.reject_all(cases, 505)
+
+    # 431, 413 ------------------------------------------------------------
+    def test_head_over_max_header_size_is_431(self):
+        big = "X-Big: " + "b" * (MAX_HEADER + 100)
+        many = ["X-H%d: %s" % (i, "v" * 60) for i in range(MAX_HEADER // 60 + 10)]
+        cases = [
+            ("one big header", raw_head([big])),
+            ("many headers", raw_head(many)),
+            ("big target", raw_head([], "/" + "t" * (MAX_HEADER + 100))),
+        ]
+        self.reject_all(cases, 431)
+
+    def test_431_before_the_head_ends(self):
+        """A head that grows past max_header_size without ever ending is
+        answered 431 at once, not at header_timeout."""
+        before = self.seen()
+        with self.fd.client() as c:
+            c.send(b"GET / HTTP/1.1\r\nHost: fanoutd.test\r\n")
+            t0 = time.monotonic()
+            c.send(b"X-Big: " + b"y" * (MAX_HEADER + 512))
+            r = c.read_response(timeout=3)
+            dt = time.monotonic() - t0
+            self.assertErrorJSON(r, 431)
+            self.assertLess(dt, HEADER_TIMEOUT * 0.8,
+                            "431 took %.0f ms: it waited for the header timeout" % (dt * 1000))
+        self.assertNothingForwarded(before)
+
+    def test_413_before_the_body_is_sent(self):
+        """Content-Length: 10m and no body at all: the 413 arrives without a
+        byte of the body being sent."""
+        before = self.seen()
+        with self.fd.client() as c:
+            c.send(raw_head(["Content-Length: %d" % (10 << 20)], "/", "POST"))
+            t0 = time.monotonic()
+            r = c.read_response(timeout=3)
+            dt = time.monotonic() - t0
+            self.assertErrorJSON(r, 413)
+            self.assertTrue(r.conn_close, r)
+            self.assertLess(dt, BODY_TIMEOUT * 0.8,
+                            "413 took %.0f ms: not sent before the body" % (dt * 1000))
+            c.wait_eof(3)
+        self.assertNothingForwarded(before)
+
+    def test_413_for_a_growing_chunked_body(self):
+        """A chunked body that grows past max_body_size is answered 413
+        while it is still coming (no final chunk is ever sent)."""
+        before = self.seen()
+        with self.fd.client() as c:
+            c.send(raw_head(["Transfer-Encoding: chunked"], "/", "POST"))
+            chunk = b"c" * 16384
+            sent = 0
+            t0 = time.monotonic()
+            while sent <= MAX_BODY + 16384:
+                try:
+                    c.send(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+                except OSError:
+                    break           # already answered and closed: read it
+                sent += len(chunk)
+            r = c.read_response(timeout=3)
+            dt = time.monotonic() - t0
+            self.assertErrorJSON(r, 413)
+            self.assertLess(dt, BODY_TIMEOUT * 0.8,
+                            "413 took %.0f ms: it waited for the body timeout" % (dt * 1000))
+            c.wait_eof(3)
+        self.assertNothingForwarded(before)
+
+    def test_body_at_the_limit_is_served(self):
+        """The control for 413: a body of exactly max_body_size passes,
+        one byte more does not."""
+        tag = self.tag("lim")
+        r, _ = self.call("/lim?echo=1&tag=" + tag, method="POST", body=b"l" * MAX_BODY)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["body_len"], MAX_BODY)
+        before = self.seen()
+        self.reject(raw_head(["Content-Length: %d" % (MAX_BODY + 1)], "/", "POST")
+                    + b"l" * (MAX_BODY + 1), 413)
+        self.assertNothingForwarded(before)
+
+    # lingering close -------------------------------------------------------
+    def lingering(self, head, status, keep_sending=0.3):
+        """Send HEAD and then keep sending body bytes for KEEP_SENDING
+        seconds without reading; the answer must still be readable whole
+        afterwards (a close without lingering resets the connection, and
+        the reset throws the unread answer away).  About 250 KB are sent,
+        under fanoutd's cap on what it discards while lingering."""
+        c = self.fd.client(timeout=5)
+        try:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            c.send(head)
+            piece = b"z" * 8192
+            end = time.monotonic() + keep_sending
+            send_error = None
+            while time.monotonic() < end:
+                try:
+                    c.sock.settimeout(0.05)
+                    c.sock.send(piece)
+                except socket.timeout:
+                    continue        # fanoutd no longer reads that fast: fine
+                except OSError as e:
+                    send_error = e
+                    break
+                # pacing, not synchronisation: ~8 KB every 10 ms
+                time.sleep(0.01)
+            c.sock.settimeout(5)
+            try:
+                r = c.read_response(timeout=3)
+            except AssertionError as e:
+                self.fail("the %d answer was lost (send error %r, reset seen %s): %s"
+                          % (status, send_error, c.reset_seen, e))
+            self.assertErrorJSON(r, status)
+            self.assertIsNone(send_error,
+                              "fanoutd reset the connection within %.1fs of its %d answer "
+                              "(no lingering close): %r" % (keep_sending, status, send_error))
+        finally:
+            c.__exit__()
+
+    def test_lingering_close_after_413(self):
+        self.lingering(raw_head(["Content-Length: %d" % (10 << 20)], "/", "POST"), 413)
+
+    def test_lingering_close_after_431(self):
+        self.lingering(raw_head(["X-Big: " + "b" * (MAX_HEADER + 100)], "/", "POST")[:-4]
+                       + b"\r\nContent-Length: 100000000\r\n\r\n", 431)
+
+    def test_lingering_close_after_400(self):
+        self.lingering(raw_head(["Content-Length: 5", "Content-Length: 9"], "/", "POST"), 400)
+
+    # 408 ---------------------------------------------------------------------
+    def test_slow_head_is_408(self):
+        """Half a head, then nothing: 408 at header_timeout (from the
+        accept); a head dripping a byte at a time does not extend it."""
+        before = self.seen()
+        with self.fd.client() as c:
+            t0 = time.monotonic()
+            c.send(b"GET /slowhead HTTP/1.1\r\nHost: fanoutd.test\r\n")
+            r = c.read_response(timeout=3)
+            dt = time.monotonic() - t0
+            self.assertErrorJSON(r, 408)
+            self.assertGreaterEqual(dt, HEADER_TIMEOUT * 0.9, "408 too early: %.0f ms" % (dt * 1000))
+            self.assertLess(dt, HEADER_TIMEOUT + 1.0, "408 too late: %.0f ms" % (dt * 1000))
+            c.wait_eof(3)
+        with self.fd.client() as c:
+            t0 = time.monotonic()
+            head = b"GET /drip HTTP/1.1\r\nHost: fanoutd.test\r\nX-Drip: " + b"d" * 200
+            r = None
+            for i in range(len(head)):
+                try:
+                    c.send(head[i:i + 1])
+                except OSError:
+                    break
+                # pacing, not synchronisation: one byte every 20 ms, and
+                # stop as soon as an answer is there
+                c.sock.settimeout(0.02)
+                try:
+                    data = c.sock.recv(65536)
+                except socket.timeout:
+                    continue
+                except ConnectionResetError:
+                    break
+                c.buf += data
+                if not data:
+                    c.eof = True
+                break
+            c.sock.settimeout(5)
+            r = c.read_response(timeout=3)
+            dt = time.monotonic() - t0
+            self.assertErrorJSON(r, 408)
+            self.assertLess(dt, HEADER_TIMEOUT + 1.0,
+                            "a dripping head kept the connection %.0f ms (header_timeout %d ms)"
+                            % (dt * 1000, HEADER_TIMEOUT * 1000))
+        self.assertNothingForwarded(before)
+
+    def test_slow_body_is_408(self):
+        before = self.seen()
+        with self.fd.client() as c:
+            c.send(raw_head(["Content-Length: 100"], "/slowbody", "POST") + b"0123456789")
+            t0 = time.monotonic()
+            r = c.read_response(timeout=3)
+            dt = time.monotonic() - t0
+            self.assertErrorJSON(r, 408)
+            self.assertGreaterEqual(dt, BODY_TIMEOUT * 0.8, "408 too early: %.0f ms" % (dt * 1000))
+            self.assertLess(dt, BODY_TIMEOUT + 1.0, "408 too late: %.0f ms" % (dt * 1000))
+            c.wait_eof(3)
+        with self.fd.client() as c:
+            c.send(raw_head(["Transfer-Encoding: chunked"], "/slowbody", "POST") + b"5\r\nab")
+            r = c.read_response(timeout=3)
+            self.assertErrorJSON(r, 408)
+        self.assertNothingForwarded(before)
+
+    def test_idle_connection_is_closed(self):
+        """A connection that never sends a byte is closed at header_timeout
+        (a 408 is allowed, not required)."""
+        with self.fd.client() as c:
+            t0 = time.monotonic()
+            c.wait_eof(3)
+            dt = time.monotonic() - t0
+            self.assertLess(dt, HEADER_TIMEOUT + 1.0)
+            if c.buf:
+                r = c.read_response(timeout=1)
+                self.assertErrorJSON(r, 408)
+
+    # not an open proxy ---------------------------------------------------------
+    def test_absolute_form_is_routed_by_path(self):
+        """GET http://HOST/x is routed by /x; the upstream gets origin form
+        and its own Host; the host named in the target is never contacted
+        (here: another fake upstream on loopback)."""
+        other = self.f["other"]
+        n_conn = len(other.connections)
+        for host in ("other.example", "127.0.0.1:%d" % other.port):
+            tag = self.tag("abs")
+            target = "http://%s/x/y?echo=1&tag=%s" % (host, tag)
+            r, _ = self.call(target)
+            self.assertEqual(r.status, 200, r)
+            req = self.f["a"].wait_for_tag(tag, timeout=2)
+            self.assertEqual(req.target, "/x/y?echo=1&tag=%s" % tag)
+            self.assertEqual(req.header("host"), "127.0.0.1:%d" % self.f["a"].port)
+        self.assertNoRequest(other, lambda r: True, 0.2, "a request via absolute-form")
+        self.assertEqual(len(other.connections), n_conn,
+                         "fanoutd connected to the host named in an absolute-form target")
+
+    def test_connect_is_refused(self):
+        """CONNECT (authority-form) is never tunnelled."""
+        other = self.f["other"]
+        n_conn = len(other.connections)
+        before = self.seen()
+        with self.fd.client() as c:
+            c.send(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n"
+                   % (other.port, other.port))
+            r = c.read_response(timeout=3)
+            self.assertIn(r.status, (400, 405, 501), r)
+            self.assertErrorJSON(r, r.status)
+        self.assertNothingForwarded(before)
+        self.assertEqual(len(other.connections), n_conn)
+
+    def test_error_is_logged_with_its_request_id(self):
+        """A rejected request still gets its access-log line, keyed by the
+        X-Request-Id it was answered with."""
+        r = self.reject(raw_head(["Content-Length: 1", "Content-Length: 2"], "/", "POST"), 400)
+        rid = r.header("x-request-id")
+        e = self.fd.wait_access_log(request_id=rid, timeout=3)
+        self.assertEqual(e["status"], 400, e)
+
+
+if __name__ == "__main__":
+    harness.main()
