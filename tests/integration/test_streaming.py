@@ -1,0 +1,139 @@
+"""Mode proxy streams the answer: large bodies pass whole, a client that
+does not read holds the upstream back (fanoutd does not buffer it all), and
+a cancel once the head is out cuts the connection instead of appending an
+error to a half-sent answer."""
+
+import hashlib
+import os
+import socket
+
+import sys
+sys.dont_write_bytecode = True  # keep the source tree clean
+
+import harness  # noqa: E402
+
+BIG = 32 * 1024 * 1024
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+class StreamingTest(harness.TestCase):
+
+    def start(self, **route):
+        self.up = self.fake("up")
+        r = {"match": "/", "upstreams": "up", "deadline": "20s"}
+        r.update(route)
+        return self.daemon(
+            upstreams={"up": {"url": self.up.url, "max_response_size": "256m",
+                              "timeout": "30s"}},
+            routes={"r": r},
+            server={"keepalive_timeout": "30s", "body_timeout": "30s"})
+
+    def test_large_body_passes_whole_with_its_length(self):
+        fd = self.start()
+        r = fd.get("/big?size=%d" % BIG, timeout=30)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.header("content-length"), str(BIG))
+        self.assertEqual(len(r.body), BIG)
+        self.assertEqual(r.body, b"x" * BIG)
+
+    def test_chunked_upstream_is_sent_chunked(self):
+        fd = self.start()
+        r = fd.get("/c?size=300000&chunked=1", timeout=10)
+        self.assertEqual(r.status, 200)
+        self.assertIn("chunked", (r.header("transfer-encoding") or "").lower())
+        self.assertIsNone(r.header("content-length"))
+        self.assertEqual(r.body, b"x" * 300000)
+        # the connection is still good for the next request
+        self.assertEqual(fd.get("/n?body=next").body, b"next")
+
+    def test_http10_client_gets_a_close_delimited_body(self):
+        fd = self.start()
+        with fd.client() as c:
+            c.send(b"GET /c?size=100000&chunked=1 HTTP/1.0\r\nHost: x\r\n\r\n")
+            r = c.read_response(timeout=10)
+            self.assertEqual(r.status, 200)
+            self.assertIsNone(r.header("transfer-encoding"))
+            self.assertEqual(r.body, b"x" * 100000)
+            self.assertTrue(c.eof, "a close-delimited body ends with the close")
+
+    def test_a_client_that_does_not_read_holds_the_upstream_back(self):
+        fd = self.start()
+        pid = fd.proc.pid
+        before = rss_kib(pid)
+        s = socket.create_connection(("127.0.0.1", fd.port), timeout=30)
+        self.addCleanup(s.close)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.sendall(b"GET /huge?size=%d&tag=bp HTTP/1.1\r\nHost: x\r\n\r\n"
+                  % (4 * BIG))
+        self.up.wait_for_tag("bp")
+        # Without backpressure fanoutd would take in all 128 MiB; with it,
+        # it stops at its high mark plus what the sockets hold.
+        grown = 0
+        for _ in range(20):
+            harness.wait_until(lambda: True, 0.05)
+            grown = max(grown, rss_kib(pid) - before)
+        self.assertLess(grown, 48 * 1024,
+                        "fanoutd grew by %d KiB while its client read nothing"
+                        % grown)
+        # Now read it all: nothing lost or duplicated.
+        h = hashlib.sha256()
+        got = 0
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(65536)
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        self.assertIn(b"200", head.split(b"\r\n")[0])
+        h.update(rest)
+        got = len(rest)
+        while got < 4 * BIG:
+            d = s.recv(1 << 20)
+            self.assertTrue(d, "closed after %d of %d bytes" % (got, 4 * BIG))
+            h.update(d)
+            got += len(d)
+        self.assertEqual(h.hexdigest(),
+                         hashlib.sha256(b"x" * (4 * BIG)).hexdigest())
+        self.assertLess(rss_kib(pid) - before, 48 * 1024)
+
+    def test_client_close_mid_body_closes_the_upstream(self):
+        fd = self.start()
+        c = fd.client()
+        self.addCleanup(c.__exit__)
+        c.request("GET", "/p?size=1000000&partial=20000&tag=mid",
+                  [("X-Request-Id", "stream-mid")])
+        req = self.up.wait_for_tag("mid")
+        deadline = harness.time.monotonic() + 5
+        while len(c.buf) < 20000:
+            self.assertTrue(c._fill(deadline), "closed before 20000 bytes")
+        t0 = c.close()
+        self.assertClosedWithin(self.up, req, t0, 0.2,
+                                "upstream connection after a mid-body close")
+        e = fd.wait_access_log(request_id="stream-mid")
+        self.assertEqual(e["status"], 499, e)
+        self.assertEqual(e["cancel_reason"], "client_closed", e)
+        fd.wait_metric("fanoutd_upstream_transfers_in_flight", lambda v: v == 0)
+
+    def test_deadline_mid_body_cuts_the_connection(self):
+        fd = self.start(deadline="300ms")
+        c = fd.client()
+        self.addCleanup(c.__exit__)
+        c.request("GET", "/p?size=1000000&partial=20000&tag=dl",
+                  [("X-Request-Id", "stream-dl")])
+        req = self.up.wait_for_tag("dl")
+        with self.assertRaises(harness.ClosedError):
+            c.read_response(timeout=5)
+        # the head was the upstream's 200, and nothing was appended to it
+        self.assertNotIn(b"504", bytes(c.buf))
+        self.up.wait_closed(req, timeout=2)
+        e = fd.wait_access_log(request_id="stream-dl")
+        self.assertEqual(e["cancel_reason"], "deadline", e)
+
+
+if __name__ == "__main__":
+    harness.main()
