@@ -17,6 +17,8 @@ PACKAGES=(
 	clang libclang-rt-14-dev valgrind haproxy
 	# promtool, to validate /metrics
 	prometheus
+	# nghttpd: an HTTP/2 (h2c) upstream
+	nghttp2-server
 	# systemd-analyze, to check systemd/fanoutd.service
 	systemd
 )

@@ -29,6 +29,7 @@
 #include "util.h"
 
 #define EASY_POOL_MAX	256
+#define H2C_REUSE_OK	0x075900	/* 7.89.0: newer than what failed here */
 
 struct upstreams {
 	struct event_base	*base;
@@ -437,6 +438,15 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	switch (up->http2) {
 	case HTTP2_PRIOR_KNOWLEDGE:
 		httpver = CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
+		/*
+		 * Debian 12's libcurl 7.88.1 fails the second stream on a
+		 * reused h2c (prior knowledge) connection: the curl tool does
+		 * the same against nghttpd. Until a newer libcurl, each h2c
+		 * transfer gets a connection of its own.
+		 */
+		if (curl_version_info(CURLVERSION_NOW)->version_num <
+		    H2C_REUSE_OK)
+			curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
 		break;
 	case HTTP2_ON:
 		httpver = CURL_HTTP_VERSION_2TLS;
