@@ -7,6 +7,7 @@
  * client end closes and the loop runs until the connection is gone.
  */
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +73,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	if ((conf = config_load_string("fuzz.ini", fuzz_config, &errors)) == NULL)
 		fatalx("fuzz config: %s", errors);
 	log_set_level(LOG_LEVEL_ERROR);
+	/* As in main(): a write to a client that has gone must not kill us. */
+	signal(SIGPIPE, SIG_IGN);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	metrics_init();
 	front_init();
