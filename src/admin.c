@@ -70,12 +70,24 @@ admin_cb(struct evhttp_request *req, void *arg)
 	evbuffer_free(body);
 }
 
+/* evhttp installs no error callback: without one, EMFILE spins. */
+static void
+admin_accept_error_cb(struct evconnlistener *el, void *arg)
+{
+	lset_accept_error(&server->admin->set, EVUTIL_SOCKET_ERROR());
+}
+
 static void *
 admin_attach(void *arg, struct evconnlistener *el)
 {
-	struct admin	*a = arg;
+	struct admin		*a = arg;
+	struct evhttp_bound_socket *b;
 
-	return (evhttp_bind_listener(a->http, el));
+	if ((b = evhttp_bind_listener(a->http, el)) != NULL)
+		evconnlistener_set_error_cb(el, admin_accept_error_cb);
+	if (a->set.backoff)
+		evconnlistener_disable(el);
+	return (b);
 }
 
 static void
@@ -103,7 +115,11 @@ admin_new(struct event_base *base, const struct config *conf)
 	evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
 	evhttp_set_gencb(a->http, admin_cb, a);
 	evhttp_set_timeout(a->http, 10);
-	lset_init(&a->set, base, &admin_ops, a, " (admin)");
+	if (lset_init(&a->set, base, &admin_ops, a, " (admin)") == -1) {
+		evhttp_free(a->http);
+		free(a);
+		return (NULL);
+	}
 	if (lset_update(&a->set, conf->admin_listen, conf->nadmin_listen) == -1) {
 		admin_free(a);
 		return (NULL);
@@ -124,5 +140,7 @@ admin_free(struct admin *a)
 		return;
 	/* evhttp_free closes the bound sockets. */
 	evhttp_free(a->http);
+	if (a->set.retry != NULL)
+		event_free(a->set.retry);
 	free(a);
 }

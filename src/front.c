@@ -95,6 +95,7 @@ struct conn {
 	unsigned		 head_only:1;
 	unsigned		 stream_paused:1;
 	size_t			 stream_bytes;
+	int			 stream_sent;	/* a byte of it left */
 	void			(*stream_resume)(void *);
 	void			*stream_arg;
 
@@ -401,7 +402,10 @@ conn_parse(struct conn *c)
 			request_dispatch(c->req);
 			return;
 		}
-		if (c->error_status == 0 && err == HPE_INVALID_VERSION) {
+		/* 505 for a well-formed version we do not speak; a
+		 * malformed one ("HTTP/1.1x") is a 400 like any syntax error. */
+		if (c->error_status == 0 && err == HPE_INVALID_VERSION &&
+		    !(c->parser.http_major == 1 && c->parser.http_minor <= 1)) {
 			c->error_status = 505;
 			c->error_text = "http_version";
 		} else if (c->error_status == 0) {
@@ -495,6 +499,9 @@ conn_stream_begin(struct conn *c, int status, struct evbuffer *headers,
 
 	conn_head(c, status, headers, content_length, CONN_KEEP);
 	c->streaming = 1;
+	/* Bytes queued before the head (they are ours to keep) count as sent:
+	 * the answer could not be taken back anyway. */
+	c->stream_sent = before > 0;
 	c->head_only = head_only || status == 204 || status == 304 ||
 	    status < 200;
 	c->chunked = content_length < 0 && !c->head_only &&
@@ -551,16 +558,26 @@ conn_stream_end(struct conn *c)
 	return (bytes);
 }
 
-size_t
-conn_stream_abort(struct conn *c)
+int
+conn_stream_abort(struct conn *c, size_t *bytes)
 {
-	size_t	bytes = c->stream_bytes;
-
-	c->streaming = 0;
+	*bytes = c->stream_bytes;
+	c->streaming = c->chunked = c->head_only = c->stream_paused = 0;
 	c->stream_resume = NULL;
+	if (!c->stream_sent) {
+		/* Nothing reached the client yet: take it all back. */
+		evbuffer_drain(c->out, evbuffer_get_length(c->out));
+		event_del(c->wev);
+		c->close_after = 0;
+		*bytes = 0;
+		return (0);
+	}
+	/* Give the client what is queued, as far as the socket takes it now. */
+	if (evbuffer_get_length(c->out) > 0)
+		evbuffer_write(c->out, c->fd);
 	c->req = NULL;
 	conn_close(c, CANCEL_CLIENT_CLOSED);
-	return (bytes);
+	return (-1);
 }
 
 size_t
@@ -594,14 +611,18 @@ conn_respond(struct conn *c, int status, struct evbuffer *headers,
 static int
 conn_flush(struct conn *c)
 {
+	int	n = 0;
+
 	if (evbuffer_get_length(c->out) > 0 &&
-	    evbuffer_write(c->out, c->fd) == -1 &&
+	    (n = evbuffer_write(c->out, c->fd)) == -1 &&
 	    errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 		log_debug("client write failed conn=%llu client=%s error=\"%s\"",
 		    (unsigned long long)c->id, c->peer, strerror(errno));
 		conn_close(c, CANCEL_CLIENT_CLOSED);
 		return (-1);
 	}
+	if (n > 0 && c->streaming)
+		c->stream_sent = 1;
 	if (evbuffer_get_length(c->out) == 0) {
 		event_del(c->wev);
 		if (c->streaming)
@@ -844,8 +865,13 @@ on_header_value_complete(llhttp_t *p)
 	struct conn	*c = p->data;
 	int		 rv;
 
-	rv = http_headers_add(&c->req->headers, c->hname.p ? c->hname.p : "",
-	    c->hname.len, c->hvalue.p ? c->hvalue.p : "", c->hvalue.len);
+	if (c->hname.len == 0) {
+		c->error_status = 400;
+		c->error_text = "bad_header_name";
+		return (-1);
+	}
+	rv = http_headers_add(&c->req->headers, c->hname.p, c->hname.len,
+	    c->hvalue.p ? c->hvalue.p : "", c->hvalue.len);
 	c->hname.len = c->hvalue.len = 0;
 	return (rv);
 }

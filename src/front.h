@@ -52,9 +52,14 @@ void	conn_stream_data(struct conn *, const char *, size_t);
 int	conn_stream_full(struct conn *);
 /* The whole body was sent: detach the request. Returns the bytes queued. */
 size_t	conn_stream_end(struct conn *);
-/* The body cannot be completed: detach the request, close the connection
- * (a cut answer is better than a wrong one). Not from inside curl. */
-size_t	conn_stream_abort(struct conn *);
+/*
+ * The body cannot be completed. If nothing of the answer has reached the
+ * client yet, it is taken back: returns 0 and the caller answers as if no
+ * stream had begun. Otherwise the connection is closed after what is
+ * queued (a cut answer is better than a wrong one), the request detached,
+ * and -1 returned. *bytes: what the client was given. Not from inside curl.
+ */
+int	conn_stream_abort(struct conn *, size_t *bytes);
 
 /* SIGTERM: close idle connections, mark the rest to close when done. */
 void	front_drain(struct worker *);

@@ -187,6 +187,49 @@ http_response_header_passes(const struct http_headers *msg, const char *name,
 }
 
 int
+http_host_valid(const char *s, size_t len)
+{
+	size_t	i = 0, end;
+
+	if (len == 0)
+		return (1);
+	if (s[0] == '[') {
+		/* IP-literal: hex digits, colons and dots (and a zone or
+		 * IPvFuture would be refused here, deliberately). */
+		for (i = 1; i < len && s[i] != ']'; i++) {
+			if (!((s[i] >= '0' && s[i] <= '9') ||
+			    (s[i] >= 'a' && s[i] <= 'f') ||
+			    (s[i] >= 'A' && s[i] <= 'F') || s[i] == ':' ||
+			    s[i] == '.'))
+				return (0);
+		}
+		if (i == len || i == 1)
+			return (0);
+		i++;
+	} else {
+		for (; i < len && s[i] != ':'; i++) {
+			if (!((s[i] >= 'a' && s[i] <= 'z') ||
+			    (s[i] >= 'A' && s[i] <= 'Z') ||
+			    (s[i] >= '0' && s[i] <= '9') ||
+			    strchr("-._~%!$&'()*+,;=", s[i]) != NULL) ||
+			    s[i] == '\0')
+				return (0);
+		}
+		if (i == 0)
+			return (0);
+	}
+	if (i == len)
+		return (1);
+	if (s[i] != ':')
+		return (0);
+	for (end = ++i; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return (0);
+	}
+	return (i - end <= 5);
+}
+
+int
 http_client_deadline(const struct http_headers *h, uint64_t *ms)
 {
 	const struct http_header	*d;

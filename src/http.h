@@ -66,6 +66,13 @@ int	 http_response_header_passes(const struct http_headers *msg,
 	    const char *name, size_t namelen);
 
 /*
+ * 1 if a Host value is uri-host [ ":" port ] (RFC 9110 7.2, RFC 3986 3.2.2):
+ * a reg-name, an IPv4 address or an [IP-literal], then digits after a
+ * colon. An empty value is allowed (a target without authority).
+ */
+int	 http_host_valid(const char *, size_t);
+
+/*
  * The client's X-Request-Deadline-Ms, when present and valid: 1 and *ms
  * set; 0 when absent or unusable (not a plain non-negative integer).
  */

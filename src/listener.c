@@ -17,16 +17,14 @@
 #include "listener.h"
 #include "log.h"
 #include "server.h"
+#include "util.h"
 
 #define ACCEPT_BACKOFF_MS	100
 
 struct listener {
 	struct worker	*w;
 	struct lset	 set;
-	int		 paused;	/* max_connections */
-	int		 backoff;	/* out of descriptors */
 	char		 what[32];	/* for the logs */
-	struct event	*retry;
 };
 
 /* ---- listener sets ------------------------------------------------------- */
@@ -37,7 +35,9 @@ addr_equal(const struct listen_addr *a, const struct listen_addr *b)
 	return (a->sslen == b->sslen && memcmp(&a->ss, &b->ss, a->sslen) == 0);
 }
 
-void
+static void	lset_retry_cb(evutil_socket_t, short, void *);
+
+int
 lset_init(struct lset *s, struct event_base *base, const struct lset_ops *ops,
     void *arg, const char *what)
 {
@@ -46,6 +46,76 @@ lset_init(struct lset *s, struct event_base *base, const struct lset_ops *ops,
 	s->ops = ops;
 	s->arg = arg;
 	s->what = what;
+	if ((s->retry = evtimer_new(base, lset_retry_cb, s)) == NULL)
+		return (-1);
+	return (0);
+}
+
+/* Accepting on or off, for every socket of the set. */
+static void
+lset_enable(struct lset *s, int on)
+{
+	size_t	i;
+
+	for (i = 0; i < s->n; i++) {
+		if (on)
+			evconnlistener_enable(s->e[i].el);
+		else
+			evconnlistener_disable(s->e[i].el);
+	}
+}
+
+static void
+lset_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct lset	*s = arg;
+
+	s->backoff = 0;
+	if (!s->paused)
+		lset_enable(s, 1);
+}
+
+/*
+ * accept(2) failed. For want of descriptors the socket stays readable and
+ * the loop would spin: stop accepting for a moment instead. One log line
+ * per episode: an episode ends when accepting has worked for a while.
+ */
+void
+lset_accept_error(struct lset *s, int err)
+{
+	struct timeval	tv = { 0, ACCEPT_BACKOFF_MS * 1000 };
+	uint64_t	now = now_ms();
+
+	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
+		log_warnx("accept failed%s error=\"%s\"", s->what, strerror(err));
+		return;
+	}
+	/* An episode ends with a successful accept (lset_accept_ok) or, where
+	 * accepts are not seen (evhttp), after a quiet while. */
+	if (!s->episode || now - s->last_error_ms > 4 * ACCEPT_BACKOFF_MS)
+		log_warnx("accept failed, pausing%s error=\"%s\"", s->what,
+		    strerror(err));
+	s->episode = 1;
+	s->last_error_ms = now;
+	s->backoff = 1;
+	lset_enable(s, 0);
+	evtimer_add(s->retry, &tv);
+}
+
+void
+lset_accept_ok(struct lset *s)
+{
+	s->episode = 0;
+}
+
+void
+lset_pause(struct lset *s, int paused)
+{
+	s->paused = paused;
+	if (paused)
+		lset_enable(s, 0);
+	else if (!s->backoff)
+		lset_enable(s, 1);
 }
 
 static struct evconnlistener *
@@ -159,6 +229,9 @@ lset_clear(struct lset *s)
 	for (i = 0; i < s->n; i++)
 		s->ops->detach(s->arg, s->e[i].handle, s->e[i].el);
 	s->n = 0;
+	if (s->retry != NULL)
+		event_free(s->retry);
+	s->retry = NULL;
 }
 
 /* ---- client listeners ---------------------------------------------------- */
@@ -170,8 +243,9 @@ listener_accept_cb(struct evconnlistener *el, evutil_socket_t fd,
 	struct listener	*ls = arg;
 	struct worker	*w = ls->w;
 
+	lset_accept_ok(&ls->set);
 	front_accept(w, fd, sa, salen);
-	if (w->nconns >= w->max_conns && !ls->paused) {
+	if (w->nconns >= w->max_conns && !ls->set.paused) {
 		log_info("max_connections reached, accepting paused "
 		    "connections=%u", w->nconns);
 		listener_pause(ls);
@@ -179,44 +253,11 @@ listener_accept_cb(struct evconnlistener *el, evutil_socket_t fd,
 }
 
 static void
-listener_enable_all(struct listener *ls, int on)
-{
-	size_t	i;
-
-	for (i = 0; i < ls->set.n; i++) {
-		if (on)
-			evconnlistener_enable(ls->set.e[i].el);
-		else
-			evconnlistener_disable(ls->set.e[i].el);
-	}
-}
-
-static void
-listener_retry_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct listener	*ls = arg;
-
-	ls->backoff = 0;
-	if (!ls->paused)
-		listener_enable_all(ls, 1);
-}
-
-static void
 listener_error_cb(struct evconnlistener *el, void *arg)
 {
 	struct listener	*ls = arg;
-	struct timeval	 tv = { 0, ACCEPT_BACKOFF_MS * 1000 };
-	int		 err = EVUTIL_SOCKET_ERROR();
 
-	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
-		log_warnx("accept failed error=\"%s\"", strerror(err));
-		return;
-	}
-	if (!ls->backoff)
-		log_warnx("accept failed, pausing error=\"%s\"", strerror(err));
-	ls->backoff = 1;
-	listener_enable_all(ls, 0);
-	evtimer_add(ls->retry, &tv);
+	lset_accept_error(&ls->set, EVUTIL_SOCKET_ERROR());
 }
 
 static void *
@@ -226,7 +267,7 @@ listener_attach(void *arg, struct evconnlistener *el)
 
 	evconnlistener_set_error_cb(el, listener_error_cb);
 	evconnlistener_set_cb(el, listener_accept_cb, ls);
-	if (ls->paused || ls->backoff)
+	if (ls->set.paused || ls->set.backoff)
 		evconnlistener_disable(el);
 	return (el);
 }
@@ -250,10 +291,12 @@ listener_new(struct worker *w, const struct config *conf)
 		return (NULL);
 	ls->w = w;
 	snprintf(ls->what, sizeof ls->what, " worker=%u", w->id);
-	lset_init(&ls->set, w->base, &listener_ops, ls, ls->what);
+	if (lset_init(&ls->set, w->base, &listener_ops, ls, ls->what) == -1) {
+		free(ls);
+		return (NULL);
+	}
 	ls->set.reuseport = 1;
-	if ((ls->retry = evtimer_new(w->base, listener_retry_cb, ls)) == NULL ||
-	    lset_update(&ls->set, conf->listen, conf->nlisten) == -1) {
+	if (lset_update(&ls->set, conf->listen, conf->nlisten) == -1) {
 		listener_free(ls);
 		return (NULL);
 	}
@@ -272,28 +315,23 @@ listener_free(struct listener *ls)
 	if (ls == NULL)
 		return;
 	lset_clear(&ls->set);
-	if (ls->retry != NULL)
-		event_free(ls->retry);
 	free(ls);
 }
 
 void
 listener_pause(struct listener *ls)
 {
-	ls->paused = 1;
-	listener_enable_all(ls, 0);
+	lset_pause(&ls->set, 1);
 }
 
 void
 listener_resume(struct listener *ls)
 {
-	ls->paused = 0;
-	if (!ls->backoff)
-		listener_enable_all(ls, 1);
+	lset_pause(&ls->set, 0);
 }
 
 int
 listener_paused(const struct listener *ls)
 {
-	return (ls->paused);
+	return (ls->set.paused);
 }

@@ -10,6 +10,7 @@
 #define FANOUTD_LISTENER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 
@@ -36,6 +37,11 @@ struct lset {
 	void			*arg;
 	const char		*what;		/* for logs: "" or " (admin)" */
 	int			 reuseport;
+	int			 paused;	/* by the owner (max_connections) */
+	int			 backoff;	/* out of descriptors */
+	int			 episode;	/* that was logged */
+	uint64_t		 last_error_ms;
+	struct event		*retry;
 	struct lset_entry	 e[CONFIG_MAX_LISTEN];
 	size_t			 n;
 };
@@ -50,8 +56,12 @@ struct lset_change {
 	int			 fresh[CONFIG_MAX_LISTEN];	/* new index */
 };
 
-void	lset_init(struct lset *, struct event_base *, const struct lset_ops *,
+int	lset_init(struct lset *, struct event_base *, const struct lset_ops *,
 	    void *, const char *);
+/* accept(2) failed with this errno: back off when out of descriptors. */
+void	lset_accept_error(struct lset *, int);
+void	lset_accept_ok(struct lset *);
+void	lset_pause(struct lset *, int);
 /* Make the set listen on exactly these addresses. 0, or -1 with nothing
  * changed and the reason logged. */
 int	lset_update(struct lset *, const struct listen_addr *, size_t);

@@ -125,6 +125,8 @@ request_parse_target(struct request *r)
 		else
 			return (-1);
 		p = memchr(t + skip, '/', len - skip);
+		if (p == t + skip || skip == len)
+			return (-1);	/* no host: "http:///x" */
 		if (p == NULL) {
 			if (memchr(t + skip, '?', len - skip) != NULL)
 				return (-1);
@@ -146,8 +148,9 @@ request_head_done(struct request *r)
 	const struct http_header	*h;
 	const struct route_conf		*rt;
 	uint64_t			 deadline, client;
-	unsigned			 bit;
+	unsigned			 bit, nhost;
 	struct timeval			 tv;
+	size_t				 i;
 
 	if ((h = http_headers_get(&r->headers, "x-request-id")) != NULL &&
 	    request_id_valid(h->value, h->valuelen))
@@ -160,8 +163,18 @@ request_head_done(struct request *r)
 		r->reject_error = "bad_request_target";
 		return;
 	}
-	if (r->http_minor >= 1 && http_headers_get(&r->headers, "host") == NULL) {
-		/* RFC 9112 3.2: a 1.1 request without Host is refused. */
+	/* RFC 9112 3.2: one valid Host, and a 1.1 request must have it. */
+	for (i = 0, nhost = 0; i < r->headers.n; i++) {
+		h = &r->headers.v[i];
+		if (!strn_eq_ci(h->name, h->namelen, "host"))
+			continue;
+		if (++nhost > 1 || !http_host_valid(h->value, h->valuelen)) {
+			r->reject = 400;
+			r->reject_error = "bad_host";
+			return;
+		}
+	}
+	if (r->http_minor >= 1 && nhost == 0) {
 		r->reject = 400;
 		r->reject_error = "missing_host";
 		return;
@@ -299,17 +312,19 @@ request_error(struct request *r, int status, const char *error)
 {
 	struct evbuffer		*h = NULL, *body = NULL;
 	unsigned long long	 bytes = 0;
+	size_t			 cut;
 	enum conn_after		 how;
 
 	if (r->state == REQ_DONE)
 		return;
 	if (r->streaming) {
+		r->streaming = 0;
 		/* A head is out already: the only honest end is a cut. */
-		if (r->conn != NULL)
-			bytes = conn_stream_abort(r->conn);
-		r->conn = NULL;
-		request_end(r, status, bytes);
-		return;
+		if (r->conn != NULL && conn_stream_abort(r->conn, &cut) == -1) {
+			r->conn = NULL;
+			request_end(r, status, cut);
+			return;
+		}
 	}
 	if (r->id[0] == '\0')
 		request_id_new(r->id, sizeof r->id);
@@ -527,17 +542,18 @@ static void
 stream_leg_ended(struct request *r, struct leg *l)
 {
 	unsigned long long	bytes = 0;
-	struct conn		*conn = r->conn;
 
-	r->conn = NULL;
 	if (l->outcome == LEG_OK || l->outcome == LEG_STATUS) {
-		if (conn != NULL)
-			bytes = conn_stream_end(conn);
-	} else if (conn != NULL) {
-		/* Cut mid-body: the client must not take it for whole. */
-		bytes = conn_stream_abort(conn);
+		if (r->conn != NULL)
+			bytes = conn_stream_end(r->conn);
+		r->conn = NULL;
+		request_end(r, l->status, bytes);
+		return;
 	}
-	request_end(r, l->status, bytes);
+	/* Failed mid-body: request_error takes the head back if it can, and
+	 * cuts the connection if it cannot. */
+	request_error(r, l->error == XFER_TIMEOUT ? 504 : 502,
+	    l->error == XFER_TIMEOUT ? "upstream_timeout" : "upstream_failed");
 }
 
 void

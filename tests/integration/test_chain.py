@@ -3,7 +3,6 @@ budget shrinks at every hop, and a client hang-up at A travels down the
 chain: A closes its leg to B, B sees its own client hang up (499
 client_closed) and closes the far upstream's connection."""
 
-import json
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean
@@ -97,8 +96,11 @@ class ChainTest(harness.TestCase):
         self.assertTrue(0 < at_far < 900, at_far)
 
     def test_budget_enforced_at_b(self):
-        # A gives B about 600ms; B must give up on the far upstream by then,
-        # though its own route deadline is 20s
+        # The client gives A 600ms, A gives B a little less; the far
+        # upstream is cut then, though B's own route deadline is 20s.  B's
+        # deadline fires a few ms (the margin) before A's, so B normally logs
+        # deadline; on a starved machine A's may win and B sees its client
+        # leave: either way nothing waits for the 20s.
         rid = "chain-budget-3"
         with self.a.client() as c:
             c.request("GET", "/p/x?delay=5000&tag=cb3",
@@ -106,10 +108,15 @@ class ChainTest(harness.TestCase):
             far = self.far.wait_for_tag("cb3")
             r = c.read_response(timeout=5)
         self.assertEqual(r.status, 504, r)
+        self.assertLess(r.received - far.arrived, 2.0, "the 600ms budget was not kept")
         self.assertClosedWithin(self.far, far, r.received, CHAIN_PROMPT,
                                 "far upstream connection after the budget ran out")
+        self.assertLess(deadline_ms(far), 600)
         eb = self.b.wait_access_log(request_id=rid)
-        self.assertEqual(eb["cancel_reason"], "deadline", eb)
+        self.assertIn((eb["status"], eb["cancel_reason"]),
+                      [(504, "deadline"), (499, "client_closed")], eb)
+        ea = self.a.wait_access_log(request_id=rid)
+        self.assertEqual(ea["status"], 504, ea)
 
     def _hangup(self, target, tag, how):
         rid = "chain-" + tag

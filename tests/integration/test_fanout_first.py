@@ -59,12 +59,12 @@ class FirstTest(harness.SharedDaemonTest):
         self.assertEqual(r.header("x-winner-thing"), "42", r)
         self.assertEqual(r.header("x-upstream"), "b", r)
         self.assertEqual(r.header("x-request-id"), rid)
-        self.assertLess(r.received - t0, 1.5, "waited for the slow legs")
+        self.assertLess(r.received - t0, 2.5, "waited for the 5s legs")
         reqs = {n: self.f[n].wait_for_tag(t) for n in NAMES}
         # all at once (not hedged): the three legs arrive together, and the
         # losers were in flight before the winner answered
         arr = [x.arrived for x in reqs.values()]
-        self.assertLess(max(arr) - min(arr), 0.04, "legs not sent at once: spread "
+        self.assertLess(max(arr) - min(arr), 0.1, "legs not sent at once: spread "
                         "%.0f ms" % ((max(arr) - min(arr)) * 1000))
         for n in ("a", "c"):
             self.assertLess(reqs[n].arrived, reqs["b"].responded,
@@ -82,6 +82,12 @@ class FirstTest(harness.SharedDaemonTest):
             self.assertEqual((ups[n].get("error"), ups[n].get("reason")),
                              ("cancelled", "superseded"), e)
             self.assertIn("duration_ms", ups[n], e)
+        # started together, cut together: the losers' legs lasted as long as
+        # each other and at least as long as the winner's (daemon-measured,
+        # so immune to the fakes' scheduling); a hedged start would not
+        self.assertLess(abs(ups["a"]["duration_ms"] - ups["c"]["duration_ms"]), 10, e)
+        for n in ("a", "c"):
+            self.assertGreaterEqual(ups[n]["duration_ms"] + 1, ups["b"]["duration_ms"], e)
         # metrics: once per request, the losers cancelled, never errors
         self.fd.wait_metric("fanoutd_cancellations_total",
                             lambda v: v >= m0.get("fanoutd_cancellations_total",
@@ -173,7 +179,7 @@ class FirstTest(harness.SharedDaemonTest):
         rid = "first-" + t
         r, t0 = self.call("/firstdl/x?delay=5000&tag=" + t, rid=rid)
         self.assertErrorJSON(r, 504)
-        self.assertLess(r.received - t0, 1.2)
+        self.assertLess(r.received - t0, 2.0, "the deadline did not cut the 5s legs")
         for n in NAMES:
             self.assertClosedWithin(self.f[n], self.f[n].wait_for_tag(t), r.received,
                                     PROMPT, "leg %s" % n)

@@ -45,7 +45,7 @@ class QuorumTest(harness.SharedDaemonTest):
         self.assertLegError(env, "c", "cancelled", "superseded")
         el = r.received - t0
         self.assertGreaterEqual(el, 0.08, "answered before the second success")
-        self.assertLess(el, 1.0, "waited for the slow leg (%.0f ms)" % (el * 1000))
+        self.assertLess(el, 2.5, "waited for the slow leg (%.0f ms)" % (el * 1000))
         c = self.f["c"].wait_for_tag(t)
         self.assertClosedWithin(self.f["c"], c, r.received, PROMPT, "superseded leg c")
         self.assertIsNone(c.responded)
@@ -89,7 +89,7 @@ class QuorumTest(harness.SharedDaemonTest):
         self.assertIn(env["b"].get("error"), ("reset", "protocol"), env)
         self.assertLegError(env, "c", "cancelled", "superseded")
         el = r.received - t0
-        self.assertLess(el, 1.0, "502 after %.0f ms: waited for the slow leg"
+        self.assertLess(el, 2.5, "502 after %.0f ms: waited for the slow leg"
                         % (el * 1000))
         c = self.f["c"].wait_for_tag(t)
         self.assertClosedWithin(self.f["c"], c, r.received, PROMPT, "slow leg c")
@@ -104,7 +104,7 @@ class QuorumTest(harness.SharedDaemonTest):
         t = self.tag("q3")
         r, t0 = self.call("/q3/x?tag=%s&a.status=500&delay=5000&a.delay=0" % t)
         env = self.assertEnvelope(r, 502, NAMES)
-        self.assertLess(r.received - t0, 1.0)
+        self.assertLess(r.received - t0, 2.5, "waited for the 5s legs")
         for n in ("b", "c"):
             self.assertLegError(env, n, "cancelled", "superseded")
             self.assertClosedWithin(self.f[n], self.f[n].wait_for_tag(t), r.received,
@@ -138,7 +138,7 @@ class QuorumTest(harness.SharedDaemonTest):
         self.assertLegError(env, "d", "cancelled", "superseded")
         el = r.received - t0
         self.assertGreaterEqual(el, 0.28, "answered with 2 of 4 (%.0f ms)" % (el * 1000))
-        self.assertLess(el, 1.5)
+        self.assertLess(el, 2.5, "waited for the 5s leg")
         self.assertClosedWithin(self.f["d"], self.f["d"].wait_for_tag(t), r.received,
                                 PROMPT, "leg d")
 
@@ -149,7 +149,7 @@ class QuorumTest(harness.SharedDaemonTest):
         self.assertErrorJSON(r, 504)
         el = r.received - t0
         self.assertGreater(el, 0.3)
-        self.assertLess(el, 1.2)
+        self.assertLess(el, 2.0, "the deadline did not cut the 5s legs")
         for n in ("b", "c"):
             self.assertClosedWithin(self.f[n], self.f[n].wait_for_tag(t), r.received,
                                     PROMPT, "leg %s" % n)

@@ -196,21 +196,24 @@ class NotifyTest(harness.TestCase):
         self.assertEqual(self.ns.count("READY", since=m), 0)
 
     def test_watchdog_pets(self):
-        fd = self.start(env={"WATCHDOG_USEC": "200000"})
+        # A 1 s period: fanoutd pets every 500 ms. The bounds leave room for
+        # a loaded machine (the receiving thread is late too), not for a
+        # loop that stops petting.
+        fd = self.start(env={"WATCHDOG_USEC": "1000000"})
         _, t_ready, _ = self.ns.wait_for("READY", "1")
         self.ns.wait_for("WATCHDOG", "1")
-        # a bounded observation window: how many in one second
         start = self.ns.mark()
         t0 = time.monotonic()
-        harness.wait_until(lambda: time.monotonic() - t0 >= 1.0, 2.0, "one second")
+        harness.wait_until(lambda: time.monotonic() - t0 >= 2.5, 4.0,
+                           "two and a half seconds")
         n = self.ns.count("WATCHDOG", since=start)
-        self.assertGreaterEqual(n, 4, "only %d WATCHDOG=1 in 1 s with "
-                                "WATCHDOG_USEC=200000 (a 200 ms period)" % n)
-        self.assertLessEqual(n, 40, "%d WATCHDOG=1 in 1 s: a busy loop?" % n)
+        self.assertGreaterEqual(n, 3, "only %d WATCHDOG=1 in 2.5 s with "
+                                "WATCHDOG_USEC=1000000 (a 1 s period)" % n)
+        self.assertLessEqual(n, 25, "%d WATCHDOG=1 in 2.5 s: a busy loop?" % n)
         # gaps never reach the watchdog period
         times = [t for t, kv in self.ns.snapshot() if "WATCHDOG" in kv]
         gaps = [b - a for a, b in zip(times, times[1:])]
-        self.assertLess(max(gaps), 0.2, "a gap of %.0f ms between WATCHDOG=1"
+        self.assertLess(max(gaps), 1.0, "a gap of %.0f ms between WATCHDOG=1"
                         % (max(gaps) * 1000))
         self.assertTrue(fd.running())
 

@@ -199,6 +199,25 @@ test_client_deadline(void **state)
 }
 
 static void
+test_host_valid(void **state)
+{
+	const char	*good[] = { "", "example.com", "a.b-c_d~e", "127.0.0.1",
+			    "h:80", "h:65535", "[::1]", "[::1]:8080",
+			    "[2001:db8::a]:1", "xn--bcher-kva.example", "h:" };
+	const char	*bad[] = { "a b", "h:8x", "h:123456", "[::1", "[]",
+			    "[::1]x", "[zz::1]", ":80", "a/b", "a@b", "h\t",
+			    "a\"b" };
+	size_t		 i;
+
+	for (i = 0; i < sizeof good / sizeof good[0]; i++)
+		assert_true(http_host_valid(good[i], strlen(good[i])));
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		assert_false(http_host_valid(bad[i], strlen(bad[i])));
+	/* A NUL inside the counted value is not a host either. */
+	assert_false(http_host_valid("a\0b", 3));
+}
+
+static void
 test_headers_list(void **state)
 {
 	struct http_headers	h;
@@ -228,6 +247,7 @@ main(void)
 		cmocka_unit_test(test_framing_headers_dropped),
 		cmocka_unit_test(test_response_headers),
 		cmocka_unit_test(test_client_deadline),
+		cmocka_unit_test(test_host_valid),
 		cmocka_unit_test(test_headers_list),
 	};
 
