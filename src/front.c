@@ -85,6 +85,8 @@ struct conn {
 	int			 error_status;	/* set by a parser callback */
 	const char		*error_text;
 	int			 complete;	/* a whole request was parsed */
+	int			 early;		/* head parsed, body to stream */
+	int			 body_blocked;	/* the upstream is behind */
 	const char		*exec_start;	/* the bytes llhttp is given */
 	const char		*exec_end;
 	const char		*value_end;	/* where the last value span ended */
@@ -384,6 +386,13 @@ conn_parse(struct conn *c)
 
 	while ((c->state == CONN_HEAD || c->state == CONN_BODY) &&
 	    evbuffer_peek(in, -1, NULL, &v, 1) >= 1 && v.iov_len > 0) {
+		if (c->req != NULL && request_body_full(c->req)) {
+			/* The upstream takes the body slower than the client
+			 * sends it: stop reading until it catches up. */
+			c->body_blocked = 1;
+			conn_reading(c, 0);
+			return;
+		}
 		c->exec_start = v.iov_base;
 		c->exec_end = c->exec_start + v.iov_len;
 		err = llhttp_execute(&c->parser, v.iov_base, v.iov_len);
@@ -393,13 +402,27 @@ conn_parse(struct conn *c)
 			evbuffer_drain(in, v.iov_len);
 			continue;
 		}
+		if (err == HPE_PAUSED && c->early) {
+			/* Mode proxy: send it on while the body arrives. */
+			used = llhttp_get_error_pos(&c->parser) -
+			    (const char *)v.iov_base;
+			evbuffer_drain(in, used);
+			c->early = 0;
+			llhttp_resume(&c->parser);
+			c->req->body_streaming = 1;
+			request_dispatch(c->req);
+			continue;
+		}
 		if (err == HPE_PAUSED && c->complete) {
 			used = llhttp_get_error_pos(&c->parser) -
 			    (const char *)v.iov_base;
 			evbuffer_drain(in, used);
 			conn_set_state(c, CONN_WAITING);
 			conn_timer(c, 0);
-			request_dispatch(c->req);
+			if (c->req->state == REQ_READING)
+				request_dispatch(c->req);
+			else
+				request_body_done(c->req);
 			return;
 		}
 		/* 505 for a well-formed version we do not speak; a
@@ -466,8 +489,13 @@ conn_head(struct conn *c, int status, struct evbuffer *headers,
 	if (how != CONN_KEEP || c->w->draining ||
 	    (content_length < 0 && http10))
 		c->close_after = 1;
-	if (how == CONN_CLOSE_LINGER)
+	/* Answered before its body was all read (mode proxy may): the rest
+	 * cannot be told from a next request, so read it away and close. */
+	if (how == CONN_CLOSE_LINGER || c->state == CONN_HEAD ||
+	    c->state == CONN_BODY) {
+		c->close_after = 1;
 		c->linger = 1;
+	}
 	keep = !c->close_after && !c->peer_eof;
 	if (!keep)
 		c->close_after = 1;
@@ -663,6 +691,18 @@ conn_kick_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (c->state == CONN_WRITING && evbuffer_get_length(c->out) == 0)
 		conn_next_request(c);
+	else if (c->state == CONN_HEAD || c->state == CONN_BODY)
+		conn_parse(c);	/* body that waited for the upstream */
+}
+
+void
+conn_body_resume(struct conn *c)
+{
+	if (!c->body_blocked)
+		return;
+	c->body_blocked = 0;
+	conn_reading(c, 1);
+	event_active(c->kick, EV_TIMEOUT, 0);
 }
 
 /* The client's FIN (reset = 0) or an error or RST (reset = 1). */
@@ -916,6 +956,12 @@ on_headers_complete(llhttp_t *p)
 	    p->content_length == 0)) {
 		conn_set_state(c, CONN_BODY);
 		conn_timer(c, c->conf->body_timeout_ms);
+		if (request_streams_body(r)) {
+			r->source.size = (p->flags & F_CONTENT_LENGTH) ?
+			    (long long)p->content_length : -1;
+			c->early = 1;
+			return (HPE_PAUSED);	/* dispatched from conn_parse */
+		}
 	}
 	return (0);
 }
@@ -931,7 +977,11 @@ on_body(llhttp_t *p, const char *at, size_t len)
 		c->error_text = "body_too_large";
 		return (-1);
 	}
-	return (evbuffer_add(c->req->body, at, len));
+	if (evbuffer_add(c->req->body, at, len) == -1)
+		return (-1);
+	if (c->req->body_streaming)
+		request_body_more(c->req);
+	return (0);
 }
 
 static int

@@ -61,6 +61,10 @@ size_t	conn_stream_end(struct conn *);
  */
 int	conn_stream_abort(struct conn *, size_t *bytes);
 
+/* A streamed request body was taken in: read the client again. Safe
+ * inside curl's callbacks (it only arms events). */
+void	conn_body_resume(struct conn *);
+
 /* SIGTERM: close idle connections, mark the rest to close when done. */
 void	front_drain(struct worker *);
 /* Drain over: cancel in-flight requests (shutdown), close the rest. */

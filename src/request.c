@@ -33,7 +33,13 @@ static void	request_on_cancel(struct cancel *, enum cancel_reason, void *);
 static void	request_end(struct request *, int, unsigned long long);
 static void	leg_ended(struct leg *);
 static void	stream_leg_ended(struct request *, struct leg *);
+static size_t	leg_source_read(void *, char *, size_t, int *);
 static struct evbuffer *request_headers_new(struct request *);
+
+/* A streamed request body: stop reading the client above this much
+ * unsent, read again below the low mark. */
+#define BODY_HIGH	(256 * 1024)
+#define BODY_LOW	(64 * 1024)
 
 /* Taken off the budget each leg is told about, so that the next hop
  * gives up a little before we do and its answer can still reach us. */
@@ -224,6 +230,7 @@ request_dispatch(struct request *r)
 		request_cancel(r, CANCEL_DEADLINE);
 		return;
 	}
+	r->source.read = leg_source_read;
 	r->nlegs = r->route->nupstreams;
 	if ((r->legs = calloc(r->nlegs, sizeof *r->legs)) == NULL) {
 		r->nlegs = 0;
@@ -462,6 +469,56 @@ leg_ended(struct leg *l)
 	fanout_leg_ended(r, l);
 }
 
+/* ---- streamed request bodies (mode proxy) ---------------------------------- */
+
+int
+request_streams_body(const struct request *r)
+{
+	return (r->reject == 0 && r->route != NULL &&
+	    r->route->mode == MODE_PROXY && r->has_body);
+}
+
+/* Inside curl's read callback: hand over what arrived, touch no curl. */
+static size_t
+leg_source_read(void *arg, char *buf, size_t len, int *eof)
+{
+	struct leg	*l = arg;
+	struct request	*r = l->req;
+	int		 n;
+
+	if ((n = evbuffer_remove(r->body, buf, len)) < 0)
+		n = 0;
+	if (n == 0 && !r->body_streaming)
+		*eof = 1;
+	if (r->conn != NULL && evbuffer_get_length(r->body) < BODY_LOW)
+		conn_body_resume(r->conn);
+	return ((size_t)n);
+}
+
+void
+request_body_more(struct request *r)
+{
+	size_t	i;
+
+	for (i = 0; i < r->nlegs; i++) {
+		if (r->legs[i].state == LEG_RUNNING && r->legs[i].xfer != NULL)
+			transfer_resume_send(r->legs[i].xfer);
+	}
+}
+
+void
+request_body_done(struct request *r)
+{
+	r->body_streaming = 0;
+	request_body_more(r);	/* curl must see the end, paused or not */
+}
+
+int
+request_body_full(const struct request *r)
+{
+	return (r->body_streaming && evbuffer_get_length(r->body) > BODY_HIGH);
+}
+
 /* ---- streamed answers (mode proxy) ---------------------------------------- */
 
 /* The response headers a client sees from an upstream's. */
@@ -616,6 +673,10 @@ leg_start(struct leg *l)
 	tr.headers = &out;
 	tr.has_body = r->has_body;
 	tr.bodylen = evbuffer_get_length(r->body);
+	if (r->body_streaming) {
+		tr.source = &r->source;
+		tr.bodylen = 0;
+	}
 	tr.body = tr.bodylen ? evbuffer_pullup(r->body, -1) : NULL;
 	if (rt->mode == MODE_PROXY)
 		tr.stream = &leg_stream;

@@ -96,6 +96,8 @@ struct request {
 	unsigned		 decided:1;	/* answer chosen: losers are moot */
 	unsigned		 starting:1;	/* fanout_start sending legs */
 	unsigned		 streaming:1;	/* a leg's answer is under way */
+	unsigned		 body_streaming:1; /* legs run, body still coming */
+	struct transfer_source	 source;	/* how legs read that body */
 	struct event		*hedge_timer;
 };
 
@@ -115,6 +117,18 @@ void		 request_cancel(struct request *, enum cancel_reason);
 /* Answer with fanoutd's own JSON error and end the request. */
 void		 request_error(struct request *, int status, const char *error);
 int		 request_is_head(const struct request *);
+
+/*
+ * Mode proxy sends a request body as it arrives. The front end dispatches
+ * such a request at the end of its head, tells it of more body with
+ * request_body_more() and of its end with request_body_done(), and stops
+ * reading the client while request_body_full(); the request calls
+ * conn_body_resume() once its legs have taken enough.
+ */
+int		 request_streams_body(const struct request *);
+void		 request_body_more(struct request *);
+void		 request_body_done(struct request *);
+int		 request_body_full(const struct request *);
 
 /* For the modes (fanout.c). */
 void		 leg_start(struct leg *);

@@ -63,11 +63,14 @@ struct transfer {
 	struct evbuffer		*body;
 	const struct transfer_stream *stream;
 	uint64_t		 streamed;	/* body bytes handed over */
-	int			 paused;
+	int			 paused;	/* receiving, for the stream */
+	int			 send_paused;	/* sending, for the source */
+	const struct transfer_source *source;
 	int			 sending;	/* connected (or reused) */
 };
 
 static void	upstreams_check_done(struct upstreams *);
+static size_t	transfer_read_cb(char *, size_t, size_t, void *);
 
 const char *
 transfer_error_name(enum transfer_error e)
@@ -456,7 +459,18 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	}
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, httpver);
 
-	if (strcmp(r->method, "HEAD") == 0)
+	if (r->source != NULL) {
+		/* The body is sent as it arrives; UPLOAD makes it a PUT
+		 * unless told otherwise. */
+		x->source = r->source;
+		curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(e, CURLOPT_READFUNCTION, transfer_read_cb);
+		curl_easy_setopt(e, CURLOPT_READDATA, x);
+		if (r->source->size >= 0)
+			curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE,
+			    (curl_off_t)r->source->size);
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
+	} else if (strcmp(r->method, "HEAD") == 0)
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
 	else if (strcmp(r->method, "GET") != 0 || r->has_body) {
 		if (r->has_body) {
@@ -481,6 +495,14 @@ fail:
 	return (NULL);
 }
 
+/* The pause mask for what is still paused. */
+static int
+transfer_pause_mask(const struct transfer *x)
+{
+	return ((x->paused ? CURLPAUSE_RECV : 0) |
+	    (x->send_paused ? CURLPAUSE_SEND : 0));
+}
+
 void
 transfer_resume(struct transfer *x)
 {
@@ -488,7 +510,31 @@ transfer_resume(struct transfer *x)
 		return;
 	x->paused = 0;
 	/* This may run the write callback at once with what curl held. */
-	curl_easy_pause(x->easy, CURLPAUSE_CONT);
+	curl_easy_pause(x->easy, transfer_pause_mask(x));
+}
+
+void
+transfer_resume_send(struct transfer *x)
+{
+	if (!x->send_paused)
+		return;
+	x->send_paused = 0;
+	/* This may run the read callback at once. */
+	curl_easy_pause(x->easy, transfer_pause_mask(x));
+}
+
+static size_t
+transfer_read_cb(char *buf, size_t size, size_t nitems, void *arg)
+{
+	struct transfer	*x = arg;
+	size_t		 n;
+	int		 eof = 0;
+
+	n = x->source->read(x->arg, buf, size * nitems, &eof);
+	if (n > 0 || eof)
+		return (n);
+	x->send_paused = 1;
+	return (CURL_READFUNC_PAUSE);
 }
 
 size_t

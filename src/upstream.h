@@ -51,6 +51,17 @@ typedef void	(*transfer_done_cb)(struct transfer *,
  * unknown. data: a piece of the body; return 0 when taken, 1 to pause the
  * transfer (the piece is delivered again after transfer_resume()).
  */
+/*
+ * A request body that is still arriving: read() copies up to len bytes
+ * into buf and returns how many; 0 with *eof set ends the body, 0 without
+ * pauses the upload until transfer_resume_send(). It runs inside curl's
+ * read callback: the same rules as a stream's callbacks.
+ */
+struct transfer_source {
+	size_t	(*read)(void *, char *buf, size_t len, int *eof);
+	long long size;		/* -1: unknown, sent chunked */
+};
+
 struct transfer_stream {
 	void	(*head)(void *, int status, const struct http_headers *,
 		    long long content_length);
@@ -68,6 +79,7 @@ struct transfer_request {
 	int				 has_body;
 	uint64_t			 timeout_ms;	/* 0: the upstream's */
 	const struct transfer_stream	*stream;	/* NULL: collect */
+	const struct transfer_source	*source;	/* NULL: body above */
 };
 
 struct upstreams	*upstreams_new(struct event_base *);
@@ -82,6 +94,8 @@ size_t		 transfer_abort(struct transfer *);
 /* Go on after a stream's data callback asked for a pause. Not from
  * inside a curl callback. */
 void		 transfer_resume(struct transfer *);
+/* Go on sending after a source had nothing. Not from inside curl. */
+void		 transfer_resume_send(struct transfer *);
 
 const char	*transfer_error_name(enum transfer_error);
 

@@ -33,7 +33,8 @@ class StreamingTest(harness.TestCase):
             upstreams={"up": {"url": self.up.url, "max_response_size": "256m",
                               "timeout": "30s"}},
             routes={"r": r},
-            server={"keepalive_timeout": "30s", "body_timeout": "30s"})
+            server={"keepalive_timeout": "30s", "body_timeout": "30s",
+                    "max_body_size": "64m"})
 
     def test_large_body_passes_whole_with_its_length(self):
         fd = self.start()
@@ -133,6 +134,59 @@ class StreamingTest(harness.TestCase):
         self.up.wait_closed(req, timeout=2)
         e = fd.wait_access_log(request_id="stream-dl")
         self.assertEqual(e["cancel_reason"], "deadline", e)
+
+    # ---- request bodies ----------------------------------------------------
+
+    def test_request_body_goes_upstream_as_it_arrives(self):
+        fd = self.start()
+        total = 1000000
+        with fd.client(timeout=10) as c:
+            c.send(b"POST /up?echo=1&tag=early HTTP/1.1\r\nHost: x\r\n"
+                   b"Content-Length: %d\r\n\r\n" % total + b"a" * 1000)
+            # The upstream has the request while most of the body is still
+            # with the client: nothing waits for the whole of it.
+            req = self.up.wait_for_tag("early", timeout=3)
+            self.assertIsNone(req.complete)
+            c.send(b"a" * (total - 1000))
+            r = c.read_response(timeout=10)
+        self.assertEqual(r.status, 200)
+        echo = harness.json.loads(r.body)
+        self.assertEqual(echo["body_len"], total)
+        self.assertEqual(echo["body_sha256"],
+                         hashlib.sha256(b"a" * total).hexdigest())
+        self.assertEqual(echo["method"], "POST")
+
+    def test_large_chunked_upload_arrives_whole(self):
+        fd = self.start()
+        body = os.urandom(8 * 1024 * 1024)
+        with fd.client(timeout=20) as c:
+            c.send(b"PUT /up?echo=1 HTTP/1.1\r\nHost: x\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n")
+            for i in range(0, len(body), 100000):
+                piece = body[i:i + 100000]
+                c.send(b"%x\r\n" % len(piece) + piece + b"\r\n")
+            c.send(b"0\r\n\r\n")
+            r = c.read_response(timeout=20)
+        self.assertEqual(r.status, 200)
+        echo = harness.json.loads(r.body)
+        self.assertEqual(echo["method"], "PUT")
+        self.assertEqual(echo["body_len"], len(body))
+        self.assertEqual(echo["body_sha256"], hashlib.sha256(body).hexdigest())
+
+    def test_client_gone_mid_upload_closes_the_upstream(self):
+        fd = self.start()
+        c = fd.client()
+        self.addCleanup(c.__exit__)
+        c.send(b"POST /up?echo=1&tag=gone HTTP/1.1\r\nHost: x\r\n"
+               b"X-Request-Id: upload-gone\r\n"
+               b"Content-Length: 1000000\r\n\r\n" + b"a" * 5000)
+        req = self.up.wait_for_tag("gone", timeout=3)
+        t0 = c.close()
+        self.assertClosedWithin(self.up, req, t0, 0.2,
+                                "upstream connection after a mid-upload close")
+        self.assertIsNone(req.complete)
+        e = fd.wait_access_log(request_id="upload-gone")
+        self.assertEqual(e["status"], 499, e)
 
 
 if __name__ == "__main__":
