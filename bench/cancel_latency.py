@@ -4,11 +4,14 @@
 Run by hand (not part of make check):
 
     python3 bench/cancel_latency.py [--fanoutd PATH] [-n 200] [--mode close|rst|half|mix]
+                                    [--legs N]
 
 Each trial: open a client, send a request the upstream holds for 10 s, wait
 until the fake upstream has seen it arrive, record t0, hang up the client,
 and record when the upstream sees its connection close.  Prints median, p90,
-p99 and max of (upstream close - t0) in milliseconds.
+p99 and max of (upstream close - t0) in milliseconds.  With --legs N the
+route fans out (mode all) to N upstreams and a trial's latency is the time
+until the last of the N upstream connections closed.
 """
 
 import argparse
@@ -45,6 +48,8 @@ def main():
     ap.add_argument("--timeout", type=float, default=5.0,
                     help="give up on one trial after this many seconds")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    ap.add_argument("--legs", type=int, default=1,
+                    help="fan out to this many upstreams (mode all)")
     args = ap.parse_args()
 
     if not os.access(args.fanoutd, os.X_OK):
@@ -53,11 +58,16 @@ def main():
         os.environ["FANOUTD_KEEP_TMP"] = "1"
 
     modes = ["close", "rst", "half"] if args.mode == "mix" else [args.mode]
-    up = FakeUpstream("bench")
+    ups = [FakeUpstream("bench%d" % i) for i in range(args.legs)]
+    route = {"match": "/", "upstreams": ", ".join("bench%d" % i
+                                                    for i in range(args.legs)),
+             "deadline": "60s"}
+    if args.legs > 1:
+        route["mode"] = "all"
     fd = harness.Fanoutd(
         binary=args.fanoutd,
-        upstreams={"bench": up},
-        routes={"r": {"match": "/", "upstreams": "bench", "deadline": "60s"}},
+        upstreams={"bench%d" % i: u for i, u in enumerate(ups)},
+        routes={"r": route},
         server={"log_level": "warn", "keepalive_timeout": "60s"})
     lat = {m: [] for m in modes}
     failures = 0
@@ -69,10 +79,11 @@ def main():
             c = harness.Client(fd.port)
             try:
                 c.request("GET", "/bench?delay=%d&tag=%s" % (args.delay, tag))
-                req = up.wait_for_tag(tag, timeout=args.timeout)
+                reqs = [u.wait_for_tag(tag, timeout=args.timeout) for u in ups]
                 t0 = c.abort(how)
                 try:
-                    t1 = up.wait_closed(req, timeout=args.timeout)
+                    t1 = max(u.wait_closed(r, timeout=args.timeout)
+                             for u, r in zip(ups, reqs))
                 except AssertionError:
                     failures += 1
                     print("trial %d (%s): upstream not closed within %.1fs"
@@ -85,10 +96,11 @@ def main():
             print("temp dir:", fd.tmp)
     finally:
         fd.cleanup()
-        up.close()
+        for u in ups:
+            u.close()
 
     print("command: %s" % " ".join([sys.executable] + sys.argv))
-    print("fanoutd: %s" % args.fanoutd)
+    print("fanoutd: %s (legs: %d)" % (args.fanoutd, args.legs))
     everything = []
     for how in modes:
         vals = sorted(lat[how])

@@ -66,7 +66,8 @@ envelope_add_body(json_t *obj, const char *ctype, size_t ctlen,
 	char	*b64;
 
 	if (envelope_is_json_type(ctype, ctlen) && len > 0)
-		v = json_loadb((const char *)body, len, JSON_DECODE_ANY, NULL);
+		v = json_loadb((const char *)body, len,
+		    JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
 	if (v == NULL && memchr(body, '\0', len) == NULL)
 		v = json_stringn((const char *)body, len);	/* NULL: not UTF-8 */
 	if (v != NULL)

@@ -47,6 +47,10 @@ test_json_body_embedded(void **state)
 	assert_null(json_object_get(o, "body_base64"));
 	json_decref(o);
 
+	/* An escaped NUL is valid JSON. */
+	json_decref(o);
+	o = embed("application/json", "{\"s\": \"a\\u0000b\"}", 17);
+	assert_true(json_is_object(json_object_get(o, "body")));
 	/* Any JSON value, not only objects. */
 	o = embed("application/json", "42", 2);
 	assert_true(json_is_integer(json_object_get(o, "body")));
