@@ -95,6 +95,11 @@ proxy_leg_ended(struct request *r, struct leg *l)
 		request_answer_leg(r, l, NULL, NULL);
 		return;
 	}
+	if (l->outcome == LEG_FAILED && l->error == XFER_NO_SOCKET) {
+		/* Ours, not the upstream's: the next would fail the same. */
+		request_error(r, 503, "over_capacity");
+		return;
+	}
 	if (l->outcome == LEG_FAILED && l->error == XFER_CONNECT &&
 	    r->legs_sent < rt->nupstreams) {
 		/* Nothing reached that upstream: try the next in the ring. */

@@ -254,6 +254,7 @@ front_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa,
 
 	TAILQ_INSERT_TAIL(&w->conns, c, entry);
 	w->nconns++;	/* this worker's thread only */
+	server_conn_opened();
 	metrics_gauge_add(G_CONNECTIONS_ACTIVE, 1);
 	metrics_counter_add(C_CONNECTIONS_TOTAL, 1);
 

@@ -20,11 +20,13 @@
 #include "util.h"
 
 #define ACCEPT_BACKOFF_MS	100
+#define RECHECK_MS		50
 
 struct listener {
 	struct worker	*w;
 	struct lset	 set;
 	char		 what[32];	/* for the logs */
+	struct event	*recheck;	/* while paused at max_connections */
 };
 
 /* ---- listener sets ------------------------------------------------------- */
@@ -36,6 +38,7 @@ addr_equal(const struct listen_addr *a, const struct listen_addr *b)
 }
 
 static void	lset_retry_cb(evutil_socket_t, short, void *);
+static void	listener_recheck_cb(evutil_socket_t, short, void *);
 
 int
 lset_init(struct lset *s, struct event_base *base, const struct lset_ops *ops,
@@ -245,10 +248,13 @@ listener_accept_cb(struct evconnlistener *el, evutil_socket_t fd,
 
 	lset_accept_ok(&ls->set);
 	front_accept(w, fd, sa, salen);
-	if (w->nconns >= w->max_conns && !ls->set.paused) {
-		log_info("max_connections reached, accepting paused "
-		    "connections=%u", w->nconns);
+	if (server_conns_full() && !ls->set.paused) {
+		log_info("max_connections reached, accepting paused%s "
+		    "connections=%u", ls->what, w->nconns);
 		listener_pause(ls);
+		/* The others too, before their listeners take more; one
+		 * may still slip in on each meanwhile. */
+		server_pause_accepting(w);
 	}
 }
 
@@ -296,7 +302,8 @@ listener_new(struct worker *w, const struct config *conf)
 		return (NULL);
 	}
 	ls->set.reuseport = 1;
-	if (lset_update(&ls->set, conf->listen, conf->nlisten) == -1) {
+	if ((ls->recheck = evtimer_new(w->base, listener_recheck_cb, ls)) ==
+	    NULL || lset_update(&ls->set, conf->listen, conf->nlisten) == -1) {
 		listener_free(ls);
 		return (NULL);
 	}
@@ -315,18 +322,42 @@ listener_free(struct listener *ls)
 	if (ls == NULL)
 		return;
 	lset_clear(&ls->set);
+	if (ls->recheck != NULL)
+		event_free(ls->recheck);
 	free(ls);
+}
+
+/*
+ * Paused at max_connections, which counts every worker's connections: a
+ * close on another worker does not reach us, so look again every so often.
+ */
+static void
+listener_recheck_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener	*ls = arg;
+	struct timeval	 tv = { 0, RECHECK_MS * 1000 };
+
+	if (!ls->set.paused)
+		return;
+	if (!server_conns_full())
+		listener_resume(ls);
+	else
+		evtimer_add(ls->recheck, &tv);
 }
 
 void
 listener_pause(struct listener *ls)
 {
+	struct timeval	tv = { 0, RECHECK_MS * 1000 };
+
 	lset_pause(&ls->set, 1);
+	evtimer_add(ls->recheck, &tv);
 }
 
 void
 listener_resume(struct listener *ls)
 {
+	evtimer_del(ls->recheck);
 	lset_pause(&ls->set, 0);
 }
 

@@ -43,16 +43,21 @@ usage(FILE *f)
 
 /* Allow as many descriptors as the hard limit lets us: one per client
  * connection and one per upstream connection. */
-static void
+static unsigned long
 raise_nofile(void)
 {
 	struct rlimit	rl;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		return (1024);
+	if (rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1) {
 			log_warn("cannot raise the descriptor limit");
+			getrlimit(RLIMIT_NOFILE, &rl);
+		}
 	}
+	return (rl.rlim_cur == RLIM_INFINITY ? 1048576 : (unsigned long)rl.rlim_cur);
 }
 
 int
@@ -69,6 +74,7 @@ main(int argc, char *argv[])
 	struct config			*conf;
 	char				*errors = NULL;
 	int				 ch, test = 0;
+	unsigned long			 nofile;
 
 	while ((ch = getopt_long(argc, argv, "c:tVh", longopts, NULL)) != -1) {
 		switch (ch) {
@@ -110,7 +116,7 @@ main(int argc, char *argv[])
 
 	log_set_level(conf->log_level);
 	signal(SIGPIPE, SIG_IGN);
-	raise_nofile();
+	nofile = raise_nofile();
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		fatalx("cannot initialise libcurl");
 	/* Before any event_base: the main thread calls into workers' loops. */
@@ -120,7 +126,7 @@ main(int argc, char *argv[])
 	front_init();
 	if (accesslog_open(conf->access_log) == -1)
 		fatal("cannot open access log %s", conf->access_log);
-	if (server_start(conf) == -1) {
+	if (server_start(conf, nofile) == -1) {
 		server_free();
 		config_unref(conf);
 		return (2);

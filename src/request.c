@@ -34,6 +34,7 @@ static void	request_end(struct request *, int, unsigned long long);
 static void	leg_ended(struct leg *);
 static void	stream_leg_ended(struct request *, struct leg *);
 static size_t	leg_source_read(void *, char *, size_t, int *);
+static void	log_no_socket(struct request *);
 static struct evbuffer *request_headers_new(struct request *);
 
 /* A streamed request body: stop reading the client above this much
@@ -442,11 +443,29 @@ leg_transfer_done(struct transfer *x, struct transfer_result *res, void *arg)
 		l->error = res->error;
 		metrics_upstream_done(l->up->name,
 		    res->error == XFER_TIMEOUT ? "timeout" : "error");
+		if (res->error == XFER_NO_SOCKET)
+			log_no_socket(l->req);
 		log_info("upstream failed request_id=%s upstream=%s error=%s "
 		    "detail=\"%s\"", l->req->id, l->up->name,
 		    transfer_error_name(res->error), res->detail);
 	}
 	leg_ended(l);
+}
+
+/* Out of descriptors: loud, but not once per request. */
+static void
+log_no_socket(struct request *r)
+{
+	static uint64_t	last;	/* atomic */
+	uint64_t	now = now_ms(), prev;
+
+	prev = __atomic_load_n(&last, __ATOMIC_RELAXED);
+	if (now - prev < 1000 || !__atomic_compare_exchange_n(&last, &prev, now,
+	    0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		return;
+	log_warnx("out of file descriptors for upstream connections, "
+	    "answering 503 request_id=%s (raise LimitNOFILE or lower "
+	    "max_connections)", r->id);
 }
 
 /* Every end of a leg comes through here, whatever ended it. */

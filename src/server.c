@@ -41,16 +41,86 @@ server_draining(void)
 	return (__atomic_load_n(&server->draining, __ATOMIC_RELAXED));
 }
 
-/* A worker's share of max_connections (at least one each). */
-static unsigned
-worker_share(const struct config *conf, unsigned nworkers)
-{
-	unsigned	share = conf->max_connections / nworkers;
+/* Idle upstream connections curl may keep, per worker. */
+#define POOL_MAX	1024
+/* Descriptors for everything but connections: listeners, logs, ... */
+#define FD_RESERVE	64
 
-	return (share ? share : 1);
+void
+server_conn_opened(void)
+{
+	__atomic_add_fetch(&server->nconns, 1, __ATOMIC_RELAXED);
+}
+
+void
+server_conn_closed(void)
+{
+	__atomic_sub_fetch(&server->nconns, 1, __ATOMIC_RELAXED);
+}
+
+int
+server_conns_full(void)
+{
+	return (__atomic_load_n(&server->nconns, __ATOMIC_RELAXED) >=
+	    __atomic_load_n(&server->max_conns, __ATOMIC_RELAXED));
+}
+
+/* Idle upstream connections each worker's curl may keep. */
+static unsigned long
+server_pool_size(void)
+{
+	unsigned long	pool = server->nofile / (8 * server->nworkers);
+
+	return (pool > POOL_MAX ? POOL_MAX : pool < 4 ? 4 : pool);
+}
+
+/*
+ * max_connections as configured; with a warning when the descriptor
+ * limit cannot serve that many busy connections (each takes its own
+ * descriptor and one per leg), since a transfer that cannot get a socket
+ * fails (503, over capacity).
+ */
+static unsigned
+server_max_conns(const struct config *conf)
+{
+	unsigned long	per = 1, legs, need;
+	size_t		i;
+
+	for (i = 0; i < conf->nroutes; i++) {
+		legs = conf->routes[i]->mode == MODE_PROXY ? 1 :
+		    conf->routes[i]->nupstreams;
+		if (1 + legs > per)
+			per = 1 + legs;
+	}
+	need = FD_RESERVE + server->nworkers * server_pool_size() +
+	    (unsigned long)conf->max_connections * per;
+	if (need > server->nofile)
+		log_warnx("max_connections %u, all busy, may need %lu "
+		    "descriptors; the limit is %lu (raise LimitNOFILE)",
+		    conf->max_connections, need, server->nofile);
+	return (conf->max_connections);
 }
 
 /* ---- on a worker's thread --------------------------------------------------- */
+
+static void
+worker_pause_job(struct worker *w, void *arg)
+{
+	if (w->listener != NULL && !listener_paused(w->listener) &&
+	    server_conns_full())
+		listener_pause(w->listener);
+}
+
+void
+server_pause_accepting(struct worker *from)
+{
+	unsigned	i;
+
+	for (i = 0; i < server->nworkers; i++) {
+		if (server->workers[i] != from)
+			worker_call(server->workers[i], worker_pause_job, NULL, 0);
+	}
+}
 
 static void
 worker_check_idle(struct worker *w)
@@ -66,8 +136,10 @@ void
 worker_conn_gone(struct worker *w)
 {
 	w->nconns--;
+	server_conn_closed();
+	/* Other workers' paused listeners find out from their own timers. */
 	if (w->listener != NULL && listener_paused(w->listener) &&
-	    w->nconns < w->max_conns)
+	    !server_conns_full())
 		listener_resume(w->listener);
 	worker_check_idle(w);
 }
@@ -130,7 +202,6 @@ reload_commit_job(struct worker *w, void *arg)
 	if (j->prepared)
 		lset_commit(listener_set(w->listener), &j->ch);
 	worker_set_conf(w, j->conf);
-	w->max_conns = worker_share(j->conf, server->nworkers);
 }
 
 static void
@@ -264,6 +335,8 @@ server_reload(void)
 	free(jobs);
 
 	log_set_level(conf->log_level);
+	__atomic_store_n(&server->max_conns, server_max_conns(conf),
+	    __ATOMIC_RELAXED);
 	server->conf = conf;
 	config_unref(old);
 	metrics_config_reload(1);
@@ -298,24 +371,26 @@ server_sigusr1_cb(evutil_socket_t sig, short what, void *arg)
 }
 
 int
-server_start(struct config *conf)
+server_start(struct config *conf, unsigned long nofile)
 {
 	struct worker	*w;
 	unsigned	 i;
 
 	server->conf = config_ref(conf);
+	server->nofile = nofile;
 	if ((server->base = event_base_new()) == NULL) {
 		log_error("cannot set up the event loop");
 		return (-1);
 	}
 	server->nworkers = conf->workers ? conf->workers : 1;
+	server->max_conns = server_max_conns(conf);
 	if ((server->workers = calloc(server->nworkers,
 	    sizeof *server->workers)) == NULL)
 		return (-1);
 	for (i = 0; i < server->nworkers; i++) {
-		if ((w = server->workers[i] = worker_new(i, conf)) == NULL)
+		if ((w = server->workers[i] = worker_new(i, conf,
+		    server_pool_size())) == NULL)
 			return (-1);
-		w->max_conns = worker_share(conf, server->nworkers);
 		/* Bound here, before the thread runs: start-up fails whole. */
 		if ((w->listener = listener_new(w, conf)) == NULL)
 			return (-1);

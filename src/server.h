@@ -44,7 +44,6 @@ struct worker {
 	struct config		*conf;		/* this worker's reference */
 	struct conn_list	 conns;
 	unsigned		 nconns;
-	unsigned		 max_conns;	/* its share of max_connections */
 	struct listener		*listener;
 	struct event		*reaper;
 	SLIST_HEAD(, grave)	 graveyard;
@@ -67,19 +66,28 @@ struct server {
 	int			 draining;	/* SIGTERM seen (atomic) */
 	int			 stopping;	/* drain over (main thread) */
 	unsigned		 idle_workers;	/* atomic */
+	unsigned		 nconns;	/* all workers' (atomic) */
+	unsigned		 max_conns;	/* in effect (atomic) */
+	unsigned long		 nofile;	/* the descriptor limit */
 };
 
 extern struct server	*server;
 
 /* 0 / -1 with the reason logged; the caller exits 2 on -1. */
-int	server_start(struct config *);
+int	server_start(struct config *, unsigned long nofile);
 /* Runs until the drain is over. */
 void	server_run(void);
 void	server_free(void);
 int	server_draining(void);
+/* Client connections: count them, and say whether one more fits. */
+void	server_conn_opened(void);
+void	server_conn_closed(void);
+int	server_conns_full(void);
+/* max_connections reached on worker w: pause the other workers too. */
+void	server_pause_accepting(struct worker *);
 
 /* An event loop with its curl multi, no listeners and no thread yet. */
-struct worker	*worker_new(unsigned, struct config *);
+struct worker	*worker_new(unsigned, struct config *, unsigned long pool);
 void		 worker_free(struct worker *);
 /* Run fn(w, arg) on w's loop; wait for it when sync. */
 void		 worker_call(struct worker *, void (*)(struct worker *, void *),

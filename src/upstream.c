@@ -15,6 +15,7 @@
  *   makes curl close its connection, which is how the upstream learns that
  *   nobody is waiting any more.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,6 +83,7 @@ transfer_error_name(enum transfer_error e)
 	case XFER_RESET:	return "reset";
 	case XFER_PROTOCOL:	return "protocol";
 	case XFER_TOO_LARGE:	return "too_large";
+	case XFER_NO_SOCKET:	return "connect";	/* as far as users go */
 	}
 	return "protocol";
 }
@@ -168,7 +170,7 @@ upstreams_timerfn(CURLM *multi, long timeout_ms, void *userp)
 }
 
 struct upstreams *
-upstreams_new(struct event_base *base)
+upstreams_new(struct event_base *base, unsigned long pool)
 {
 	struct upstreams	*u;
 
@@ -183,8 +185,7 @@ upstreams_new(struct event_base *base)
 	curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
 	curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, upstreams_timerfn);
 	curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
-	/* Keep enough idle upstream connections for a busy worker. */
-	curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, 1024L);
+	curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, (long)pool);
 	return (u);
 fail:
 	if (u->multi != NULL)
@@ -551,6 +552,8 @@ transfer_abort(struct transfer *x)
 static enum transfer_error
 transfer_classify(struct transfer *x, CURLcode rc)
 {
+	long	oserr = 0;
+
 	switch (rc) {
 	case CURLE_OK:
 		return (XFER_OK);
@@ -563,6 +566,10 @@ transfer_classify(struct transfer *x, CURLcode rc)
 		 */
 		return (x->sending ? XFER_TIMEOUT : XFER_CONNECT);
 	case CURLE_COULDNT_CONNECT:
+		curl_easy_getinfo(x->easy, CURLINFO_OS_ERRNO, &oserr);
+		if (oserr == EMFILE || oserr == ENFILE || oserr == ENOBUFS)
+			return (XFER_NO_SOCKET);
+		return (XFER_CONNECT);
 	case CURLE_COULDNT_RESOLVE_HOST:
 	case CURLE_SSL_CONNECT_ERROR:
 	case CURLE_PEER_FAILED_VERIFICATION:
@@ -589,7 +596,8 @@ transfer_done(struct transfer *x, CURLcode rc)
 
 	memset(&res, 0, sizeof res);
 	res.error = transfer_classify(x, rc);
-	res.detail = curl_easy_strerror(rc);
+	res.detail = res.error == XFER_NO_SOCKET ? "out of file descriptors" :
+	    curl_easy_strerror(rc);
 	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
 	res.status = (int)status;
 	res.headers = &x->headers;

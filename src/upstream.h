@@ -29,6 +29,7 @@ enum transfer_error {
 	XFER_RESET,
 	XFER_PROTOCOL,
 	XFER_TOO_LARGE,
+	XFER_NO_SOCKET,		/* out of descriptors: our problem, not theirs */
 };
 
 struct transfer_result {
@@ -82,7 +83,8 @@ struct transfer_request {
 	const struct transfer_source	*source;	/* NULL: body above */
 };
 
-struct upstreams	*upstreams_new(struct event_base *);
+/* pool: how many idle upstream connections curl may keep. */
+struct upstreams	*upstreams_new(struct event_base *, unsigned long pool);
 void			 upstreams_free(struct upstreams *);
 unsigned		 upstreams_running(const struct upstreams *);
 

@@ -54,7 +54,7 @@ worker_defer_free(struct worker *w, void (*fn)(void *), void *ptr)
 }
 
 struct worker *
-worker_new(unsigned id, struct config *conf)
+worker_new(unsigned id, struct config *conf, unsigned long pool)
 {
 	struct worker		*w;
 	struct event_config	*cfg;
@@ -79,7 +79,7 @@ worker_new(unsigned id, struct config *conf)
 		goto fail;
 	if ((w->reaper = event_new(w->base, -1, 0, worker_reaper_cb, w)) == NULL)
 		goto fail;
-	if ((w->upstreams = upstreams_new(w->base)) == NULL)
+	if ((w->upstreams = upstreams_new(w->base, pool)) == NULL)
 		goto fail;
 	return (w);
 fail:

@@ -80,9 +80,9 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	front_init();
 	accesslog_open("off");
 	server->conf = conf;
-	if ((w = worker_new(0, conf)) == NULL)
+	if ((w = worker_new(0, conf, 16)) == NULL)
 		fatalx("worker_new");
-	w->max_conns = 1000;
+	server->max_conns = 1000;
 	return (0);
 }
 
