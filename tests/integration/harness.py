@@ -68,6 +68,17 @@ def _terminate(proc, grace=3.0):
     return proc.returncode
 
 
+def is_asan_build(path):
+    """True for a binary built with AddressSanitizer (--enable-sanitizers):
+    valgrind cannot run it, and its RSS includes ASan's quarantine."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return b"__asan_init" in data or b"libasan" in data
+
+
 def free_port(host="127.0.0.1"):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:

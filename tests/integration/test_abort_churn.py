@@ -45,13 +45,7 @@ def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
-def is_asan_build(path):
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return False
-    return b"__asan_init" in data or b"libasan" in data
+is_asan_build = harness.is_asan_build
 
 
 class Op:

@@ -65,6 +65,8 @@ class StreamingTest(harness.TestCase):
             self.assertTrue(c.eof, "a close-delimited body ends with the close")
 
     def test_a_client_that_does_not_read_holds_the_upstream_back(self):
+        # ASan keeps freed memory in quarantine: RSS says nothing there.
+        check_rss = not harness.is_asan_build(harness.FANOUTD)
         fd = self.start()
         pid = fd.proc.pid
         before = rss_kib(pid)
@@ -80,9 +82,10 @@ class StreamingTest(harness.TestCase):
         for _ in range(20):
             harness.wait_until(lambda: True, 0.05)
             grown = max(grown, rss_kib(pid) - before)
-        self.assertLess(grown, 48 * 1024,
-                        "fanoutd grew by %d KiB while its client read nothing"
-                        % grown)
+        if check_rss:
+            self.assertLess(grown, 48 * 1024,
+                            "fanoutd grew by %d KiB while its client read "
+                            "nothing" % grown)
         # Now read it all: nothing lost or duplicated.
         h = hashlib.sha256()
         got = 0
@@ -100,7 +103,8 @@ class StreamingTest(harness.TestCase):
             got += len(d)
         self.assertEqual(h.hexdigest(),
                          hashlib.sha256(b"x" * (4 * BIG)).hexdigest())
-        self.assertLess(rss_kib(pid) - before, 48 * 1024)
+        if check_rss:
+            self.assertLess(rss_kib(pid) - before, 48 * 1024)
 
     def test_client_close_mid_body_closes_the_upstream(self):
         fd = self.start()

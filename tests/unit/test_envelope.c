@@ -48,9 +48,9 @@ test_json_body_embedded(void **state)
 	json_decref(o);
 
 	/* An escaped NUL is valid JSON. */
-	json_decref(o);
 	o = embed("application/json", "{\"s\": \"a\\u0000b\"}", 17);
 	assert_true(json_is_object(json_object_get(o, "body")));
+	json_decref(o);
 	/* Any JSON value, not only objects. */
 	o = embed("application/json", "42", 2);
 	assert_true(json_is_integer(json_object_get(o, "body")));
