@@ -90,6 +90,9 @@ struct conn {
 	const char		*exec_start;	/* the bytes llhttp is given */
 	const char		*exec_end;
 	const char		*value_end;	/* where the last value span ended */
+	const char		*name_end;	/* where the last name span ended */
+	unsigned		 value_spans;	/* of the current value */
+	int			 trailers;	/* past the head: drop fields */
 
 	/* A streamed answer in progress (see conn_stream_begin). */
 	unsigned		 streaming:1;
@@ -98,6 +101,7 @@ struct conn {
 	unsigned		 stream_paused:1;
 	size_t			 stream_bytes;
 	int			 stream_sent;	/* a byte of it left */
+	int			 close_wanted;	/* close_after before the head */
 	void			(*stream_resume)(void *);
 	void			*stream_arg;
 
@@ -396,6 +400,7 @@ conn_parse(struct conn *c)
 		}
 		c->exec_start = v.iov_base;
 		c->exec_end = c->exec_start + v.iov_len;
+		c->name_end = NULL;	/* only meaningful within one buffer */
 		err = llhttp_execute(&c->parser, v.iov_base, v.iov_len);
 		if (c->state == CONN_CLOSED)
 			return;
@@ -526,6 +531,7 @@ conn_stream_begin(struct conn *c, int status, struct evbuffer *headers,
 {
 	size_t	before = evbuffer_get_length(c->out);
 
+	c->close_wanted = c->close_after;
 	conn_head(c, status, headers, content_length, CONN_KEEP);
 	c->streaming = 1;
 	/* Bytes queued before the head (they are ours to keep) count as sent:
@@ -597,7 +603,7 @@ conn_stream_abort(struct conn *c, size_t *bytes)
 		/* Nothing reached the client yet: take it all back. */
 		evbuffer_drain(c->out, evbuffer_get_length(c->out));
 		event_del(c->wev);
-		c->close_after = 0;
+		c->close_after = c->close_wanted;
 		*bytes = 0;
 		return (0);
 	}
@@ -654,7 +660,7 @@ conn_flush(struct conn *c)
 		c->stream_sent = 1;
 	if (evbuffer_get_length(c->out) == 0) {
 		event_del(c->wev);
-		if (c->streaming)
+		if (c->streaming && c->state != CONN_BODY)
 			conn_timer(c, 0);	/* the upstream is slow, not us */
 		return (1);
 	}
@@ -694,6 +700,15 @@ conn_kick_cb(evutil_socket_t fd, short what, void *arg)
 		conn_next_request(c);
 	else if (c->state == CONN_HEAD || c->state == CONN_BODY)
 		conn_parse(c);	/* body that waited for the upstream */
+}
+
+void
+conn_abandon(struct conn *c, struct request *r)
+{
+	if (c->req != r)
+		return;
+	c->req = NULL;
+	conn_close(c, CANCEL_CLIENT_CLOSED);
 }
 
 void
@@ -756,10 +771,16 @@ void
 front_drain(struct worker *w)
 {
 	struct conn	*c, *next;
+	char		 peek;
 
 	for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
 		next = TAILQ_NEXT(c, entry);
-		if (c->state == CONN_IDLE)
+		/* Idle, or accepted with nothing sent yet (not even waiting
+		 * in the socket): nothing to finish. */
+		if (c->state == CONN_IDLE || (c->state == CONN_HEAD &&
+		    c->req == NULL && evbuffer_get_length(c->in) == 0 &&
+		    recv(c->fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) == -1 &&
+		    (errno == EAGAIN || errno == EWOULDBLOCK)))
 			conn_close(c, CANCEL_SHUTDOWN);
 		else
 			c->close_after = 1;
@@ -809,6 +830,8 @@ on_message_begin(llhttp_t *p)
 	c->head_bytes = 0;
 	c->body_bytes = 0;
 	c->hname.len = c->hvalue.len = 0;
+	c->value_spans = 0;
+	c->trailers = 0;
 	if ((c->req = request_new(c->w, c, c->conf, c->peer)) == NULL) {
 		c->error_status = 503;
 		c->error_text = "out_of_memory";
@@ -840,30 +863,24 @@ on_url(llhttp_t *p, const char *at, size_t len)
  * 5.2, 9110 5.5): a field name is a token, so no white space before the
  * colon; a value holds no CR, LF, NUL or other controls but HTAB, so no
  * obs-fold either. Forwarding them would invite request smuggling.
+ * Trailers (after a chunked body) are read and dropped: they are not
+ * headers, and must not become some.
  */
-static int
-is_tchar(unsigned char ch)
-{
-	return ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-	    (ch >= '0' && ch <= '9') || (ch != '\0' &&
-	    strchr("!#$%&'*+-.^_`|~", ch) != NULL));
-}
-
 static int
 on_header_field(llhttp_t *p, const char *at, size_t len)
 {
 	struct conn	*c = p->data;
-	size_t		 i;
 
-	for (i = 0; i < len; i++) {
-		if (!is_tchar((unsigned char)at[i])) {
-			c->error_status = 400;
-			c->error_text = "bad_header_name";
-			return (-1);
-		}
-	}
-	if (head_grow(c, len) == -1 || strbuf_add(&c->hname, at, len) == -1)
+	if (!http_field_name_ok(at, len)) {
+		c->error_status = 400;
+		c->error_text = "bad_header_name";
 		return (-1);
+	}
+	if (head_grow(c, len) == -1)
+		return (-1);
+	if (!c->trailers && strbuf_add(&c->hname, at, len) == -1)
+		return (-1);
+	c->name_end = at + len == c->exec_end ? NULL : at + len;
 	return (0);
 }
 
@@ -871,8 +888,7 @@ static int
 on_header_value(llhttp_t *p, const char *at, size_t len)
 {
 	struct conn	*c = p->data;
-	unsigned char	 ch;
-	size_t		 i;
+	const char	*from;
 
 	/*
 	 * llhttp reports an obs-fold as a second span of the same value with
@@ -880,22 +896,32 @@ on_header_value(llhttp_t *p, const char *at, size_t len)
 	 * last span ended, or at the start of the next buffer when the last
 	 * one ended at the end of its own.
 	 */
-	if (c->hvalue.len > 0 && at != c->value_end &&
+	if (c->value_spans > 0 && at != c->value_end &&
 	    !(c->value_end == NULL && at == c->exec_start)) {
 		c->error_status = 400;
 		c->error_text = "obs_fold";
 		return (-1);
 	}
-	c->value_end = at + len == c->exec_end ? NULL : at + len;
-	for (i = 0; i < len; i++) {
-		ch = (unsigned char)at[i];
-		if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+	/* The first span: only ":" and white space since the name (an empty
+	 * value folded onto the next line would show a line break). */
+	if (c->value_spans == 0) {
+		from = c->name_end != NULL ? c->name_end : c->exec_start;
+		if (memchr(from, '\n', at - from) != NULL) {
 			c->error_status = 400;
-			c->error_text = "bad_header_value";
+			c->error_text = "obs_fold";
 			return (-1);
 		}
 	}
-	if (head_grow(c, len) == -1 || strbuf_add(&c->hvalue, at, len) == -1)
+	c->value_spans++;
+	c->value_end = at + len == c->exec_end ? NULL : at + len;
+	if (!http_field_value_ok(at, len)) {
+		c->error_status = 400;
+		c->error_text = "bad_header_value";
+		return (-1);
+	}
+	if (head_grow(c, len) == -1)
+		return (-1);
+	if (!c->trailers && strbuf_add(&c->hvalue, at, len) == -1)
 		return (-1);
 	return (0);
 }
@@ -906,6 +932,9 @@ on_header_value_complete(llhttp_t *p)
 	struct conn	*c = p->data;
 	int		 rv;
 
+	c->value_spans = 0;
+	if (c->trailers)
+		return (0);
 	if (c->hname.len == 0) {
 		c->error_status = 400;
 		c->error_text = "bad_header_name";
@@ -926,6 +955,11 @@ on_headers_complete(llhttp_t *p)
 
 	snprintf(r->method, sizeof r->method, "%s",
 	    llhttp_method_name(llhttp_get_method(p)));
+	/* Whatever follows the head now is body, then trailers. */
+	c->trailers = 1;
+	/* No protocol switch here (Upgrade is hop-by-hop): to llhttp this
+	 * is a plain request, and the next one on the connection follows. */
+	p->upgrade = 0;
 	if (llhttp_get_http_major(p) != 1) {
 		c->error_status = 505;
 		c->error_text = "http_version";
@@ -935,6 +969,12 @@ on_headers_complete(llhttp_t *p)
 	    !strn_eq_ci(te->value, te->valuelen, "chunked")) {
 		c->error_status = 501;
 		c->error_text = "transfer_encoding";
+		return (-1);
+	}
+	if (te != NULL && llhttp_get_http_minor(p) == 0) {
+		/* RFC 9112 6.1: chunked framing in 1.0 is faulty. */
+		c->error_status = 400;
+		c->error_text = "bad_request";
 		return (-1);
 	}
 	if ((p->flags & F_CONTENT_LENGTH) &&

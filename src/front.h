@@ -65,6 +65,10 @@ int	conn_stream_abort(struct conn *, size_t *bytes);
  * inside curl's callbacks (it only arms events). */
 void	conn_body_resume(struct conn *);
 
+/* The request ended without an answer on this connection: if it is
+ * still the connection's, close the connection. */
+void	conn_abandon(struct conn *, struct request *);
+
 /* SIGTERM: close idle connections, mark the rest to close when done. */
 void	front_drain(struct worker *);
 /* Drain over: cancel in-flight requests (shutdown), close the rest. */

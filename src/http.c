@@ -119,9 +119,9 @@ http_forward_request_headers(const struct http_headers *in,
     const struct forward_info *fi, struct http_headers *out)
 {
 	const struct http_header	*h;
-	char				 buf[4096], num[32];
-	size_t				 i;
-	int				 n;
+	char				*buf, num[32];
+	size_t				 i, n, need;
+	int				 rv;
 
 	for (i = 0; i < in->n; i++) {
 		h = &in->v[i];
@@ -146,31 +146,45 @@ http_forward_request_headers(const struct http_headers *in,
 		return (-1);
 
 	/* Several X-Forwarded-For lines are one list (RFC 9110 5.3). */
+	need = strlen(fi->client_addr) + 1;
+	for (i = 0; i < in->n; i++) {
+		if (strn_eq_ci(in->v[i].name, in->v[i].namelen,
+		    "x-forwarded-for"))
+			need += in->v[i].valuelen + 2;
+	}
+	if ((buf = malloc(need)) == NULL)
+		return (-1);
 	n = 0;
-	buf[0] = '\0';
 	for (i = 0; i < in->n; i++) {
 		h = &in->v[i];
 		if (!strn_eq_ci(h->name, h->namelen, "x-forwarded-for") ||
 		    h->valuelen == 0)
 			continue;
-		n += snprintf(buf + n, sizeof buf - n, "%s%.*s", n ? ", " : "",
-		    (int)h->valuelen, h->value);
-		if (n >= (int)sizeof buf)
-			return (-1);
+		if (n > 0) {
+			memcpy(buf + n, ", ", 2);
+			n += 2;
+		}
+		memcpy(buf + n, h->value, h->valuelen);
+		n += h->valuelen;
 	}
-	n += snprintf(buf + n, sizeof buf - n, "%s%s", n ? ", " : "",
-	    fi->client_addr);
-	if (n >= (int)sizeof buf)
+	if (n > 0) {
+		memcpy(buf + n, ", ", 2);
+		n += 2;
+	}
+	memcpy(buf + n, fi->client_addr, strlen(fi->client_addr));
+	n += strlen(fi->client_addr);
+	rv = http_headers_add(out, "X-Forwarded-For", 15, buf, n);
+	free(buf);
+	if (rv == -1)
 		return (-1);
-	if (http_headers_add(out, "X-Forwarded-For", 15, buf, n) == -1 ||
-	    http_headers_add(out, "X-Forwarded-Proto", 17, fi->proto,
+	if (http_headers_add(out, "X-Forwarded-Proto", 17, fi->proto,
 	    strlen(fi->proto)) == -1 ||
 	    http_headers_add(out, "X-Request-Id", 12, fi->request_id,
 	    strlen(fi->request_id)) == -1)
 		return (-1);
-	n = snprintf(num, sizeof num, "%llu",
+	rv = snprintf(num, sizeof num, "%llu",
 	    (unsigned long long)fi->deadline_left_ms);
-	if (http_headers_add(out, "X-Request-Deadline-Ms", 21, num, n) == -1)
+	if (http_headers_add(out, "X-Request-Deadline-Ms", 21, num, rv) == -1)
 		return (-1);
 	return (0);
 }
@@ -184,6 +198,40 @@ http_response_header_passes(const struct http_headers *msg, const char *name,
 	return (!strn_eq_ci(name, namelen, "content-length") &&
 	    !strn_eq_ci(name, namelen, "x-request-id") &&
 	    !strn_eq_ci(name, namelen, "date"));
+}
+
+int
+http_token_char(unsigned char ch)
+{
+	return ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+	    (ch >= '0' && ch <= '9') || (ch != '\0' &&
+	    strchr("!#$%&'*+-.^_`|~", ch) != NULL));
+}
+
+int
+http_field_name_ok(const char *s, size_t len)
+{
+	size_t	i;
+
+	for (i = 0; i < len; i++) {
+		if (!http_token_char((unsigned char)s[i]))
+			return (0);
+	}
+	return (len > 0);
+}
+
+int
+http_field_value_ok(const char *s, size_t len)
+{
+	unsigned char	ch;
+	size_t		i;
+
+	for (i = 0; i < len; i++) {
+		ch = (unsigned char)s[i];
+		if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+			return (0);
+	}
+	return (1);
 }
 
 int

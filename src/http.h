@@ -65,6 +65,12 @@ int	 http_forward_request_headers(const struct http_headers *in,
 int	 http_response_header_passes(const struct http_headers *msg,
 	    const char *name, size_t namelen);
 
+/* RFC 9110 5.1, 5.5: a field name is a token; a value holds no control
+ * characters but HTAB (so no CR, LF or NUL). */
+int	 http_token_char(unsigned char);
+int	 http_field_name_ok(const char *, size_t);
+int	 http_field_value_ok(const char *, size_t);
+
 /*
  * 1 if a Host value is uri-host [ ":" port ] (RFC 9110 7.2, RFC 3986 3.2.2):
  * a reg-name, an IPv4 address or an [IP-literal], then digits after a

@@ -109,6 +109,48 @@ request_deadline_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
+ * 1 if a path has a "." or ".." segment, spelt plainly or with %2e, and
+ * with "/" spelt %2f or "\" as a separator too. Routes match the path as
+ * written while an upstream may resolve those: "/public/../admin" would
+ * pass a "/public/" route and be served as "/admin". Refused, not
+ * rewritten, so that what is routed is what is sent.
+ */
+static int
+path_has_dot_segment(const char *p, size_t len)
+{
+	size_t	i = 0, dots, other;
+
+	while (i < len) {
+		dots = other = 0;
+		while (i < len) {
+			if (p[i] == '/' || p[i] == '\\') {
+				i++;
+				break;
+			}
+			if (p[i] == '%' && i + 2 < len && p[i + 1] == '2' &&
+			    (p[i + 2] == 'f' || p[i + 2] == 'F')) {
+				i += 3;
+				break;
+			}
+			if (p[i] == '.') {
+				dots++;
+				i++;
+			} else if (p[i] == '%' && i + 2 < len && p[i + 1] == '2' &&
+			    (p[i + 2] == 'e' || p[i + 2] == 'E')) {
+				dots++;
+				i += 3;
+			} else {
+				other++;
+				i++;
+			}
+		}
+		if (other == 0 && (dots == 1 || dots == 2))
+			return (1);
+	}
+	return (0);
+}
+
+/*
  * Where the path starts in a request target: origin-form ("/a?b") as it is,
  * absolute-form ("http://h/a?b") by its path only, so that fanoutd is never
  * an open proxy. Anything else (authority-form, "*") is refused.
@@ -146,6 +188,8 @@ request_parse_target(struct request *r)
 	}
 	p = memchr(r->path, '?', r->pathlen);
 	r->pathonly = p ? (size_t)(p - r->path) : r->pathlen;
+	if (path_has_dot_segment(r->path, r->pathonly))
+		return (-1);
 	return (0);
 }
 
@@ -343,13 +387,12 @@ request_error(struct request *r, int status, const char *error)
 		    error);
 		json_append_string(body, r->id, strlen(r->id));
 		evbuffer_add(body, "}\n", 2);
-		if (r->state == REQ_READING)
-			how = CONN_CLOSE_LINGER;	/* input may be left */
-		else if (status == 503)
-			how = CONN_CLOSE;
-		else
-			how = CONN_KEEP;
-		bytes = conn_respond(r->conn, status, h, body, -1, how);
+		/* A request not read to its end is closed with a linger by
+		 * the connection itself (conn_reject, conn_head). */
+		how = status == 503 || status == 400 ? CONN_CLOSE : CONN_KEEP;
+		bytes = conn_respond(r->conn, status, h,
+		    request_is_head(r) ? NULL : body,
+		    (long long)evbuffer_get_length(body), how);
 	}
 	if (h != NULL)
 		evbuffer_free(h);
@@ -366,7 +409,6 @@ request_error(struct request *r, int status, const char *error)
 static void
 request_end(struct request *r, int status, unsigned long long bytes)
 {
-	struct leg	*l;
 	size_t		 i;
 
 	if (r->state == REQ_DONE)
@@ -374,18 +416,20 @@ request_end(struct request *r, int status, unsigned long long bytes)
 	if (r->state == REQ_RUNNING)
 		metrics_gauge_add(G_REQUESTS_IN_FLIGHT, -1);
 	r->state = REQ_DONE;
-	for (i = 0; i < r->nlegs; i++) {
-		l = &r->legs[i];
-		if (l->state == LEG_RUNNING) {
-			metrics_counter_add(C_UPSTREAM_BYTES_DISCARDED,
-			    transfer_abort(l->xfer));
-			l->xfer = NULL;
-			l->state = LEG_DONE;
-			l->outcome = LEG_CANCELLED;
-			metrics_upstream_done(l->up->name, "cancelled");
-		}
-		cancel_detach(&l->cancel);
-	}
+	/*
+	 * Answered while legs still run (an error found in a body that was
+	 * still arriving): the answer is decided, so they are superseded,
+	 * through the same leg-ended path as any other end of a leg (which
+	 * goes no further, the request being done).
+	 */
+	if (r->legs_running > 0)
+		request_supersede(r);
+	for (i = 0; i < r->nlegs; i++)
+		cancel_detach(&r->legs[i].cancel);
+	/* Ended without an answer written (out of memory): drop the client
+	 * rather than leave it pointing at a freed request. */
+	if (r->conn != NULL)
+		conn_abandon(r->conn, r);
 	cancel_detach(&r->cancel);
 	if (r->deadline_timer != NULL)
 		event_free(r->deadline_timer);

@@ -68,6 +68,7 @@ struct transfer {
 	int			 send_paused;	/* sending, for the source */
 	const struct transfer_source *source;
 	int			 sending;	/* connected (or reused) */
+	int			 trailers;	/* past the final head */
 };
 
 static void	upstreams_check_done(struct upstreams *);
@@ -288,6 +289,7 @@ transfer_header_cb(char *data, size_t size, size_t nmemb, void *arg)
 		/* A new response (after 1xx): forget the previous one. */
 		http_headers_clear(&x->headers);
 		x->status = transfer_status_line(data, len);
+		x->trailers = 0;
 		return (len);
 	}
 	end = len;
@@ -295,19 +297,35 @@ transfer_header_cb(char *data, size_t size, size_t nmemb, void *arg)
 		end--;
 	if (end == 0) {
 		/* The end of a head: the final one goes to a stream. */
-		if (x->stream != NULL && x->status >= 200)
-			x->stream->head(x->arg, x->status, &x->headers,
-			    transfer_content_length(x));
+		if (x->status >= 200 && !x->trailers) {
+			x->trailers = 1;
+			if (x->stream != NULL)
+				x->stream->head(x->arg, x->status, &x->headers,
+				    transfer_content_length(x));
+		}
 		return (len);
 	}
+	if (x->trailers)
+		return (len);	/* trailers are not headers: dropped */
+	/*
+	 * What reaches our client must be a well-formed field: a token name,
+	 * a value without CR, LF, NUL or other controls, no folded line.
+	 * Anything else from an upstream is a protocol error, not something
+	 * to copy into a response (response splitting).
+	 */
+	if (data[0] == ' ' || data[0] == '\t')
+		return (0);
 	for (n = 0; n < end && data[n] != ':'; n++)
 		;
 	if (n == end || n == 0)
-		return (len);	/* not a field line: ignore it */
+		return (0);	/* not a field line */
 	for (v = n + 1; v < end && (data[v] == ' ' || data[v] == '\t'); v++)
 		;
 	while (end > v && (data[end - 1] == ' ' || data[end - 1] == '\t'))
 		end--;
+	if (!http_field_name_ok(data, n) || !http_field_value_ok(data + v,
+	    end - v))
+		return (0);
 	if (x->headers.bytes + len > 64 * 1024 ||
 	    http_headers_add(&x->headers, data, n, data + v, end - v) == -1)
 		return (0);

@@ -218,6 +218,42 @@ test_host_valid(void **state)
 }
 
 static void
+test_field_syntax(void **state)
+{
+	assert_true(http_field_name_ok("X-Request-Id", 12));
+	assert_true(http_field_name_ok("a!#$%&'*+-.^_`|~9", 17));
+	assert_false(http_field_name_ok("", 0));
+	assert_false(http_field_name_ok("X A", 3));
+	assert_false(http_field_name_ok("X:A", 3));
+	assert_false(http_field_name_ok("X\0A", 3));
+	assert_false(http_field_name_ok("caf\xc3\xa9", 5));
+	assert_true(http_field_value_ok("a b\tc", 5));
+	assert_true(http_field_value_ok("", 0));
+	assert_true(http_field_value_ok("caf\xc3\xa9", 5));
+	assert_false(http_field_value_ok("a\rSet-Cookie: x", 16));
+	assert_false(http_field_value_ok("a\nb", 3));
+	assert_false(http_field_value_ok("a\0b", 3));
+	assert_false(http_field_value_ok("a\x7f", 2));
+}
+
+static void
+test_long_forwarded_for(void **state)
+{
+	struct http_headers	in, out;
+	char			big[9000];
+
+	memset(big, '1', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	http_headers_init(&in);
+	add(&in, "X-Forwarded-For", big);
+	forward(&in, &out, 1);
+	assert_int_equal(strlen(get(&out, "x-forwarded-for")),
+	    strlen(big) + strlen(", 192.0.2.7"));
+	http_headers_clear(&in);
+	http_headers_clear(&out);
+}
+
+static void
 test_headers_list(void **state)
 {
 	struct http_headers	h;
@@ -248,6 +284,8 @@ main(void)
 		cmocka_unit_test(test_response_headers),
 		cmocka_unit_test(test_client_deadline),
 		cmocka_unit_test(test_host_valid),
+		cmocka_unit_test(test_field_syntax),
+		cmocka_unit_test(test_long_forwarded_for),
 		cmocka_unit_test(test_headers_list),
 	};
 
