@@ -18,6 +18,7 @@
 
 #include "log.h"
 #include "notify.h"
+#include "server.h"
 
 static struct event	*watchdog;
 
@@ -31,10 +32,17 @@ notify_send(const char *msg)
 		log_debug("sd_notify failed msg=\"%s\" error=%d", msg, rv);
 }
 
+static uint64_t	watchdog_ms;	/* half the watchdog period */
+
+/*
+ * The main loop pets only when every worker's loop turned lately too: a
+ * worker stuck in a loop of its own gets the process restarted as well.
+ */
 static void
 watchdog_cb(evutil_socket_t fd, short what, void *arg)
 {
-	notify_send("WATCHDOG=1");
+	if (server_workers_alive(watchdog_ms))
+		notify_send("WATCHDOG=1");
 }
 #else
 static void
@@ -55,6 +63,7 @@ notify_init(struct event_base *base)
 		return;
 	/* Twice per period, as sd_watchdog_enabled(3) advises. */
 	usec /= 2;
+	watchdog_ms = usec / 1000 > 200 ? usec / 1000 : 200;
 	tv.tv_sec = usec / 1000000;
 	tv.tv_usec = usec % 1000000;
 	if ((watchdog = event_new(base, -1, EV_PERSIST, watchdog_cb, NULL)) ==

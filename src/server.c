@@ -28,6 +28,7 @@
 #include "notify.h"
 #include "server.h"
 #include "upstream.h"
+#include "util.h"
 
 /* After the drain is over: at most this long to flush the last answers. */
 #define STOP_GRACE_MS	1000
@@ -99,6 +100,25 @@ server_max_conns(const struct config *conf)
 		    "descriptors; the limit is %lu (raise LimitNOFILE)",
 		    conf->max_connections, need, server->nofile);
 	return (conf->max_connections);
+}
+
+int
+server_workers_alive(uint64_t max_ms)
+{
+	uint64_t	now = now_ms(), beat;
+	unsigned	i;
+
+	for (i = 0; i < server->nworkers; i++) {
+		beat = __atomic_load_n(&server->workers[i]->beat_ms,
+		    __ATOMIC_RELAXED);
+		if (now > beat && now - beat > max_ms) {
+			log_warnx("worker loop stuck for %llu ms, not telling "
+			    "the watchdog worker=%u",
+			    (unsigned long long)(now - beat), i);
+			return (0);
+		}
+	}
+	return (1);
 }
 
 /* ---- on a worker's thread --------------------------------------------------- */

@@ -12,6 +12,7 @@
 #define FANOUTD_SERVER_H
 
 #include <pthread.h>
+#include <stdint.h>
 #include <sys/queue.h>
 
 struct event;
@@ -46,6 +47,8 @@ struct worker {
 	unsigned		 nconns;
 	struct listener		*listener;
 	struct event		*reaper;
+	struct event		*heartbeat;	/* proves the loop turns */
+	uint64_t		 beat_ms;	/* atomic: last heartbeat */
 	SLIST_HEAD(, grave)	 graveyard;
 	int			 draining;	/* all of these: worker thread */
 	int			 stopping;
@@ -92,6 +95,8 @@ void		 worker_free(struct worker *);
 /* Run fn(w, arg) on w's loop; wait for it when sync. */
 void		 worker_call(struct worker *, void (*)(struct worker *, void *),
 		    void *, int sync);
+/* 1 when every worker's loop turned within max_ms (the watchdog asks). */
+int		 server_workers_alive(uint64_t max_ms);
 /* Free fn(ptr) after the current callback, on w's loop. */
 void		 worker_defer_free(struct worker *, void (*fn)(void *), void *ptr);
 /* A client connection has gone: resume accepting, maybe end a drain. */

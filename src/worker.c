@@ -16,6 +16,7 @@
 #include "log.h"
 #include "server.h"
 #include "upstream.h"
+#include "util.h"
 
 struct worker_job {
 	struct worker	*w;
@@ -26,6 +27,17 @@ struct worker_job {
 	pthread_mutex_t	 lock;
 	pthread_cond_t	 cond;
 };
+
+/* How often a worker shows its loop turns. */
+#define HEARTBEAT_MS	100
+
+static void
+worker_heartbeat_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker	*w = arg;
+
+	__atomic_store_n(&w->beat_ms, now_ms(), __ATOMIC_RELAXED);
+}
 
 static void
 worker_reaper_cb(evutil_socket_t fd, short what, void *arg)
@@ -81,6 +93,11 @@ worker_new(unsigned id, struct config *conf, unsigned long pool)
 		goto fail;
 	if ((w->upstreams = upstreams_new(w->base, pool)) == NULL)
 		goto fail;
+	w->beat_ms = now_ms();
+	if ((w->heartbeat = event_new(w->base, -1, EV_PERSIST,
+	    worker_heartbeat_cb, w)) == NULL ||
+	    event_add(w->heartbeat, &(struct timeval){ 0, HEARTBEAT_MS * 1000 }))
+		goto fail;
 	return (w);
 fail:
 	log_error("cannot set up an event loop worker=%u", id);
@@ -94,6 +111,8 @@ worker_free(struct worker *w)
 	if (w == NULL)
 		return;
 	listener_free(w->listener);
+	if (w->heartbeat != NULL)
+		event_free(w->heartbeat);
 	if (w->upstreams != NULL)
 		upstreams_free(w->upstreams);
 	if (w->reaper != NULL) {

@@ -122,6 +122,35 @@ class NotifyFanoutd(harness.Fanoutd):
                     raise
 
 
+# ptrace(2) on one thread: PTRACE_SEIZE then PTRACE_INTERRUPT stops that
+# thread only (not its thread group), which is what a stuck loop looks like.
+_libc = None
+
+
+def _ptrace(req, tid):
+    global _libc
+    import ctypes
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.ptrace.restype = ctypes.c_long
+        _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long,
+                                 ctypes.c_void_p, ctypes.c_void_p]
+    if _libc.ptrace(req, tid, None, None) == -1:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def ptrace_stop_thread(tid):
+    _ptrace(0x4206, tid)        # PTRACE_SEIZE
+    _ptrace(0x4207, tid)        # PTRACE_INTERRUPT
+    os.waitpid(tid, os.__dict__.get("__WALL", 0x40000000))
+    return tid
+
+
+def ptrace_release_thread(tid):
+    _ptrace(17, tid)            # PTRACE_DETACH
+
+
 class NotifyTest(harness.TestCase):
 
     WORKERS = 1
@@ -216,6 +245,33 @@ class NotifyTest(harness.TestCase):
         self.assertLess(max(gaps), 1.0, "a gap of %.0f ms between WATCHDOG=1"
                         % (max(gaps) * 1000))
         self.assertTrue(fd.running())
+
+    def test_stuck_worker_stops_the_watchdog(self):
+        """A worker whose loop stops turning (here: that one thread stopped
+        with ptrace, the others and the main thread running on) means no
+        more WATCHDOG=1, so systemd restarts the process."""
+        fd = self.start(env={"WATCHDOG_USEC": "1000000"})
+        self.ns.wait_for("READY", "1")
+        self.ns.wait_for("WATCHDOG", "1")
+        tids = sorted(int(t) for t in os.listdir("/proc/%d/task" % fd.proc.pid))
+        workers = tids[1:1 + self.WORKERS]     # created after the main thread
+        try:
+            stopped = ptrace_stop_thread(workers[-1])
+        except OSError as e:
+            self.skipTest("cannot ptrace a thread here: %s" % e)
+        try:
+            harness.wait_until(lambda: fd.log_contains("worker loop stuck"), 5.0,
+                               "the stuck worker noticed")
+            mark = self.ns.mark()
+            t0 = time.monotonic()
+            harness.wait_until(lambda: time.monotonic() - t0 >= 1.5, 3.0,
+                               "a second and a half")
+            self.assertEqual(self.ns.count("WATCHDOG", since=mark), 0,
+                             "WATCHDOG=1 sent while a worker was stuck")
+        finally:
+            ptrace_release_thread(stopped)
+        # released, it is petted again
+        self.ns.wait_for("WATCHDOG", "1", since=self.ns.mark(), timeout=3.0)
 
     def test_no_watchdog_unless_asked(self):
         for env in ({}, {"WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"}):
