@@ -285,9 +285,11 @@ conn_close(struct conn *c, enum cancel_reason why)
 		request_conn_gone(r, why);
 	}
 	conn_set_state(c, CONN_CLOSED);
+	/* Counted out before the close: whoever sees the close and asks
+	 * /metrics must not find the connection still there. */
+	metrics_gauge_add(G_CONNECTIONS_ACTIVE, -1);
 	conn_release(c);
 	TAILQ_REMOVE(&c->w->conns, c, entry);
-	metrics_gauge_add(G_CONNECTIONS_ACTIVE, -1);
 	worker_defer_free(c->w, conn_free, c);
 	worker_conn_gone(c->w);
 }
