@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <curl/curl.h>
 #include <event2/buffer.h>
@@ -69,6 +70,7 @@ struct transfer {
 	const struct transfer_source *source;
 	int			 sending;	/* connected (or reused) */
 	int			 trailers;	/* past the final head */
+	int			 no_socket;	/* socket(2) failed: EMFILE... */
 };
 
 static void	upstreams_check_done(struct upstreams *);
@@ -268,6 +270,24 @@ transfer_content_length(struct transfer *x)
 	return ((long long)v);
 }
 
+/*
+ * CURLOPT_OPENSOCKETFUNCTION: curl's own socket(2), but we see why it
+ * failed. Out of descriptors is our problem, not the upstream's, and curl
+ * would report it as a plain "couldn't connect".
+ */
+static curl_socket_t
+transfer_socket_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	struct transfer	*x = arg;
+	curl_socket_t	 s;
+
+	s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+	if (s == -1 && (errno == EMFILE || errno == ENFILE ||
+	    errno == ENOBUFS || errno == ENOMEM))
+		x->no_socket = 1;
+	return (s == -1 ? CURL_SOCKET_BAD : s);
+}
+
 /* CURLOPT_PREREQFUNCTION: a connection is there, the request goes out. */
 static int
 transfer_prereq_cb(void *arg, char *conn_ip, char *local_ip, int conn_port,
@@ -446,6 +466,8 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, transfer_header_cb);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, transfer_socket_cb);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
 	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, transfer_prereq_cb);
 	curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)up->connect_timeout_ms);
@@ -570,8 +592,6 @@ transfer_abort(struct transfer *x)
 static enum transfer_error
 transfer_classify(struct transfer *x, CURLcode rc)
 {
-	long	oserr = 0;
-
 	switch (rc) {
 	case CURLE_OK:
 		return (XFER_OK);
@@ -584,10 +604,7 @@ transfer_classify(struct transfer *x, CURLcode rc)
 		 */
 		return (x->sending ? XFER_TIMEOUT : XFER_CONNECT);
 	case CURLE_COULDNT_CONNECT:
-		curl_easy_getinfo(x->easy, CURLINFO_OS_ERRNO, &oserr);
-		if (oserr == EMFILE || oserr == ENFILE || oserr == ENOBUFS)
-			return (XFER_NO_SOCKET);
-		return (XFER_CONNECT);
+		return (x->no_socket ? XFER_NO_SOCKET : XFER_CONNECT);
 	case CURLE_COULDNT_RESOLVE_HOST:
 	case CURLE_SSL_CONNECT_ERROR:
 	case CURLE_PEER_FAILED_VERIFICATION:

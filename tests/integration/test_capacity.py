@@ -320,5 +320,56 @@ class EmfileTest(harness.TestCase):
         self.assertEqual(r.status, 200, r)
 
 
+class OutOfDescriptorsTest(harness.TestCase):
+
+    def test_no_descriptor_for_the_upstream_is_a_503_not_a_502(self):
+        """Clients take every descriptor: a transfer that cannot get a
+        socket is fanoutd's capacity problem (503 over_capacity, with a
+        warning), not an upstream failure (502), and it is not retried."""
+        import collections
+        import resource
+        import threading
+        up = self.fake("up")
+        fd = self.daemon(
+            upstreams={"up": up},
+            routes={"r": {"match": "/", "upstreams": "up", "deadline": "20s"}},
+            server={"max_connections": "1000", "log_level": "info"},
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
+                                                  (300, 300)))
+        self.assertTrue(fd.log_contains("may need"), "no warning at start "
+                        "about the descriptor limit")
+        res = collections.Counter()
+        bodies = []
+        lock = threading.Lock()
+
+        def one(i):
+            try:
+                c = harness.Client(fd.port, timeout=15)
+                try:
+                    r = c.get("/s?delay=1500&tag=t%d" % i, timeout=15)
+                finally:
+                    c.__exit__()
+                with lock:
+                    res[r.status] += 1
+                    if r.status == 503:
+                        bodies.append(r.body)
+            except Exception as e:  # a refused or reset connect
+                with lock:
+                    res[type(e).__name__] += 1
+
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(250)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+        self.assertNotIn(502, res, dict(res))
+        self.assertGreater(res[503], 0, "the limit was never reached: %r"
+                           % dict(res))
+        self.assertGreater(res[200], 0, dict(res))
+        self.assertTrue(all(b"over_capacity" in b for b in bodies), bodies[:2])
+        self.assertTrue(fd.log_contains("out of file descriptors"))
+        fd.wait_metric("fanoutd_requests_in_flight", lambda v: v == 0, timeout=10)
+
+
 if __name__ == "__main__":
     harness.main()
