@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test of fanoutd: install the dependencies, then
 #   1. build build/ (-Werror) and run make check,
-#   2. build build-asan/ (--enable-sanitizers, ASan + UBSan) and run make check,
+#   2. build build-asan/ (--enable-sanitizers, ASan + UBSan) and run make check
+#      with two worker threads per daemon,
 #   3. make distcheck from build/,
 # and end with one line "N passed, N failed[, N skipped]". Exits non-zero
 # when anything failed. Needs root (or sudo) the first time, for apt-get.
@@ -102,11 +103,13 @@ else
 fi
 
 # 2. AddressSanitizer + UndefinedBehaviorSanitizer; any report aborts the
-# process, so the test that started it fails.
+# process, so the test that started it fails. Every daemon runs two worker
+# threads here (FANOUTD_TEST_WORKERS), the first run one: both shapes tested.
 step "Build build-asan/ (scripts/build.sh build-asan --enable-sanitizers)"
 if scripts/build.sh build-asan --enable-sanitizers; then
 	result "build (build-asan/, ASan + UBSan)" "ok"
-	check build-asan "build-asan/, ASan + UBSan" \
+	check build-asan "build-asan/, ASan + UBSan, 2 workers" \
+		FANOUTD_TEST_WORKERS=2 \
 		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 else
