@@ -433,10 +433,14 @@ class MetricsTest(harness.TestCase):
         # connection, where no connect happened in this transfer: still a
         # timeout (504, outcome timeout), not a connect failure (502).
         fd = self.start()
-        self.assertEqual(fd.get("/tmo?body=warm").status, 200)
+        # One client connection for both: it stays on one worker, whose
+        # curl pool holds the upstream connection (each worker has its own).
+        c = fd.client()
+        self.addCleanup(c.__exit__)
+        self.assertEqual(c.get("/tmo?body=warm").status, 200)
         self.t.wait_requests(1)
         rid = "reused-timeout-1"
-        r = fd.get("/tmo?delay=2000&tag=rt", [("X-Request-Id", rid)])
+        r = c.get("/tmo?delay=2000&tag=rt", [("X-Request-Id", rid)])
         req = self.t.wait_for_tag("rt")
         self.assertEqual(req.conn, self.t.requests[0].conn,
                          "not a reused connection: the test proves nothing")

@@ -13,6 +13,8 @@ sys.dont_write_bytecode = True  # keep the source tree clean
 
 import time  # noqa: E402
 
+import contextlib  # noqa: E402
+
 import harness  # noqa: E402
 from fakeupstream import FakeUpstream  # noqa: E402
 
@@ -50,7 +52,8 @@ class UpstreamFaultTest(harness.SharedDaemonTest):
     def outcome(self, m, name, outcome):
         return m.get("fanoutd_upstream_requests_total", upstream=name, outcome=outcome)
 
-    def fault(self, name, query, status, error, outcome="error", cut_ok=False):
+    def fault(self, name, query, status, error, outcome="error", cut_ok=False,
+              client=None):
         """One request to upstream NAME on its proxy route that fails with
         ERROR: checks the answer, the access log leg and the counter, then
         that the next request on the route is served.
@@ -65,7 +68,10 @@ class UpstreamFaultTest(harness.SharedDaemonTest):
         tag = self.tag(name)
         t0 = time.monotonic()
         r = None
-        with self.fd.client(timeout=5) as c:
+        # CLIENT: a kept-alive connection to use (it stays on one worker,
+        # with that worker's pooled upstream connections).
+        with (contextlib.nullcontext(client) if client is not None
+              else self.fd.client(timeout=5)) as c:
             c.request("GET", "/p/%s/x?tag=%s&%s" % (name, tag, query))
             try:
                 r = c.read_response(timeout=5)
@@ -157,10 +163,13 @@ class UpstreamFaultTest(harness.SharedDaemonTest):
         """No answer at all on a kept-alive (reused) upstream connection:
         504 at the upstream's timeout, error timeout (not connect: the
         connection was there all along), the connection closed."""
-        r0, _ = self.call("/p/hung/x?body=warm")
+        c = self.fd.client(timeout=5)
+        self.addCleanup(c.__exit__)
+        r0 = c.get("/p/hung/x?body=warm")
         self.assertEqual(r0.status, 200, r0)
         tag = self.tag("hung")
-        r, e, dt = self.fault("hung", "hang=1&t=" + tag, 504, "timeout", outcome="timeout")
+        r, e, dt = self.fault("hung", "hang=1&t=" + tag, 504, "timeout",
+                              outcome="timeout", client=c)
         self.assertGreaterEqual(dt, TIMEOUT * 0.9, "504 before the timeout: %.0f ms" % (dt * 1000))
         self.assertLess(dt, TIMEOUT + 1.5, "504 long after the timeout: %.0f ms" % (dt * 1000))
         req = self.f["hung"].wait_for_request(lambda q: q.q("t") == tag, timeout=2)
