@@ -31,34 +31,18 @@ def raw_exchange(port, data, timeout=3.0):
         s.close()
 
 
-class ProtocolTest(harness.TestCase):
+class ProtocolTest(harness.SharedDaemonTest):
+
+    FAKES = ("up",)
 
     @classmethod
-    def setUpClass(cls):
-        cls.up = harness.FakeUpstream("up")
-        cls.fd = harness.Fanoutd(
-            upstreams={"up": cls.up},
+    def config(cls, f):
+        return dict(
+            upstreams={"up": f["up"]},
             routes={"pub": {"match": "/public/", "upstreams": "up"},
                     "all": {"match": "/all/", "mode": "first",
-                            "upstreams": "up"},
-                    "hang": {"match": "/hang", "upstreams": "up",
-                             "deadline": "200ms"}},
+                            "upstreams": "up"}},
             server={"keepalive_timeout": "10s"})
-        try:
-            cls.fd.start()
-        except BaseException:
-            cls.up.close()
-            cls.fd.cleanup()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.fd.cleanup()
-        cls.up.close()
-
-    def setUp(self):
-        super().setUp()
-        self._daemons.append(self.fd)
 
     def test_head_error_has_no_body_and_the_next_answer_follows(self):
         with self.fd.client() as c:
