@@ -447,6 +447,10 @@ class Fanoutd:
         # preexec_fn: run in the child before exec (e.g. a low RLIMIT_NOFILE);
         # stop_grace: seconds stop() waits after SIGTERM before SIGKILL
         self.wrapper = list(wrapper or [])
+        # FANOUTD_TEST_WRAPPER="valgrind -q --error-exitcode=99" runs every
+        # daemon of a test file under that command (by hand: timings loosen).
+        if not self.wrapper and os.environ.get("FANOUTD_TEST_WRAPPER"):
+            self.wrapper = os.environ["FANOUTD_TEST_WRAPPER"].split()
         self.preexec_fn = preexec_fn
         self.stop_grace = stop_grace
         # env: variables added to the daemon's environment (a value of None
