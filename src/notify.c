@@ -6,7 +6,6 @@
  */
 #include "autoconf.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -111,16 +110,3 @@ notify_stopping(void)
 	notify_send("STOPPING=1\nSTATUS=draining");
 }
 
-void
-notify_status(const char *fmt, ...)
-{
-	char	msg[256];
-	va_list	ap;
-	int	n;
-
-	n = snprintf(msg, sizeof msg, "STATUS=");
-	va_start(ap, fmt);
-	vsnprintf(msg + n, sizeof msg - n, fmt, ap);
-	va_end(ap);
-	notify_send(msg);
-}

@@ -13,6 +13,5 @@ void	notify_free(void);
 void	notify_ready(void);
 void	notify_reloading(void);
 void	notify_stopping(void);
-void	notify_status(const char *, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

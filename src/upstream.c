@@ -210,12 +210,6 @@ upstreams_free(struct upstreams *u)
 	free(u);
 }
 
-unsigned
-upstreams_running(const struct upstreams *u)
-{
-	return (u->running);
-}
-
 static size_t
 transfer_write_cb(char *data, size_t size, size_t nmemb, void *arg)
 {

@@ -86,7 +86,6 @@ struct transfer_request {
 /* pool: how many idle upstream connections curl may keep. */
 struct upstreams	*upstreams_new(struct event_base *, unsigned long pool);
 void			 upstreams_free(struct upstreams *);
-unsigned		 upstreams_running(const struct upstreams *);
 
 struct transfer	*transfer_start(struct upstreams *,
 		    const struct transfer_request *, transfer_done_cb, void *);
