@@ -1128,8 +1128,9 @@ section_named(struct parse *p, enum section_type type, const char *name,
 {
 	struct config		*cfg = p->cfg;
 	struct section		*sec, *first;
-	struct upstream_conf	*u, **ua;
-	struct route_conf	*r, **ra;
+	struct upstream_conf	*u = NULL, **ua;
+	struct route_conf	*r = NULL, **ra;
+	void			*base;
 	const char		*what = section_names[type];
 	char			*cp;
 
@@ -1149,11 +1150,9 @@ section_named(struct parse *p, enum section_type type, const char *name,
 
 	/* Into the config at once, so that config_free finds it. */
 	if (type == SECTION_UPSTREAM) {
-		ua = reallocarray(cfg->upstreams, cfg->nupstreams + 1,
-		    sizeof *cfg->upstreams);
-		if (ua == NULL || (u = calloc(1, sizeof *u)) == NULL) {
-			if (ua != NULL)
-				cfg->upstreams = ua;
+		if ((u = calloc(1, sizeof *u)) == NULL || (ua = reallocarray(
+		    cfg->upstreams, cfg->nupstreams + 1, sizeof *ua)) == NULL) {
+			free(u);
 			free(cp);
 			goto oom;
 		}
@@ -1161,15 +1160,11 @@ section_named(struct parse *p, enum section_type type, const char *name,
 		cfg->upstreams[cfg->nupstreams++] = u;
 		u->name = cp;
 		u->line = line;
-		if ((sec = section_new(p, type, line)) == NULL)
-			return;
-		sec->base = u;
+		base = u;
 	} else {
-		ra = reallocarray(cfg->routes, cfg->nroutes + 1,
-		    sizeof *cfg->routes);
-		if (ra == NULL || (r = calloc(1, sizeof *r)) == NULL) {
-			if (ra != NULL)
-				cfg->routes = ra;
+		if ((r = calloc(1, sizeof *r)) == NULL || (ra = reallocarray(
+		    cfg->routes, cfg->nroutes + 1, sizeof *ra)) == NULL) {
+			free(r);
 			free(cp);
 			goto oom;
 		}
@@ -1177,10 +1172,11 @@ section_named(struct parse *p, enum section_type type, const char *name,
 		cfg->routes[cfg->nroutes++] = r;
 		r->name = cp;
 		r->line = line;
-		if ((sec = section_new(p, type, line)) == NULL)
-			return;
-		sec->base = r;
+		base = r;
 	}
+	if ((sec = section_new(p, type, line)) == NULL)
+		return;
+	sec->base = base;
 	sec->name = cp;
 	snprintf(sec->label, sizeof sec->label, "[%s \"%s\"]", what, cp);
 	p->cur = sec;
