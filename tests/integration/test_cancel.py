@@ -11,34 +11,20 @@ PROMPT = 0.2        # "closed promptly"
 _tags = itertools.count(1)
 
 
-class CancelTest(harness.TestCase):
+class CancelTest(harness.SharedDaemonTest):
     half_close = None          # default: cancel
+    FAKES = ("slow",)
 
     @classmethod
-    def setUpClass(cls):
-        cls.up = harness.FakeUpstream("slow")
+    def config(cls, f):
+        cls.up = f["slow"]
         server = {"keepalive_timeout": "30s"}
         if cls.half_close:
             server["half_close"] = cls.half_close
-        cls.fd = harness.Fanoutd(
+        return dict(
             upstreams={"slow": cls.up},
             routes={"r": {"match": "/", "upstreams": "slow", "deadline": "20s"}},
             server=server)
-        try:
-            cls.fd.start()
-        except BaseException:
-            cls.up.close()
-            cls.fd.cleanup()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.fd.cleanup()
-        cls.up.close()
-
-    def setUp(self):
-        super().setUp()
-        self._daemons.append(self.fd)
 
     def pending(self, delay=5000):
         """A client with a request held at the upstream; returns

@@ -9,12 +9,13 @@ import harness  # noqa: E402
 PROMPT = 0.2
 
 
-class DeadlineTest(harness.TestCase):
+class DeadlineTest(harness.SharedDaemonTest):
+    FAKES = ("slow",)
 
     @classmethod
-    def setUpClass(cls):
-        cls.up = harness.FakeUpstream("slow")
-        cls.fd = harness.Fanoutd(
+    def config(cls, f):
+        cls.up = f["slow"]
+        return dict(
             upstreams={
                 "slow": cls.up,
                 "short": {"url": cls.up, "timeout": "300ms"},
@@ -24,21 +25,6 @@ class DeadlineTest(harness.TestCase):
                 "to": {"match": "/to", "upstreams": "short", "deadline": "10s"},
                 "fast": {"match": "/fast", "upstreams": "slow", "deadline": "10s"},
             })
-        try:
-            cls.fd.start()
-        except BaseException:
-            cls.up.close()
-            cls.fd.cleanup()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.fd.cleanup()
-        cls.up.close()
-
-    def setUp(self):
-        super().setUp()
-        self._daemons.append(self.fd)
 
     def test_route_deadline_504_and_upstream_closed(self):
         m0 = self.fd.metrics()

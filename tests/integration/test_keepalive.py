@@ -9,33 +9,19 @@ import harness  # noqa: E402
 from harness import build_request
 
 
-class KeepaliveTest(harness.TestCase):
+class KeepaliveTest(harness.SharedDaemonTest):
+    FAKES = ("up",)
 
     @classmethod
-    def setUpClass(cls):
-        cls.up = harness.FakeUpstream("up")
-        cls.fd = harness.Fanoutd(
+    def config(cls, f):
+        cls.up = f["up"]
+        return dict(
             upstreams={"up": cls.up},
             routes={
                 "r": {"match": "/", "upstreams": "up", "deadline": "10s"},
                 "dl": {"match": "/dl", "upstreams": "up", "deadline": "300ms"},
             },
             server={"keepalive_timeout": "500ms"})
-        try:
-            cls.fd.start()
-        except BaseException:
-            cls.up.close()
-            cls.fd.cleanup()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.fd.cleanup()
-        cls.up.close()
-
-    def setUp(self):
-        super().setUp()
-        self._daemons.append(self.fd)
 
     def test_three_sequential_requests(self):
         with self.fd.client() as c:
