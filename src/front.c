@@ -485,14 +485,10 @@ conn_head(struct conn *c, int status, struct evbuffer *headers,
     long long content_length, enum conn_after how)
 {
 	struct evbuffer	*out = c->out;
-	char		 date[64];
-	struct tm	 tm;
-	time_t		 t;
+	const char	*text = http_status_text(status);
+	char		 line[128], *p = line;
+	size_t		 textlen = strlen(text);
 	int		 keep, http10 = llhttp_get_http_minor(&c->parser) == 0;
-
-	t = time(NULL);
-	gmtime_r(&t, &tm);
-	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 
 	if (how != CONN_KEEP || c->w->draining ||
 	    (content_length < 0 && http10))
@@ -508,15 +504,32 @@ conn_head(struct conn *c, int status, struct evbuffer *headers,
 	if (!keep)
 		c->close_after = 1;
 
-	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status,
-	    http_status_text(status), date);
+	/* "HTTP/1.1 200 OK\r\nDate: ...\r\n": statuses are 100..999 and
+	 * their texts short, so this fits the buffer. */
+	memcpy(p, "HTTP/1.1 ", 9);
+	p += 9;
+	*p++ = '0' + status / 100;
+	*p++ = '0' + status / 10 % 10;
+	*p++ = '0' + status % 10;
+	*p++ = ' ';
+	if (textlen > 64)
+		textlen = 64;
+	memcpy(p, text, textlen);
+	p += textlen;
+	memcpy(p, "\r\nDate: ", 8);
+	p += 8;
+	p += http_date_now(p);
+	*p++ = '\r';
+	*p++ = '\n';
+	evbuffer_add(out, line, (size_t)(p - line));
 	if (headers != NULL)
 		evbuffer_add_buffer(out, headers);
 	if (status >= 200 && status != 204 && status != 304) {
-		if (content_length >= 0)
-			evbuffer_add_printf(out, "Content-Length: %lld\r\n",
-			    content_length);
-		else if (!http10)
+		if (content_length >= 0) {
+			evbuffer_add(out, "Content-Length: ", 16);
+			evbuffer_add_u64(out, (uint64_t)content_length);
+			evbuffer_add(out, "\r\n", 2);
+		} else if (!http10)
 			evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
 	}
 	if (!keep)

@@ -355,7 +355,10 @@ request_headers_new(struct request *r)
 
 	if ((h = evbuffer_new()) == NULL)
 		return (NULL);
-	evbuffer_add_printf(h, "X-Request-Id: %s\r\n", r->id[0] ? r->id : "-");
+	if (r->id[0] != '\0')
+		evbuffer_add_field(h, "X-Request-Id", 12, r->id, strlen(r->id));
+	else
+		evbuffer_add(h, "X-Request-Id: -\r\n", 17);
 	return (h);
 }
 
@@ -599,8 +602,8 @@ leg_response_headers(struct request *r, const struct http_headers *hs)
 		if (!http_response_header_passes(hs, h->name, h->namelen) ||
 		    strn_eq_ci(h->name, h->namelen, "transfer-encoding"))
 			continue;
-		evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)h->namelen,
-		    h->name, (int)h->valuelen, h->value);
+		evbuffer_add_field(out, h->name, h->namelen, h->value,
+		    h->valuelen);
 	}
 	return (out);
 }

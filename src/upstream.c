@@ -19,10 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 
 #include "config.h"
 #include "log.h"
@@ -42,12 +44,27 @@ struct upstreams {
 	 * than a fresh curl_easy_init() with all its allocations. */
 	CURL			*pool[EASY_POOL_MAX];
 	size_t			 npool;
+	/* Socket watches by descriptor (see struct sockwatch). */
+	struct sockwatch	**watch;
+	size_t			 nwatch;
 };
 
-/* One per socket curl asks us to watch. */
+/*
+ * One per socket curl asks us to watch. A socket we opened for curl (an
+ * upstream connection) stays registered for reading while it rests in
+ * curl's connection cache: the next transfer on it then costs no
+ * epoll_ctl at all, where removing and adding it again cost two per
+ * request. Such a watch lives until curl closes the socket through
+ * transfer_close_cb, so its descriptor cannot be reused behind our back.
+ * Sockets curl makes by itself (a resolver's socketpair) are closed
+ * without telling us and are unwatched at once when curl lets them go.
+ */
 struct sockwatch {
 	struct upstreams	*u;
-	struct event		*ev;
+	struct event		 ev;
+	short			 registered;	/* events added, 0: none */
+	short			 wanted;	/* what curl asked, 0: none */
+	int			 ours;		/* opened by transfer_socket_cb */
 };
 
 struct transfer {
@@ -91,16 +108,71 @@ transfer_error_name(enum transfer_error e)
 	return "protocol";
 }
 
+static struct sockwatch *
+watch_get(struct upstreams *u, curl_socket_t s, int create)
+{
+	struct sockwatch	**v, *sw;
+	size_t			  n;
+
+	if (s < 0)
+		return (NULL);
+	if ((size_t)s < u->nwatch && u->watch[s] != NULL)
+		return (u->watch[s]);
+	if (!create)
+		return (NULL);
+	if ((size_t)s >= u->nwatch) {
+		n = u->nwatch ? u->nwatch : 64;
+		while (n <= (size_t)s)
+			n *= 2;
+		if ((v = reallocarray(u->watch, n, sizeof *v)) == NULL)
+			return (NULL);
+		memset(v + u->nwatch, 0, (n - u->nwatch) * sizeof *v);
+		u->watch = v;
+		u->nwatch = n;
+	}
+	if ((sw = calloc(1, sizeof *sw)) == NULL)
+		return (NULL);
+	sw->u = u;
+	u->watch[s] = sw;
+	return (sw);
+}
+
+static void
+watch_free(struct upstreams *u, curl_socket_t s)
+{
+	struct sockwatch	*sw = watch_get(u, s, 0);
+
+	if (sw == NULL)
+		return;
+	/* Safe even from this event's own callback. */
+	if (sw->registered)
+		event_del(&sw->ev);
+	u->watch[s] = NULL;
+	free(sw);
+}
+
 static void
 upstreams_event_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct upstreams	*u = arg;
+	struct sockwatch	*sw = arg;
+	struct upstreams	*u = sw->u;
 	int			 action = 0;
 
+	if (!sw->wanted) {
+		/*
+		 * A resting connection became readable: the upstream closed
+		 * it or sent what it should not have. curl finds that out
+		 * itself before it reuses the connection; stop listening.
+		 */
+		event_del(&sw->ev);
+		sw->registered = 0;
+		return;
+	}
 	if (what & EV_READ)
 		action |= CURL_CSELECT_IN;
 	if (what & EV_WRITE)
 		action |= CURL_CSELECT_OUT;
+	/* May close the socket, freeing sw: only u from here on. */
 	curl_multi_socket_action(u->multi, fd, action, &u->running);
 	upstreams_check_done(u);
 }
@@ -120,14 +192,19 @@ upstreams_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
     void *socketp)
 {
 	struct upstreams	*u = userp;
-	struct sockwatch	*sw = socketp;
+	struct sockwatch	*sw;
 	short			 events = EV_PERSIST;
 
 	if (what == CURL_POLL_REMOVE) {
-		if (sw != NULL) {
-			/* Safe even from this event's own callback. */
-			event_free(sw->ev);
-			free(sw);
+		if ((sw = watch_get(u, s, 0)) == NULL)
+			return (0);
+		sw->wanted = 0;
+		if (!sw->ours)
+			watch_free(u, s);
+		else if (sw->registered & EV_WRITE) {
+			/* Writable would fire at once, and forever. */
+			event_del(&sw->ev);
+			sw->registered = 0;
 		}
 		return (0);
 	}
@@ -135,23 +212,18 @@ upstreams_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
 		events |= EV_READ;
 	if (what & CURL_POLL_OUT)
 		events |= EV_WRITE;
-	if (sw == NULL) {
-		if ((sw = calloc(1, sizeof *sw)) == NULL)
-			return (-1);
-		sw->u = u;
-		sw->ev = event_new(u->base, s, events, upstreams_event_cb, u);
-		if (sw->ev == NULL) {
-			free(sw);
-			return (-1);
-		}
-		curl_multi_assign(u->multi, s, sw);
-	} else if (event_get_events(sw->ev) == events)
+	if ((sw = watch_get(u, s, 1)) == NULL)
+		return (-1);
+	sw->wanted = events;
+	if (sw->registered == events)
 		return (0);	/* nothing changed */
-	else {
-		event_del(sw->ev);
-		event_assign(sw->ev, u->base, s, events, upstreams_event_cb, u);
-	}
-	event_add(sw->ev, NULL);
+	if (sw->registered)
+		event_del(&sw->ev);
+	sw->registered = 0;
+	event_assign(&sw->ev, u->base, s, events, upstreams_event_cb, sw);
+	if (event_add(&sw->ev, NULL) == -1)
+		return (-1);
+	sw->registered = events;
 	return (0);
 }
 
@@ -200,12 +272,17 @@ fail:
 void
 upstreams_free(struct upstreams *u)
 {
+	size_t	i;
+
 	if (u == NULL)
 		return;
 	while (u->npool > 0)
 		curl_easy_cleanup(u->pool[--u->npool]);
 	/* Owners abort their transfers first; this closes idle connections. */
 	curl_multi_cleanup(u->multi);
+	for (i = 0; i < u->nwatch; i++)
+		watch_free(u, (curl_socket_t)i);
+	free(u->watch);
 	event_free(u->timer);
 	free(u);
 }
@@ -272,14 +349,35 @@ transfer_content_length(struct transfer *x)
 static curl_socket_t
 transfer_socket_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 {
-	struct transfer	*x = arg;
-	curl_socket_t	 s;
+	struct transfer		*x = arg;
+	struct sockwatch	*sw;
+	curl_socket_t		 s;
 
 	s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-	if (s == -1 && (errno == EMFILE || errno == ENFILE ||
-	    errno == ENOBUFS || errno == ENOMEM))
-		x->no_socket = 1;
-	return (s == -1 ? CURL_SOCKET_BAD : s);
+	if (s == -1) {
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+		    errno == ENOMEM)
+			x->no_socket = 1;
+		return (CURL_SOCKET_BAD);
+	}
+	if ((sw = watch_get(x->u, s, 1)) == NULL) {
+		close(s);
+		return (CURL_SOCKET_BAD);
+	}
+	sw->ours = 1;
+	return (s);
+}
+
+/*
+ * CURLOPT_CLOSESOCKETFUNCTION: the end of every socket transfer_socket_cb
+ * opened, whichever handle curl closes it from (its argument is the
+ * upstreams, which outlive every connection of their multi).
+ */
+static int
+transfer_close_cb(void *arg, curl_socket_t s)
+{
+	watch_free(arg, s);
+	return (close(s));
 }
 
 /* CURLOPT_PREREQFUNCTION: a connection is there, the request goes out. */
@@ -381,17 +479,25 @@ transfer_headers(const struct transfer_request *r)
 {
 	struct curl_slist		*l = NULL, *n;
 	const struct http_header	*h;
-	char				*line;
-	size_t				 i;
+	char				 buf[1024], *line;
+	size_t				 i, len;
 
 	for (i = 0; i < r->headers->n; i++) {
 		h = &r->headers->v[i];
-		/* "Name;" sends an empty value, "Name:" would drop it. */
-		if (asprintf(&line, "%.*s%c %.*s", (int)h->namelen, h->name,
-		    h->valuelen ? ':' : ';', (int)h->valuelen, h->value) == -1)
+		len = h->namelen + 2 + h->valuelen + 1;
+		if (len <= sizeof buf)
+			line = buf;
+		else if ((line = malloc(len)) == NULL)
 			goto fail;
-		n = curl_slist_append(l, line);
-		free(line);
+		/* "Name;" sends an empty value, "Name:" would drop it. */
+		memcpy(line, h->name, h->namelen);
+		line[h->namelen] = h->valuelen ? ':' : ';';
+		line[h->namelen + 1] = ' ';
+		memcpy(line + h->namelen + 2, h->value, h->valuelen);
+		line[len - 1] = '\0';
+		n = curl_slist_append(l, line);	/* copies */
+		if (line != buf)
+			free(line);
 		if (n == NULL)
 			goto fail;
 		l = n;
@@ -428,6 +534,7 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	struct transfer			*x;
 	CURL				*e;
 	long				 httpver;
+	size_t				 urllen;
 
 	if ((x = calloc(1, sizeof *x)) == NULL)
 		return (NULL);
@@ -439,10 +546,12 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	http_headers_init(&x->headers);
 	if ((x->body = evbuffer_new()) == NULL)
 		goto fail;
-	if (asprintf(&x->url, "%s%.*s", up->url, (int)r->pathlen, r->path) == -1) {
-		x->url = NULL;
+	urllen = strlen(up->url);
+	if ((x->url = malloc(urllen + r->pathlen + 1)) == NULL)
 		goto fail;
-	}
+	memcpy(x->url, up->url, urllen);
+	memcpy(x->url + urllen, r->path, r->pathlen);
+	x->url[urllen + r->pathlen] = '\0';
 	if ((x->sendhdrs = transfer_headers(r)) == NULL)
 		goto fail;
 	if (u->npool > 0)
@@ -455,6 +564,9 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	/* Upstreams are reached directly: no proxy from the environment
+	 * (this also spares curl its getenv calls on every transfer). */
+	curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->sendhdrs);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, transfer_write_cb);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
@@ -462,6 +574,8 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, transfer_socket_cb);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, transfer_close_cb);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, u);
 	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, transfer_prereq_cb);
 	curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)up->connect_timeout_ms);

@@ -41,6 +41,59 @@ iso8601_now(char *buf, size_t len)
 	snprintf(buf, len, "%s.%03ldZ", tmp, ts.tv_nsec / 1000000);
 }
 
+size_t
+http_date_now(char *buf)
+{
+	static _Thread_local time_t	cached_sec = -1;
+	static _Thread_local char	cached[32];
+	static _Thread_local size_t	cached_len;
+	struct tm			tm;
+	time_t				t = time(NULL);
+
+	if (t != cached_sec) {
+		gmtime_r(&t, &tm);
+		cached_len = strftime(cached, sizeof cached,
+		    "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		cached_sec = t;
+	}
+	memcpy(buf, cached, cached_len + 1);
+	return (cached_len);
+}
+
+int
+evbuffer_add_field(struct evbuffer *b, const char *name, size_t namelen,
+    const char *value, size_t valuelen)
+{
+	struct evbuffer_iovec	v;
+	size_t			n = namelen + valuelen + 4;
+	char			*p;
+
+	if (evbuffer_reserve_space(b, n, &v, 1) != 1)
+		return (-1);
+	p = v.iov_base;
+	memcpy(p, name, namelen);
+	p += namelen;
+	*p++ = ':';
+	*p++ = ' ';
+	memcpy(p, value, valuelen);
+	p += valuelen;
+	*p++ = '\r';
+	*p = '\n';
+	v.iov_len = n;
+	return (evbuffer_commit_space(b, &v, 1));
+}
+
+int
+evbuffer_add_u64(struct evbuffer *b, uint64_t v)
+{
+	char	digits[20], *p = digits + sizeof digits;
+
+	do
+		*--p = '0' + v % 10;
+	while ((v /= 10) != 0);
+	return (evbuffer_add(b, p, (size_t)(digits + sizeof digits - p)));
+}
+
 void
 json_append_string(struct evbuffer *out, const char *s, size_t len)
 {

@@ -15,6 +15,17 @@ uint64_t	 now_ms(void);
 /* Wall clock, "2026-11-25T20:46:08.123Z", into buf of at least 32 bytes. */
 void		 iso8601_now(char *buf, size_t len);
 
+/* "Tue, 24 Nov 2026 23:00:00 GMT" for now into buf (>= 30 bytes); the
+ * string is formatted once a second per thread. Returns its length. */
+size_t		 http_date_now(char *buf);
+
+/* Append "name: value\r\n" in one copy. 0 or -1 (out of memory). */
+int		 evbuffer_add_field(struct evbuffer *, const char *name,
+		    size_t namelen, const char *value, size_t valuelen);
+
+/* Append the decimal digits of v. 0 or -1 (out of memory). */
+int		 evbuffer_add_u64(struct evbuffer *, uint64_t v);
+
 /* Append s (len bytes) as a JSON string, quotes included. */
 void		 json_append_string(struct evbuffer *, const char *s, size_t len);
 
