@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -65,6 +66,8 @@ struct sockwatch {
 	short			 registered;	/* events added, 0: none */
 	short			 wanted;	/* what curl asked, 0: none */
 	int			 ours;		/* opened by transfer_socket_cb */
+	int			 plain_h1;	/* cleartext HTTP/1.1 */
+	int			 held;		/* unwatched by a paused transfer */
 };
 
 struct transfer {
@@ -88,6 +91,7 @@ struct transfer {
 	int			 sending;	/* connected (or reused) */
 	int			 trailers;	/* past the final head */
 	int			 no_socket;	/* socket(2) failed: EMFILE... */
+	int			 plain_h1;	/* http:// and HTTP/1.1 */
 };
 
 static void	upstreams_check_done(struct upstreams *);
@@ -152,6 +156,18 @@ watch_free(struct upstreams *u, curl_socket_t s)
 }
 
 static void
+watch_retire(evutil_socket_t fd)
+{
+	char	buf[4096];
+	int	i;
+
+	shutdown(fd, SHUT_RDWR);
+	for (i = 0; i < 16; i++)
+		if (recv(fd, buf, sizeof buf, MSG_DONTWAIT) <= 0)
+			break;
+}
+
+static void
 upstreams_event_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sockwatch	*sw = arg;
@@ -160,10 +176,18 @@ upstreams_event_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (!sw->wanted) {
 		/*
-		 * A resting connection became readable: the upstream closed
-		 * it or sent what it should not have. curl finds that out
-		 * itself before it reuses the connection; stop listening.
+		 * Nobody waits on this socket. Unless a paused transfer owns
+		 * it, it rests in curl's cache and has just been closed by
+		 * the upstream or been sent what nobody asked for (a stale
+		 * "408" before a close, say). curl 7.88 would reuse it when
+		 * data is waiting (its check only tells EOF from silence) and
+		 * take those bytes for the next answer: on cleartext HTTP/1.1
+		 * (where nothing may arrive unasked, unlike TLS or HTTP/2),
+		 * shut it and read it empty, so curl sees an EOF, calls it
+		 * dead and closes it. Then stop listening.
 		 */
+		if (sw->ours && sw->plain_h1 && !sw->held)
+			watch_retire(fd);
 		event_del(&sw->ev);
 		sw->registered = 0;
 		return;
@@ -193,12 +217,17 @@ upstreams_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
 {
 	struct upstreams	*u = userp;
 	struct sockwatch	*sw;
+	struct transfer		*x;
 	short			 events = EV_PERSIST;
 
 	if (what == CURL_POLL_REMOVE) {
 		if ((sw = watch_get(u, s, 0)) == NULL)
 			return (0);
 		sw->wanted = 0;
+		/* curl unwatches a paused transfer's socket too. */
+		x = NULL;
+		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+		sw->held = x != NULL && (x->paused || x->send_paused);
 		if (!sw->ours)
 			watch_free(u, s);
 		else if (sw->registered & EV_WRITE) {
@@ -215,6 +244,7 @@ upstreams_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
 	if ((sw = watch_get(u, s, 1)) == NULL)
 		return (-1);
 	sw->wanted = events;
+	sw->held = 0;
 	if (sw->registered == events)
 		return (0);	/* nothing changed */
 	if (sw->registered)
@@ -365,6 +395,7 @@ transfer_socket_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 		return (CURL_SOCKET_BAD);
 	}
 	sw->ours = 1;
+	sw->plain_h1 = x->plain_h1;
 	return (s);
 }
 
@@ -601,10 +632,12 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 			curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
 		break;
 	case HTTP2_ON:
-		httpver = CURL_HTTP_VERSION_2TLS;
+		httpver = CURL_HTTP_VERSION_2TLS;	/* 1.1 for http:// */
+		x->plain_h1 = strncasecmp(up->url, "http://", 7) == 0;
 		break;
 	default:
 		httpver = CURL_HTTP_VERSION_1_1;
+		x->plain_h1 = strncasecmp(up->url, "http://", 7) == 0;
 	}
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, httpver);
 
