@@ -14,6 +14,15 @@ static const char *const hop_by_hop[] = {
 	"upgrade", "proxy-authorization", "proxy-connection", NULL
 };
 
+#define HTTP_CHUNK_SIZE	2048
+
+struct http_chunk {
+	struct http_chunk	*next;
+	size_t			 used;
+	size_t			 cap;
+	char			 data[];
+};
+
 void
 http_headers_init(struct http_headers *h)
 {
@@ -23,14 +32,38 @@ http_headers_init(struct http_headers *h)
 void
 http_headers_clear(struct http_headers *h)
 {
-	size_t	i;
+	struct http_chunk	*c;
 
-	for (i = 0; i < h->n; i++) {
-		free(h->v[i].name);
-		free(h->v[i].value);
+	while ((c = h->chunks) != NULL) {
+		h->chunks = c->next;
+		free(c);
 	}
 	free(h->v);
 	memset(h, 0, sizeof *h);
+}
+
+/* len bytes of string space that lives as long as the list. */
+static char *
+http_headers_space(struct http_headers *h, size_t len)
+{
+	struct http_chunk	*c = h->chunks;
+	size_t			 cap;
+	char			*p;
+
+	if (c == NULL || c->cap - c->used < len) {
+		cap = HTTP_CHUNK_SIZE - sizeof *c;
+		if (len > cap)
+			cap = len;
+		if ((c = malloc(sizeof *c + cap)) == NULL)
+			return (NULL);
+		c->used = 0;
+		c->cap = cap;
+		c->next = h->chunks;
+		h->chunks = c;
+	}
+	p = c->data + c->used;
+	c->used += len;
+	return (p);
 }
 
 int
@@ -39,6 +72,7 @@ http_headers_add(struct http_headers *h, const char *name, size_t namelen,
 {
 	struct http_header	*nv, *e;
 	size_t			 ncap;
+	char			*p;
 
 	if (h->n == h->cap) {
 		ncap = h->cap ? h->cap * 2 : 16;
@@ -47,13 +81,16 @@ http_headers_add(struct http_headers *h, const char *name, size_t namelen,
 		h->v = nv;
 		h->cap = ncap;
 	}
+	if (namelen > SIZE_MAX / 2 - 2 || valuelen > SIZE_MAX / 2 ||
+	    (p = http_headers_space(h, namelen + valuelen + 2)) == NULL)
+		return (-1);
 	e = &h->v[h->n];
-	if ((e->name = strndup(name, namelen)) == NULL)
-		return (-1);
-	if ((e->value = strndup(value, valuelen)) == NULL) {
-		free(e->name);
-		return (-1);
-	}
+	e->name = p;
+	memcpy(p, name, namelen);
+	p[namelen] = '\0';
+	e->value = p + namelen + 1;
+	memcpy(e->value, value, valuelen);
+	e->value[valuelen] = '\0';
 	e->namelen = namelen;
 	e->valuelen = valuelen;
 	h->bytes += namelen + valuelen;

@@ -15,11 +15,16 @@ struct http_header {
 	size_t	 valuelen;
 };
 
+struct http_chunk;
+
+/* Names and values live in a few chunks owned by the list, not in a
+ * malloc'd string each: a head costs two allocations, not two a field. */
 struct http_headers {
 	struct http_header	*v;
 	size_t			 n;
 	size_t			 cap;
 	size_t			 bytes;	/* names and values, for limits */
+	struct http_chunk	*chunks;
 };
 
 void	 http_headers_init(struct http_headers *);

@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <cmocka.h>
@@ -46,6 +47,46 @@ forward(const struct http_headers *in, struct http_headers *out,
 
 	http_headers_init(out);
 	assert_int_equal(http_forward_request_headers(in, &fi, out), 0);
+}
+
+/* Names and values stay put and whole while the list grows past its
+ * chunks, with fields larger than a chunk and empty ones among them. */
+static void
+test_headers_storage(void **state)
+{
+	struct http_headers	 h;
+	char			 name[32], value[64], *big;
+	size_t			 i, bigsize = 100000;
+
+	(void)state;
+	http_headers_init(&h);
+	assert_non_null(big = malloc(bigsize));
+	memset(big, 'v', bigsize);
+	assert_int_equal(http_headers_add(&h, "Big", 3, big, bigsize), 0);
+	add(&h, "Empty", "");
+	for (i = 0; i < 500; i++) {
+		snprintf(name, sizeof name, "X-Field-%zu", i);
+		snprintf(value, sizeof value, "value %zu of the list", i);
+		add(&h, name, value);
+	}
+	assert_int_equal(h.n, 502);
+	assert_int_equal(h.v[0].valuelen, bigsize);
+	assert_memory_equal(h.v[0].value, big, bigsize);
+	assert_int_equal(h.v[0].value[bigsize], '\0');
+	assert_string_equal(get(&h, "empty"), "");
+	for (i = 0; i < 500; i++) {
+		snprintf(name, sizeof name, "X-Field-%zu", i);
+		snprintf(value, sizeof value, "value %zu of the list", i);
+		assert_string_equal(h.v[i + 2].name, name);
+		assert_string_equal(h.v[i + 2].value, value);
+		assert_int_equal(h.v[i + 2].valuelen, strlen(value));
+	}
+	http_headers_clear(&h);
+	assert_int_equal(h.n, 0);
+	add(&h, "After", "clear");
+	assert_string_equal(get(&h, "after"), "clear");
+	http_headers_clear(&h);
+	free(big);
 }
 
 static void
@@ -276,6 +317,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_headers_storage),
 		cmocka_unit_test(test_hop_by_hop_dropped),
 		cmocka_unit_test(test_connection_named_headers_dropped),
 		cmocka_unit_test(test_host_and_forwarded),
