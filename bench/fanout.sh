@@ -50,6 +50,15 @@ rc=$?
 fanoutd_alive "shared fan_throughput.sh (wrk -t2 -c$CONNS on GET /agg/)"
 ((rc == 0)) || log "fan_throughput.sh exited $rc (see $RAW/fan_throughput.stderr)"
 grep -E '^round ' "$RAW/fan_throughput.txt" >&2
+
+log "CPU per request: fanoutd vs nginx+Lua vs Go (proxy and legs' upstreams not counted), c=$CONNS"
+timeout $((ROUNDS * 3 * 40 + 60)) "$PY" "$BENCH_SRC/cpu_per_request.py" --rounds "$ROUNDS" \
+    --duration $((QUICK ? 2 : 5)) --conns "$CONNS" --target "fanoutd=$FANOUTD_PORT/agg/" \
+    --target "nginx_lua=$LUA_AGG_PORT/agg/" --target "go=$GO_AGG_PORT/agg/" \
+    --json "$OUT/fan_cpu.json" >"$RAW/cpu.txt" 2>"$RAW/cpu.stderr" ||
+    log "cpu_per_request.py failed (see $RAW/cpu.stderr)"
+fanoutd_alive "CPU per request (wrk on GET /agg/)"
+cat "$RAW/cpu.txt" >&2
 curl -s -m 5 "http://127.0.0.1:$FANOUTD_ADMIN_PORT/metrics" >"$RAW/fanoutd_metrics.txt" || true
 
 results=$(ls "$RAW"/fan_throughput.*/results.jsonl 2>/dev/null | head -1)

@@ -294,6 +294,16 @@ def cmd_table(a):
             e = t["fanoutd"]["errors"]
             if e:
                 row("   wrk errors, c=%s" % c, str(e), "nginx %d" % t["nginx"]["errors"], "", "0", False)
+    cpu = jload(d, "proxy_cpu.json")
+    if cpu:
+        m = cpu["median"]
+        row("   CPU per request, c=%s" % cpu["conns"],
+            "%.1f us (%.1f user + %.1f sys)" % (m["fanoutd"]["total_us"], m["fanoutd"]["user_us"],
+                                               m["fanoutd"]["sys_us"]),
+            "nginx %.1f us (%.1f + %.1f)" % (m["nginx"]["total_us"], m["nginx"]["user_us"],
+                                             m["nginx"]["sys_us"]),
+            "x" + fmt_m(dict(m["nginx"]["base_over_this"], n=len(cpu["rounds"]["nginx"])), "%.2f"),
+            "", None)
     fan = jload(d, "fan.json")
     if fan:
         for c, t in fan["conns"].items():
@@ -306,6 +316,18 @@ def cmd_table(a):
             row("   p99 latency", fmt_m(t["fanoutd"]["p99_ms"], "%.2f", " ms"),
                 "Lua %s / Go %s" % (fmt_m(t["nginx_lua"]["p99_ms"], "%.2f", " ms"),
                                     fmt_m(t["go"]["p99_ms"], "%.2f", " ms")), "", "", None)
+    fcpu = jload(d, "fan_cpu.json")
+    if fcpu:
+        m = fcpu["median"]
+        for peer, label in (("nginx_lua", "nginx+Lua"), ("go", "Go")):
+            if peer in m:
+                row("   CPU per request vs %s" % label,
+                    "%.1f us (%.1f user + %.1f sys)" % (
+                        m["fanoutd"]["total_us"], m["fanoutd"]["user_us"], m["fanoutd"]["sys_us"]),
+                    "%s %.1f us (%.1f + %.1f)" % (label, m[peer]["total_us"], m[peer]["user_us"],
+                                                 m[peer]["sys_us"]),
+                    "x" + fmt_m(dict(m[peer]["base_over_this"], n=len(fcpu["rounds"][peer])),
+                                "%.2f"), "", None)
     cn = jload(d, "cancel.json")
 
     def lat_rows(label, f, peer, peer_name, p99_goal=2000):

@@ -390,6 +390,13 @@ transfer_socket_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 			x->no_socket = 1;
 		return (CURL_SOCKET_BAD);
 	}
+	/* A watch left on this number means a socket of ours was closed
+	 * without transfer_close_cb: it must not outlive its socket. */
+	if (watch_get(x->u, s, 0) != NULL) {
+		log_warn("upstream socket closed without the close callback "
+		    "fd=%d", (int)s);
+		watch_free(x->u, s);
+	}
 	if ((sw = watch_get(x->u, s, 1)) == NULL) {
 		close(s);
 		return (CURL_SOCKET_BAD);

@@ -98,5 +98,28 @@ class UpstreamReuseTest(harness.SharedDaemonTest):
         self.up.wait_closed(req, timeout=3)
 
 
+class ProxyEnvironmentTest(harness.SharedDaemonTest):
+    """Upstreams are reached directly: curl's proxy variables are ignored
+    (fanoutd(8), ENVIRONMENT)."""
+    FAKES = ("up", "trap")
+
+    @classmethod
+    def config(cls, f):
+        cls.up, cls.trap = f["up"], f["trap"]
+        proxy = "http://127.0.0.1:%d" % cls.trap.port
+        return dict(upstreams={"up": cls.up},
+                    routes={"r": {"match": "/", "upstreams": "up", "deadline": "5s"}},
+                    env={"http_proxy": proxy, "HTTP_PROXY": proxy,
+                         "all_proxy": proxy, "ALL_PROXY": proxy,
+                         "no_proxy": None, "NO_PROXY": None})
+
+    def test_proxy_variables_are_ignored(self):
+        tag = self.tag("env")
+        r, _ = self.call("/x?tag=%s&body=direct" % tag, timeout=5)
+        self.assertEqual((r.status, r.body), (200, b"direct"), r)
+        self.up.wait_for_tag(tag, timeout=3)
+        self.assertEqual(self.trap.snapshot(), [], "a request went to the environment's proxy")
+
+
 if __name__ == "__main__":
     harness.main()
