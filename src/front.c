@@ -64,6 +64,7 @@ struct strbuf {
 struct conn {
 	TAILQ_ENTRY(conn)	 entry;
 	struct worker		*w;
+	struct grave		 grave;		/* worker_defer_free() */
 	struct config		*conf;		/* a reference */
 	int			 fd;
 	struct event		*rev;		/* EV_READ, while reading */
@@ -290,7 +291,7 @@ conn_close(struct conn *c, enum cancel_reason why)
 	metrics_gauge_add(G_CONNECTIONS_ACTIVE, -1);
 	conn_release(c);
 	TAILQ_REMOVE(&c->w->conns, c, entry);
-	worker_defer_free(c->w, conn_free, c);
+	worker_defer_free(c->w, &c->grave, conn_free, c);
 	worker_conn_gone(c->w);
 }
 
@@ -967,9 +968,10 @@ on_headers_complete(llhttp_t *p)
 	struct conn			*c = p->data;
 	struct request			*r = c->req;
 	const struct http_header	*te, *ex;
+	const char			*method;
 
-	snprintf(r->method, sizeof r->method, "%s",
-	    llhttp_method_name(llhttp_get_method(p)));
+	method = llhttp_method_name(llhttp_get_method(p));
+	str_copy(r->method, sizeof r->method, method, strlen(method));
 	/* Whatever follows the head now is body, then trailers. */
 	c->trailers = 1;
 	/* No protocol switch here (Upgrade is hop-by-hop): to llhttp this

@@ -219,9 +219,8 @@ http_forward_request_headers(const struct http_headers *in,
 	    http_headers_add(out, "X-Request-Id", 12, fi->request_id,
 	    strlen(fi->request_id)) == -1)
 		return (-1);
-	rv = snprintf(num, sizeof num, "%llu",
-	    (unsigned long long)fi->deadline_left_ms);
-	if (http_headers_add(out, "X-Request-Deadline-Ms", 21, num, rv) == -1)
+	if (http_headers_add(out, "X-Request-Deadline-Ms", 21, num,
+	    fmt_u64(num, fi->deadline_left_ms)) == -1)
 		return (-1);
 	return (0);
 }

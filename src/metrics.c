@@ -184,13 +184,13 @@ series_inc(struct family *f, const char *labels, uint64_t d)
 static size_t
 label(char *buf, size_t len, const char *name, const char *value)
 {
-	size_t	n = 0;
-	int	w;
+	size_t	n = strlen(name);
 
-	w = snprintf(buf, len, "%s=\"", name);
-	if (w < 0 || (size_t)w >= len)
+	if (n + 5 > len)
 		return (0);
-	n = w;
+	memcpy(buf, name, n);
+	buf[n++] = '=';
+	buf[n++] = '"';
 	for (; *value != '\0' && n + 3 < len; value++) {
 		if (*value == '\\' || *value == '"' || *value == '\n') {
 			buf[n++] = '\\';
@@ -210,7 +210,15 @@ metrics_request_done(const char *route, int code, uint64_t duration_us)
 	size_t	n;
 
 	n = label(l, sizeof l, "route", route ? route : "");
-	snprintf(l + n, sizeof l - n, ",code=\"%d\"", code);
+	if (code < 100 || code > 999)
+		code = 999;	/* never: statuses are three digits */
+	memcpy(l + n, ",code=\"", 7);
+	n += 7;
+	l[n++] = '0' + code / 100;
+	l[n++] = '0' + code / 10 % 10;
+	l[n++] = '0' + code % 10;
+	l[n++] = '"';
+	l[n] = '\0';
 	series_inc(&f_requests, l, 1);
 	label(l, sizeof l, "route", route ? route : "");
 	series_observe(&f_duration, l, duration_us / 1e6);

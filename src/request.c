@@ -70,8 +70,8 @@ request_new(struct worker *w, struct conn *conn, struct config *conf,
 	r->conf = config_ref(conf);
 	r->state = REQ_READING;
 	r->started_us = now_us();
-	snprintf(r->client, sizeof r->client, "%s", client);
-	snprintf(r->method, sizeof r->method, "-");
+	str_copy(r->client, sizeof r->client, client, strlen(client));
+	str_copy(r->method, sizeof r->method, "-", 1);
 	http_headers_init(&r->headers);
 	cancel_init(&r->cancel, NULL, request_on_cancel, r);
 	return (r);
@@ -205,7 +205,7 @@ request_head_done(struct request *r)
 
 	if ((h = http_headers_get(&r->headers, "x-request-id")) != NULL &&
 	    request_id_valid(h->value, h->valuelen))
-		snprintf(r->id, sizeof r->id, "%.*s", (int)h->valuelen, h->value);
+		str_copy(r->id, sizeof r->id, h->value, h->valuelen);
 	else
 		request_id_new(r->id, sizeof r->id);
 
@@ -313,7 +313,7 @@ request_conn_gone(struct request *r, enum cancel_reason why)
 			event_free(r->deadline_timer);
 		r->deadline_timer = NULL;
 		cancel_detach(&r->cancel);
-		worker_defer_free(r->w, request_free, r);
+		worker_defer_free(r->w, &r->grave, request_free, r);
 		return;
 	}
 	request_cancel(r, why);
@@ -446,7 +446,7 @@ request_end(struct request *r, int status, unsigned long long bytes)
 	metrics_request_done(r->route ? r->route->name : "", status,
 	    now_us() - r->started_us);
 	log_debug("request done request_id=%s status=%d", r->id, status);
-	worker_defer_free(r->w, request_free, r);
+	worker_defer_free(r->w, &r->grave, request_free, r);
 }
 
 /* ---- legs --------------------------------------------------------------- */

@@ -14,6 +14,7 @@
 
 #include "cancel.h"
 #include "http.h"
+#include "server.h"
 #include "upstream.h"
 
 struct conn;
@@ -61,6 +62,7 @@ struct leg {
 
 struct request {
 	struct worker		*w;
+	struct grave		 grave;		/* worker_defer_free() */
 	struct conn		*conn;		/* NULL once the client is gone */
 	struct config		*conf;		/* a reference */
 	const struct route_conf	*route;

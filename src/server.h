@@ -97,8 +97,11 @@ void		 worker_call(struct worker *, void (*)(struct worker *, void *),
 		    void *, int sync);
 /* 1 when every worker's loop turned within max_ms (the watchdog asks). */
 int		 server_workers_alive(uint64_t max_ms);
-/* Free fn(ptr) after the current callback, on w's loop. */
-void		 worker_defer_free(struct worker *, void (*fn)(void *), void *ptr);
+/* Free fn(ptr) after the current callback, on w's loop. g is a struct
+ * grave inside the object itself: deferring a free allocates nothing and
+ * cannot fail. Once per object. */
+void		 worker_defer_free(struct worker *, struct grave *g,
+		    void (*fn)(void *), void *ptr);
 /* A client connection has gone: resume accepting, maybe end a drain. */
 void		 worker_conn_gone(struct worker *);
 /* Take a new configuration (worker thread). */

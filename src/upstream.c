@@ -173,21 +173,33 @@ upstreams_event_cb(evutil_socket_t fd, short what, void *arg)
 	struct sockwatch	*sw = arg;
 	struct upstreams	*u = sw->u;
 	int			 action = 0;
+	ssize_t			 n;
+	char			 c;
 
 	if (!sw->wanted) {
 		/*
 		 * Nobody waits on this socket. Unless a paused transfer owns
-		 * it, it rests in curl's cache and has just been closed by
-		 * the upstream or been sent what nobody asked for (a stale
-		 * "408" before a close, say). curl 7.88 would reuse it when
-		 * data is waiting (its check only tells EOF from silence) and
-		 * take those bytes for the next answer: on cleartext HTTP/1.1
-		 * (where nothing may arrive unasked, unlike TLS or HTTP/2),
-		 * shut it and read it empty, so curl sees an EOF, calls it
-		 * dead and closes it. Then stop listening.
+		 * it, it rests in curl's cache, and one of three things
+		 * happened. The upstream closed it: curl's check before reuse
+		 * sees the EOF. It was sent what nobody asked for (a stale
+		 * "408" before a close, say): curl 7.88 would reuse it, since
+		 * its check only tells EOF from silence, and take those bytes
+		 * for the next answer; on cleartext HTTP/1.1 (where nothing
+		 * may arrive unasked, unlike TLS or HTTP/2) shut it and read
+		 * it empty, so curl sees an EOF and closes it. Or the event is
+		 * stale: readable when the loop polled, but the transfer read
+		 * its answer from an earlier callback and let the socket rest;
+		 * then nothing is waiting and the watch stays as it is.
+		 * Otherwise stop listening (level-triggered, it would spin).
 		 */
-		if (sw->ours && sw->plain_h1 && !sw->held)
-			watch_retire(fd);
+		if (sw->ours && sw->plain_h1 && !sw->held) {
+			n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+			if (n == -1 && (errno == EAGAIN ||
+			    errno == EWOULDBLOCK || errno == EINTR))
+				return;
+			if (n > 0)
+				watch_retire(fd);
+		}
 		event_del(&sw->ev);
 		sw->registered = 0;
 		return;
@@ -485,7 +497,7 @@ transfer_header_cb(char *data, size_t size, size_t nmemb, void *arg)
 static void
 transfer_free(struct transfer *x)
 {
-	curl_slist_free_all(x->sendhdrs);
+	free(x->sendhdrs);	/* one block: transfer_headers() */
 	http_headers_clear(&x->headers);
 	if (x->body != NULL)
 		evbuffer_free(x->body);
@@ -512,56 +524,58 @@ transfer_release(struct transfer *x)
 	metrics_gauge_add(G_TRANSFERS_IN_FLIGHT, -1);
 }
 
+/*
+ * The request's header lines as a curl_slist in one allocation (nodes,
+ * then the strings), freed with free(): curl only reads the list, and
+ * curl_slist_append would cost two allocations a line.
+ */
 static struct curl_slist *
 transfer_headers(const struct transfer_request *r)
 {
-	struct curl_slist		*l = NULL, *n;
+	/* Headers curl adds by itself unless told not to: Expect (the body
+	 * is already here, nobody needs to wait for a 100), and Accept and
+	 * Content-Type when the client sent none. */
+	const char			*off[3];
 	const struct http_header	*h;
-	char				 buf[1024], *line;
-	size_t				 i, len;
+	struct curl_slist		*l;
+	size_t				 i, n = 0, noff = 0, size = 0;
+	char				*p;
 
+	off[noff++] = "Expect:";
+	if (http_headers_get(r->headers, "accept") == NULL)
+		off[noff++] = "Accept:";
+	if (http_headers_get(r->headers, "content-type") == NULL)
+		off[noff++] = "Content-Type:";
 	for (i = 0; i < r->headers->n; i++) {
 		h = &r->headers->v[i];
-		len = h->namelen + 2 + h->valuelen + 1;
-		if (len <= sizeof buf)
-			line = buf;
-		else if ((line = malloc(len)) == NULL)
-			goto fail;
-		/* "Name;" sends an empty value, "Name:" would drop it. */
-		memcpy(line, h->name, h->namelen);
-		line[h->namelen] = h->valuelen ? ':' : ';';
-		line[h->namelen + 1] = ' ';
-		memcpy(line + h->namelen + 2, h->value, h->valuelen);
-		line[len - 1] = '\0';
-		n = curl_slist_append(l, line);	/* copies */
-		if (line != buf)
-			free(line);
-		if (n == NULL)
-			goto fail;
-		l = n;
+		size += h->namelen + 2 + h->valuelen + 1;
 	}
-	/*
-	 * Headers curl adds by itself unless told not to: Expect (the body
-	 * is already here, nobody needs to wait for a 100), and Accept and
-	 * Content-Type when the client sent none.
-	 */
-	if ((n = curl_slist_append(l, "Expect:")) == NULL)
-		goto fail;
-	l = n;
-	if (http_headers_get(r->headers, "accept") == NULL) {
-		if ((n = curl_slist_append(l, "Accept:")) == NULL)
-			goto fail;
-		l = n;
-	}
-	if (http_headers_get(r->headers, "content-type") == NULL) {
-		if ((n = curl_slist_append(l, "Content-Type:")) == NULL)
-			goto fail;
-		l = n;
+	for (i = 0; i < noff; i++)
+		size += strlen(off[i]) + 1;
+	n = r->headers->n + noff;
+	if ((l = malloc(n * sizeof *l + size)) == NULL)
+		return (NULL);
+	p = (char *)(l + n);
+	for (i = 0; i < n; i++) {
+		l[i].data = p;
+		l[i].next = i + 1 < n ? &l[i + 1] : NULL;
+		if (i < r->headers->n) {
+			h = &r->headers->v[i];
+			/* "Name;" sends an empty value, "Name:" would drop it. */
+			memcpy(p, h->name, h->namelen);
+			p += h->namelen;
+			*p++ = h->valuelen ? ':' : ';';
+			*p++ = ' ';
+			memcpy(p, h->value, h->valuelen);
+			p += h->valuelen;
+			*p++ = '\0';
+		} else {
+			size = strlen(off[i - r->headers->n]) + 1;
+			memcpy(p, off[i - r->headers->n], size);
+			p += size;
+		}
 	}
 	return (l);
-fail:
-	curl_slist_free_all(l);
-	return (NULL);
 }
 
 struct transfer *

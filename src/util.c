@@ -83,15 +83,37 @@ evbuffer_add_field(struct evbuffer *b, const char *name, size_t namelen,
 	return (evbuffer_commit_space(b, &v, 1));
 }
 
-int
-evbuffer_add_u64(struct evbuffer *b, uint64_t v)
+size_t
+str_copy(char *dst, size_t size, const char *src, size_t len)
+{
+	if (len >= size)
+		len = size - 1;
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+	return (len);
+}
+
+size_t
+fmt_u64(char *buf, uint64_t v)
 {
 	char	digits[20], *p = digits + sizeof digits;
+	size_t	n;
 
 	do
 		*--p = '0' + v % 10;
 	while ((v /= 10) != 0);
-	return (evbuffer_add(b, p, (size_t)(digits + sizeof digits - p)));
+	n = (size_t)(digits + sizeof digits - p);
+	memcpy(buf, p, n);
+	buf[n] = '\0';
+	return (n);
+}
+
+int
+evbuffer_add_u64(struct evbuffer *b, uint64_t v)
+{
+	char	buf[21];
+
+	return (evbuffer_add(b, buf, fmt_u64(buf, v)));
 }
 
 void
@@ -143,12 +165,20 @@ request_id_new(char *buf, size_t len)
 {
 	static pthread_once_t		 once = PTHREAD_ONCE_INIT;
 	static atomic_uint_fast64_t	 counter;
-	uint64_t			 n;
+	static const char		 hex[] = "0123456789abcdef";
+	char				 id[25];
+	uint64_t			 n, lo;
+	int				 i;
 
 	pthread_once(&once, request_id_seed);
 	n = atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed);
-	snprintf(buf, len, "%08x%016llx", (unsigned)(id_prefix >> 32),
-	    (unsigned long long)((id_prefix << 32 | (id_prefix >> 32)) + n));
+	/* 8 hex digits of the prefix, then 16 of the counter (offset). */
+	lo = (id_prefix << 32 | id_prefix >> 32) + n;
+	for (i = 0; i < 8; i++)
+		id[i] = hex[(id_prefix >> (60 - 4 * i)) & 15];
+	for (i = 0; i < 16; i++)
+		id[8 + i] = hex[(lo >> (60 - 4 * i)) & 15];
+	str_copy(buf, len, id, 24);
 }
 
 int

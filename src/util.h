@@ -23,6 +23,13 @@ size_t		 http_date_now(char *buf);
 int		 evbuffer_add_field(struct evbuffer *, const char *name,
 		    size_t namelen, const char *value, size_t valuelen);
 
+/* Copy len bytes of src (or fewer, to fit) and a NUL into dst of size
+ * bytes (> 0). Returns the length copied. */
+size_t		 str_copy(char *dst, size_t size, const char *src, size_t len);
+
+/* The decimal digits of v and a NUL into buf (>= 21 bytes); the length. */
+size_t		 fmt_u64(char *buf, uint64_t v);
+
 /* Append the decimal digits of v. 0 or -1 (out of memory). */
 int		 evbuffer_add_u64(struct evbuffer *, uint64_t v);
 

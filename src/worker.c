@@ -47,18 +47,14 @@ worker_reaper_cb(evutil_socket_t fd, short what, void *arg)
 
 	while ((g = SLIST_FIRST(&w->graveyard)) != NULL) {
 		SLIST_REMOVE_HEAD(&w->graveyard, entry);
-		g->fn(g->ptr);
-		free(g);
+		g->fn(g->ptr);	/* frees g too: it is part of the object */
 	}
 }
 
 void
-worker_defer_free(struct worker *w, void (*fn)(void *), void *ptr)
+worker_defer_free(struct worker *w, struct grave *g, void (*fn)(void *),
+    void *ptr)
 {
-	struct grave	*g;
-
-	if ((g = malloc(sizeof *g)) == NULL)
-		fatal("worker_defer_free");
 	g->fn = fn;
 	g->ptr = ptr;
 	SLIST_INSERT_HEAD(&w->graveyard, g, entry);
