@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""bench/instructions.py - user-space instructions per proxied request (callgrind).
+
+    bench/instructions.py [--fanoutd PATH] [--requests N] [--conns C] [--top K]
+
+Runs fanoutd (1 worker, mode proxy to a local fake upstream) under
+`valgrind --tool=callgrind` twice: once for a few requests and once for N more, on C
+keep-alive connections, and prints the difference in instructions divided by N.  The
+start-up and shutdown cancel out, so the figure is what one more request costs in user
+space (fanoutd, libcurl, libevent, libc): deterministic, unlike timings on a shared box,
+which makes it the way to tell whether a change to the hot path helped.  Kernel time is
+not counted (see cpu_per_request.py for that).  Then the K costliest functions of the
+longer run, per request.  Loopback only; every process it starts is stopped by PID.
+"""
+import argparse
+import glob
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
+sys.dont_write_bytecode = True
+from fakeupstream import FakeUpstream  # noqa: E402
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def drive(port, n, conns):
+    """n GET requests over conns keep-alive connections, one in flight on each."""
+    req = b"GET /x?body=ok HTTP/1.1\r\nHost: bench\r\n\r\n"
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(conns)]
+    bufs = [b""] * conns
+    done = 0
+    try:
+        while done < n:
+            batch = min(conns, n - done)
+            for s in socks[:batch]:
+                s.sendall(req)
+            for i in range(batch):
+                while True:
+                    h = bufs[i].find(b"\r\n\r\n")
+                    if h >= 0:
+                        m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", bufs[i][:h + 2])
+                        end = h + 4 + (int(m.group(1)) if m else 0)
+                        if len(bufs[i]) >= end:
+                            if not bufs[i].startswith(b"HTTP/1.1 200"):
+                                raise SystemExit("instructions: not a 200: %r" % bufs[i][:80])
+                            bufs[i] = bufs[i][end:]
+                            break
+                    d = socks[i].recv(65536)
+                    if not d:
+                        raise SystemExit("instructions: fanoutd closed a connection")
+                    bufs[i] += d
+                done += 1
+    finally:
+        for s in socks:
+            s.close()
+
+
+def run(binary, up_url, n, conns, tmp, tag):
+    port, admin = free_port(), free_port()
+    conf = os.path.join(tmp, "fanoutd.ini")
+    with open(conf, "w") as f:
+        f.write("[server]\nlisten = 127.0.0.1:%d\nworkers = 1\naccess_log = off\n"
+                "log_level = warn\n[admin]\nlisten = 127.0.0.1:%d\n"
+                "[upstream \"up\"]\nurl = %s\n[route \"r\"]\nmatch = /\nupstreams = up\n"
+                % (port, admin, up_url))
+    out = os.path.join(tmp, "callgrind.%s" % tag)
+    with open(os.path.join(tmp, "stderr.%s" % tag), "w") as err:
+        p = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
+                              binary, "-c", conf], stdout=err, stderr=err)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if p.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("instructions: fanoutd did not start (see %s)" % tmp)
+                time.sleep(0.1)     # polling for the listener, bounded above
+        drive(port, n, conns)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    with open(out) as f:
+        m = re.search(r"^(?:summary|totals): *(\d+)", f.read(), re.M)
+    if not m:
+        raise SystemExit("instructions: no totals in %s" % out)
+    return int(m.group(1)), out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    ap.add_argument("--fanoutd", default=os.path.join(HERE, "..", "fanoutd"))
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--conns", type=int, default=4)
+    ap.add_argument("--top", type=int, default=15)
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="fanoutd-instr-")
+    with FakeUpstream("up") as up:
+        base = max(a.conns * 50, 200)
+        i0, _ = run(a.fanoutd, up.url, base, a.conns, tmp, "short")
+        i1, out = run(a.fanoutd, up.url, base + a.requests, a.conns, tmp, "long")
+    per = (i1 - i0) / a.requests
+    print("user-space instructions per proxied request: %.0f (%d requests, %d connections, "
+          "callgrind; runs in %s)" % (per, a.requests, a.conns, tmp))
+    ann = subprocess.run(["callgrind_annotate", "--threshold=99", out], capture_output=True,
+                         text=True).stdout
+    n = base + a.requests
+    shown = 0
+    for line in ann.splitlines():
+        m = re.match(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)$", line)
+        if not m or "PROGRAM TOTALS" in line:
+            continue
+        print("%9.0f  %s" % (int(m.group(1).replace(",", "")) / n, m.group(2)[:110]))
+        shown += 1
+        if shown >= a.top:
+            break
+    for f in glob.glob(os.path.join(tmp, "callgrind.*")):
+        os.unlink(f)
+
+
+if __name__ == "__main__":
+    main()
