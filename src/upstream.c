@@ -18,7 +18,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -66,8 +65,6 @@ struct sockwatch {
 	short			 registered;	/* events added, 0: none */
 	short			 wanted;	/* what curl asked, 0: none */
 	int			 ours;		/* opened by transfer_socket_cb */
-	int			 plain_h1;	/* cleartext HTTP/1.1 */
-	int			 held;		/* unwatched by a paused transfer */
 };
 
 struct transfer {
@@ -91,7 +88,6 @@ struct transfer {
 	int			 sending;	/* connected (or reused) */
 	int			 trailers;	/* past the final head */
 	int			 no_socket;	/* socket(2) failed: EMFILE... */
-	int			 plain_h1;	/* http:// and HTTP/1.1 */
 };
 
 static void	upstreams_check_done(struct upstreams *);
@@ -156,50 +152,25 @@ watch_free(struct upstreams *u, curl_socket_t s)
 }
 
 static void
-watch_retire(evutil_socket_t fd)
-{
-	char	buf[4096];
-	int	i;
-
-	shutdown(fd, SHUT_RDWR);
-	for (i = 0; i < 16; i++)
-		if (recv(fd, buf, sizeof buf, MSG_DONTWAIT) <= 0)
-			break;
-}
-
-static void
 upstreams_event_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sockwatch	*sw = arg;
 	struct upstreams	*u = sw->u;
 	int			 action = 0;
-	ssize_t			 n;
-	char			 c;
 
 	if (!sw->wanted) {
 		/*
-		 * Nobody waits on this socket. Unless a paused transfer owns
-		 * it, it rests in curl's cache, and one of three things
-		 * happened. The upstream closed it: curl's check before reuse
-		 * sees the EOF. It was sent what nobody asked for (a stale
-		 * "408" before a close, say): curl 7.88 would reuse it, since
-		 * its check only tells EOF from silence, and take those bytes
-		 * for the next answer; on cleartext HTTP/1.1 (where nothing
-		 * may arrive unasked, unlike TLS or HTTP/2) shut it and read
-		 * it empty, so curl sees an EOF and closes it. Or the event is
-		 * stale: readable when the loop polled, but the transfer read
-		 * its answer from an earlier callback and let the socket rest;
-		 * then nothing is waiting and the watch stays as it is.
-		 * Otherwise stop listening (level-triggered, it would spin).
+		 * Nobody waits on this socket: it rests in curl's cache (or
+		 * a paused transfer holds it) and the upstream closed it or
+		 * sent something. curl looks at it again before any reuse
+		 * or resume; stop listening, level-triggered it would spin.
+		 *
+		 * Bytes an upstream sends unasked on a resting HTTP/1.1
+		 * connection are not caught here: curl 7.88's check before
+		 * reuse only tells EOF from silence, and this callback cannot
+		 * tell a resting socket from one that a transfer took over
+		 * and paused on without a socket callback in between.
 		 */
-		if (sw->ours && sw->plain_h1 && !sw->held) {
-			n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-			if (n == -1 && (errno == EAGAIN ||
-			    errno == EWOULDBLOCK || errno == EINTR))
-				return;
-			if (n > 0)
-				watch_retire(fd);
-		}
 		event_del(&sw->ev);
 		sw->registered = 0;
 		return;
@@ -229,17 +200,12 @@ upstreams_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
 {
 	struct upstreams	*u = userp;
 	struct sockwatch	*sw;
-	struct transfer		*x;
 	short			 events = EV_PERSIST;
 
 	if (what == CURL_POLL_REMOVE) {
 		if ((sw = watch_get(u, s, 0)) == NULL)
 			return (0);
 		sw->wanted = 0;
-		/* curl unwatches a paused transfer's socket too. */
-		x = NULL;
-		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
-		sw->held = x != NULL && (x->paused || x->send_paused);
 		if (!sw->ours)
 			watch_free(u, s);
 		else if (sw->registered & EV_WRITE) {
@@ -256,7 +222,6 @@ upstreams_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
 	if ((sw = watch_get(u, s, 1)) == NULL)
 		return (-1);
 	sw->wanted = events;
-	sw->held = 0;
 	if (sw->registered == events)
 		return (0);	/* nothing changed */
 	if (sw->registered)
@@ -414,7 +379,6 @@ transfer_socket_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 		return (CURL_SOCKET_BAD);
 	}
 	sw->ours = 1;
-	sw->plain_h1 = x->plain_h1;
 	return (s);
 }
 
@@ -653,12 +617,10 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 			curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
 		break;
 	case HTTP2_ON:
-		httpver = CURL_HTTP_VERSION_2TLS;	/* 1.1 for http:// */
-		x->plain_h1 = strncasecmp(up->url, "http://", 7) == 0;
+		httpver = CURL_HTTP_VERSION_2TLS;
 		break;
 	default:
 		httpver = CURL_HTTP_VERSION_1_1;
-		x->plain_h1 = strncasecmp(up->url, "http://", 7) == 0;
 	}
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, httpver);
 
