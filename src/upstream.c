@@ -18,7 +18,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -34,6 +36,7 @@
 
 #define EASY_POOL_MAX	256
 #define H2C_REUSE_OK	0x075900	/* 7.89.0: newer than what failed here */
+#define PORTMAP_SIZE	1024
 
 struct upstreams {
 	struct event_base	*base;
@@ -47,6 +50,8 @@ struct upstreams {
 	/* Socket watches by descriptor (see struct sockwatch). */
 	struct sockwatch	**watch;
 	size_t			 nwatch;
+	/* Our connections by local port, for CURLOPT_PREREQFUNCTION. */
+	struct sockwatch	*byport[PORTMAP_SIZE];
 };
 
 /*
@@ -58,6 +63,12 @@ struct upstreams {
  * transfer_close_cb, so its descriptor cannot be reused behind our back.
  * Sockets curl makes by itself (a resolver's socketpair) are closed
  * without telling us and are unwatched at once when curl lets them go.
+ *
+ * owner is the transfer whose request went out on the connection, from
+ * CURLOPT_PREREQFUNCTION until the transfer is released: the socket
+ * callback alone cannot say, since a transfer may take a resting
+ * connection, read its answer and pause within one curl call without
+ * one. Outside that span an HTTP/1.1 connection owes nobody a byte.
  */
 struct sockwatch {
 	struct upstreams	*u;
@@ -65,6 +76,13 @@ struct sockwatch {
 	short			 registered;	/* events added, 0: none */
 	short			 wanted;	/* what curl asked, 0: none */
 	int			 ours;		/* opened by transfer_socket_cb */
+	int			 plain_h1;	/* cleartext HTTP/1.1 */
+	struct transfer		*owner;		/* owner->conn == this */
+	struct sockwatch	*port_next;	/* in u->byport */
+	int			 mapped;
+	int			 lport;		/* local port, when mapped */
+	int			 rport;
+	char			 rip[64];	/* curl's "primary IP" */
 };
 
 struct transfer {
@@ -88,6 +106,10 @@ struct transfer {
 	int			 sending;	/* connected (or reused) */
 	int			 trailers;	/* past the final head */
 	int			 no_socket;	/* socket(2) failed: EMFILE... */
+	int			 plain_h1;	/* http:// and HTTP/1.1 */
+	struct sockwatch	*conn;		/* conn->owner == this */
+	curl_socket_t		 opened[2];	/* sockets opened for it */
+	int			 nopened;
 };
 
 static void	upstreams_check_done(struct upstreams *);
@@ -106,6 +128,41 @@ transfer_error_name(enum transfer_error e)
 	case XFER_NO_SOCKET:	return "connect";	/* as far as users go */
 	}
 	return "protocol";
+}
+
+static void
+port_insert(struct upstreams *u, struct sockwatch *sw)
+{
+	struct sockwatch	**b = &u->byport[sw->lport % PORTMAP_SIZE];
+
+	sw->port_next = *b;
+	*b = sw;
+	sw->mapped = 1;
+}
+
+static void
+port_remove(struct upstreams *u, struct sockwatch *sw)
+{
+	struct sockwatch	**p = &u->byport[sw->lport % PORTMAP_SIZE];
+
+	while (*p != NULL && *p != sw)
+		p = &(*p)->port_next;
+	if (*p == sw)
+		*p = sw->port_next;
+	sw->mapped = 0;
+}
+
+static struct sockwatch *
+port_find(struct upstreams *u, int lport, int rport, const char *rip)
+{
+	struct sockwatch	*sw;
+
+	for (sw = u->byport[lport % PORTMAP_SIZE]; sw != NULL;
+	    sw = sw->port_next)
+		if (sw->lport == lport && sw->rport == rport &&
+		    strcmp(sw->rip, rip) == 0)
+			return (sw);
+	return (NULL);
 }
 
 static struct sockwatch *
@@ -147,8 +204,33 @@ watch_free(struct upstreams *u, curl_socket_t s)
 	/* Safe even from this event's own callback. */
 	if (sw->registered)
 		event_del(&sw->ev);
+	if (sw->owner != NULL)
+		sw->owner->conn = NULL;
+	if (sw->mapped)
+		port_remove(u, sw);
 	u->watch[s] = NULL;
 	free(sw);
+}
+
+/*
+ * Bytes came on a resting cleartext HTTP/1.1 connection (a stale "408"
+ * before a close, say). curl 7.88 would reuse it, since its check before
+ * reuse only tells EOF from silence, and take those bytes for the next
+ * answer: shut it and read it empty, so that curl sees an EOF and closes
+ * it.
+ */
+static void
+watch_retire(evutil_socket_t fd)
+{
+	char	buf[4096];
+	int	i;
+
+	log_debug("upstream connection sent bytes while resting, closed fd=%d",
+	    (int)fd);
+	shutdown(fd, SHUT_RDWR);
+	for (i = 0; i < 16; i++)
+		if (recv(fd, buf, sizeof buf, MSG_DONTWAIT) <= 0)
+			break;
 }
 
 static void
@@ -157,20 +239,29 @@ upstreams_event_cb(evutil_socket_t fd, short what, void *arg)
 	struct sockwatch	*sw = arg;
 	struct upstreams	*u = sw->u;
 	int			 action = 0;
+	ssize_t			 n;
+	char			 c;
 
 	if (!sw->wanted) {
 		/*
-		 * Nobody waits on this socket: it rests in curl's cache (or
-		 * a paused transfer holds it) and the upstream closed it or
-		 * sent something. curl looks at it again before any reuse
-		 * or resume; stop listening, level-triggered it would spin.
-		 *
-		 * Bytes an upstream sends unasked on a resting HTTP/1.1
-		 * connection are not caught here: curl 7.88's check before
-		 * reuse only tells EOF from silence, and this callback cannot
-		 * tell a resting socket from one that a transfer took over
-		 * and paused on without a socket callback in between.
+		 * Nobody waits on this socket: a paused transfer holds it,
+		 * or it rests in curl's cache and the upstream closed it or
+		 * sent something. The event may also be stale: the transfer
+		 * read its answer from an earlier callback of this pass and
+		 * let the socket rest, and nothing is waiting (the watch then
+		 * stays). Bytes on a resting HTTP/1.1 connection are not an
+		 * answer to anything: retire it. Then stop listening, which
+		 * is all there is to do otherwise (curl looks again before
+		 * reuse or on resume); level-triggered it would spin.
 		 */
+		if (sw->ours && sw->plain_h1 && sw->owner == NULL) {
+			n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+			if (n == -1 && (errno == EAGAIN ||
+			    errno == EWOULDBLOCK || errno == EINTR))
+				return;
+			if (n > 0)
+				watch_retire(fd);
+		}
 		event_del(&sw->ev);
 		sw->registered = 0;
 		return;
@@ -379,6 +470,11 @@ transfer_socket_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 		return (CURL_SOCKET_BAD);
 	}
 	sw->ours = 1;
+	sw->plain_h1 = x->plain_h1;
+	if (x->nopened < 2)
+		x->opened[x->nopened++] = s;
+	else
+		x->opened[1] = s;
 	return (s);
 }
 
@@ -394,6 +490,78 @@ transfer_close_cb(void *arg, curl_socket_t s)
 	return (close(s));
 }
 
+static int
+sockaddr_port(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return (ntohs(((const struct sockaddr_in *)ss)->sin_port));
+	if (ss->ss_family == AF_INET6)
+		return (ntohs(((const struct sockaddr_in6 *)ss)->sin6_port));
+	return (-1);
+}
+
+/* Map fd, a connected socket of ours, if it is the connection with these
+ * ports (rip is curl's name for the peer's address); 0 when it is. */
+static int
+watch_map(struct upstreams *u, curl_socket_t fd, int lport, int rport,
+    const char *rip)
+{
+	struct sockwatch	*sw = watch_get(u, fd, 0);
+	struct sockaddr_storage	 ss;
+	socklen_t		 len = sizeof ss;
+
+	if (sw == NULL || !sw->ours || sw->mapped ||
+	    getsockname(fd, (struct sockaddr *)&ss, &len) == -1 ||
+	    sockaddr_port(&ss) != lport)
+		return (-1);
+	len = sizeof ss;
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) == -1 ||
+	    sockaddr_port(&ss) != rport)
+		return (-1);
+	sw->lport = lport;
+	sw->rport = rport;
+	str_copy(sw->rip, sizeof sw->rip, rip, strlen(rip));
+	port_insert(u, sw);
+	return (0);
+}
+
+/*
+ * The request of x goes out on the connection with this local port: x
+ * owns its socket until transfer_release(). A new connection is one of
+ * the sockets opened for x; a reused one is in the port map, or (opened
+ * for a transfer that never sent) mapped now from the table.
+ */
+static void
+transfer_own(struct transfer *x, const char *rip, int rport, int lport)
+{
+	struct upstreams	*u = x->u;
+	struct sockwatch	*sw;
+	size_t			 i;
+
+	/* Only cleartext HTTP/1.1 connections are ever retired. */
+	if (!x->plain_h1 || rip == NULL || lport <= 0)
+		return;
+	sw = port_find(u, lport, rport, rip);
+	for (i = 0; sw == NULL && i < (size_t)x->nopened; i++)
+		if (watch_map(u, x->opened[i], lport, rport, rip) == 0)
+			sw = port_find(u, lport, rport, rip);
+	for (i = 0; sw == NULL && i < u->nwatch; i++)
+		if (u->watch[i] != NULL && u->watch[i]->ours &&
+		    !u->watch[i]->mapped &&
+		    watch_map(u, (curl_socket_t)i, lport, rport, rip) == 0)
+			sw = port_find(u, lport, rport, rip);
+	if (sw == NULL) {
+		log_debug("upstream connection not found local_port=%d", lport);
+		return;
+	}
+	if (x->conn != NULL && x->conn != sw)
+		x->conn->owner = NULL;
+	if (sw->owner != NULL && sw->owner != x)
+		sw->owner->conn = NULL;
+	sw->owner = x;
+	x->conn = sw;
+}
+
 /* CURLOPT_PREREQFUNCTION: a connection is there, the request goes out. */
 static int
 transfer_prereq_cb(void *arg, char *conn_ip, char *local_ip, int conn_port,
@@ -402,6 +570,7 @@ transfer_prereq_cb(void *arg, char *conn_ip, char *local_ip, int conn_port,
 	struct transfer	*x = arg;
 
 	x->sending = 1;
+	transfer_own(x, conn_ip, conn_port, local_port);
 	return (CURL_PREREQFUNC_OK);
 }
 
@@ -479,6 +648,11 @@ transfer_release(struct transfer *x)
 	struct upstreams	*u = x->u;
 
 	curl_multi_remove_handle(u->multi, x->easy);
+	/* Its connection rests now, unless curl closed it just then. */
+	if (x->conn != NULL) {
+		x->conn->owner = NULL;
+		x->conn = NULL;
+	}
 	if (u->npool < EASY_POOL_MAX) {
 		curl_easy_reset(x->easy);
 		u->pool[u->npool++] = x->easy;
@@ -617,10 +791,12 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 			curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
 		break;
 	case HTTP2_ON:
-		httpver = CURL_HTTP_VERSION_2TLS;
+		httpver = CURL_HTTP_VERSION_2TLS;	/* 1.1 for http:// */
+		x->plain_h1 = strncasecmp(up->url, "http://", 7) == 0;
 		break;
 	default:
 		httpver = CURL_HTTP_VERSION_1_1;
+		x->plain_h1 = strncasecmp(up->url, "http://", 7) == 0;
 	}
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, httpver);
 

@@ -28,6 +28,8 @@ Behaviour is chosen by the query string of each request:
                open (the peer must notice on its own)
   after=close  answer as usual (keep-alive), then close the connection once
                the answer is written: the peer finds it closed while idle
+  after=junk   answer as usual, then send bytes that are not HTTP on the idle
+               connection (req.after_sent records when)
   tag=...      ignored by the server; lets a test find its own request
 
 In fan-out every leg gets the same path and query, so an option can be
@@ -83,6 +85,7 @@ class Request:
         self.complete = None          # time the body was complete
         self.responded = None         # time the response was written
         self.partial_sent = None      # time a partial= response was cut off
+        self.after_sent = None        # time after=junk bytes were sent
         parts = urllib.parse.urlsplit(target)
         self.path = parts.path
         self.query_string = parts.query
@@ -601,10 +604,22 @@ class FakeUpstream:
         with self.cond:
             req.responded = time.monotonic()
             self.cond.notify_all()
-        if get("after") == "close":
+        after = get("after")
+        if after == "close":
             close = True
+        elif after == "junk":
+            # a separate segment, after the answer has been read
+            self._add_timer(0.05, lambda: self._after_junk(conn, req))
         self._queue_raw(conn, raw, close=close)
         self._advance(conn)
+
+    def _after_junk(self, conn, req):
+        if conn.closed is not None:
+            return
+        self._queue_raw(conn, b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 5\r\n\r\nstale")
+        with self.cond:
+            req.after_sent = time.monotonic()
+            self.cond.notify_all()
 
     def _queue_raw(self, conn, raw, close=False):
         conn._outbuf += raw

@@ -2,13 +2,18 @@
 
 fanoutd leaves a resting upstream socket registered for reading, so that
 the next transfer on it costs no epoll_ctl, and unwatches it when it
-becomes readable while nobody waits on it.  These tests check what can go
-wrong with that: reuse itself, and a resting connection closed by the
-upstream (a level-triggered EOF nobody unwatches spins a CPU, and the dead
-connection must not be used again).
+becomes readable while nobody waits on it; a resting HTTP/1.1 connection
+that receives bytes is retired (curl 7.88 would take them for the next
+answer).  These tests check what can go wrong with that: reuse itself, a
+resting connection closed by the upstream (a level-triggered EOF nobody
+unwatches spins a CPU, and the dead connection must not be used again),
+a stale response on a resting connection (never the next request's
+answer), and streamed answers that pause on a reused connection (never
+cut for "resting").
 """
 
 import os
+import socket
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean
 
@@ -80,6 +85,34 @@ class UpstreamReuseTest(harness.SharedDaemonTest):
         self.assertEqual(r2.body, b"two")
         self.assertNotEqual(r2.header("x-upstream-conn"), r1.header("x-upstream-conn"),
                             "the closed connection was used again")
+
+
+    def test_stale_response_on_a_resting_connection(self):
+        tag = self.tag("junk")
+        r1 = self.get("tag=%s&body=one&after=junk" % tag)
+        req = self.request_for(tag)
+        self.up.wait_for(lambda: req.after_sent is not None, timeout=3,
+                         what="a stale 408 sent on the resting connection")
+        # fanoutd lets go of the poisoned connection (it shuts it at once)
+        self.up.wait_closed(req, timeout=3)
+        self.assert_not_spinning("a stale response arrived on a resting connection")
+        tag2 = self.tag("junk")
+        r2 = self.get("tag=%s&body=two" % tag2)
+        self.assertEqual(r2.body, b"two", "the stale 408 became the next answer: %r" % r2)
+        self.assertNotEqual(r2.header("x-upstream-conn"), r1.header("x-upstream-conn"),
+                            "a connection with a stale answer on it was used again")
+
+    def test_paused_answers_on_reused_connections_arrive_whole(self):
+        # large answers on reused connections, read by a client that takes
+        # its time: curl pauses them, sometimes before any socket callback
+        size = 600000
+        for i in range(6):
+            tag = self.tag("big")
+            with self.fd.client(timeout=10) as c:
+                c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+                c.request("GET", "/x?tag=%s&size=%d" % (tag, size))
+                r = c.read_response(timeout=10)
+            self.assertEqual((r.status, len(r.body)), (200, size), "answer %d cut" % i)
 
 
 class ProxyEnvironmentTest(harness.SharedDaemonTest):
