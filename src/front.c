@@ -487,7 +487,7 @@ conn_head(struct conn *c, int status, struct evbuffer *headers,
 {
 	struct evbuffer	*out = c->out;
 	const char	*text = http_status_text(status);
-	char		 line[128], *p = line;
+	char		 line[160], *p = line;
 	size_t		 textlen = strlen(text);
 	int		 keep, http10 = llhttp_get_http_minor(&c->parser) == 0;
 
@@ -509,9 +509,7 @@ conn_head(struct conn *c, int status, struct evbuffer *headers,
 	 * their texts short, so this fits the buffer. */
 	memcpy(p, "HTTP/1.1 ", 9);
 	p += 9;
-	*p++ = '0' + status / 100;
-	*p++ = '0' + status / 10 % 10;
-	*p++ = '0' + status % 10;
+	p += fmt_u64(p, (uint64_t)status);
 	*p++ = ' ';
 	if (textlen > 64)
 		textlen = 64;

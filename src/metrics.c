@@ -209,14 +209,11 @@ metrics_request_done(const char *route, int code, uint64_t duration_us)
 	char	l[512];
 	size_t	n;
 
-	n = label(l, sizeof l, "route", route ? route : "");
-	if (code < 100 || code > 999)
-		code = 999;	/* never: statuses are three digits */
+	/* Room kept after the route for ,code="N" (N up to 20 digits). */
+	n = label(l, sizeof l - 32, "route", route ? route : "");
 	memcpy(l + n, ",code=\"", 7);
 	n += 7;
-	l[n++] = '0' + code / 100;
-	l[n++] = '0' + code / 10 % 10;
-	l[n++] = '0' + code % 10;
+	n += fmt_u64(l + n, code < 0 ? 0 : (uint64_t)code);
 	l[n++] = '"';
 	l[n] = '\0';
 	series_inc(&f_requests, l, 1);

@@ -225,7 +225,7 @@ watch_retire(evutil_socket_t fd)
 	char	buf[4096];
 	int	i;
 
-	log_debug("upstream connection sent bytes while resting, closed fd=%d",
+	log_debug("upstream connection sent bytes while resting, shut fd=%d",
 	    (int)fd);
 	shutdown(fd, SHUT_RDWR);
 	for (i = 0; i < 16; i++)
@@ -254,7 +254,7 @@ upstreams_event_cb(evutil_socket_t fd, short what, void *arg)
 		 * is all there is to do otherwise (curl looks again before
 		 * reuse or on resume); level-triggered it would spin.
 		 */
-		if (sw->ours && sw->plain_h1 && sw->owner == NULL) {
+		if (sw->plain_h1 && sw->owner == NULL) {	/* ours */
 			n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
 			if (n == -1 && (errno == EAGAIN ||
 			    errno == EWOULDBLOCK || errno == EINTR))

@@ -58,7 +58,7 @@ import threading
 import time
 import urllib.parse
 
-__all__ = ["FakeUpstream", "RefusedPort", "Connection", "Request"]
+__all__ = ["FakeUpstream", "RefusedPort", "Connection", "Request", "HeaderLookup"]
 
 _REASONS = {
     100: "Continue", 200: "OK", 201: "Created", 204: "No Content",
@@ -70,7 +70,23 @@ _REASONS = {
 }
 
 
-class Request:
+class HeaderLookup:
+    """header()/header_all() over self.headers, a list of (name, value)."""
+
+    def header(self, name, default=None):
+        """The first value of header NAME (case-insensitive)."""
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return default
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k.lower() == name]
+
+
+class Request(HeaderLookup):
     """One request as the upstream received it."""
 
     def __init__(self, conn, index, method, target, version, headers):
@@ -90,18 +106,6 @@ class Request:
         self.path = parts.path
         self.query_string = parts.query
         self.query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
-
-    def header(self, name, default=None):
-        """The first value of header NAME (case-insensitive)."""
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return default
-
-    def header_all(self, name):
-        name = name.lower()
-        return [v for k, v in self.headers if k.lower() == name]
 
     def q(self, name, default=None):
         vals = self.query.get(name)

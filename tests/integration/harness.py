@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from fakeupstream import FakeUpstream, RefusedPort  # noqa: E402,F401
+from fakeupstream import FakeUpstream, HeaderLookup, RefusedPort  # noqa: E402,F401
 
 SKIP = 77
 
@@ -111,7 +111,7 @@ def wait_until(fn, timeout=5.0, what="condition", interval=0.01):
 # ----------------------------------------------------------------------
 # HTTP on raw sockets
 
-class Response:
+class Response(HeaderLookup):
     def __init__(self, status, reason, version, headers, body, raw_head=b""):
         self.status = status
         self.reason = reason
@@ -120,17 +120,6 @@ class Response:
         self.body = body
         self.raw_head = raw_head
         self.received = time.monotonic()
-
-    def header(self, name, default=None):
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return default
-
-    def header_all(self, name):
-        name = name.lower()
-        return [v for k, v in self.headers if k.lower() == name]
 
     def has_header(self, name):
         return self.header(name) is not None
