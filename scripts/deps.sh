@@ -12,13 +12,15 @@ PACKAGES=(
 	build-essential autoconf automake libtool pkg-config
 	libevent-dev libcurl4-openssl-dev libinih-dev libjansson-dev
 	libsystemd-dev node-llhttp
+	# TLS (libevent's bufferevent_openssl) and the HTTP/2 front end
+	libssl-dev libnghttp2-dev
 	# tests
 	libcmocka-dev python3 curl ca-certificates mandoc
 	clang libclang-rt-14-dev valgrind haproxy
 	# promtool, to validate /metrics
 	prometheus
-	# nghttpd: an HTTP/2 (h2c) upstream
-	nghttp2-server
+	# nghttpd: an HTTP/2 (h2c) upstream; nghttp and h2load: HTTP/2 clients
+	nghttp2-server nghttp2-client openssl
 	# systemd-analyze, to check systemd/fanoutd.service
 	systemd
 )

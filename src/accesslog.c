@@ -120,6 +120,8 @@ accesslog_write(const struct request *r, int status, unsigned long long bytes)
 	add_str(b, "client", r->client, strlen(r->client));
 	add_str(b, "method", r->method, strlen(r->method));
 	add_str(b, "path", r->target, r->targetlen);
+	add_str(b, "proto", request_proto(r), 8);
+	evbuffer_add_printf(b, ",\"tls\":%s", r->tls ? "true" : "false");
 	add_str(b, "route", r->route ? r->route->name : NULL,
 	    r->route ? strlen(r->route->name) : 0);
 	evbuffer_add_printf(b, ",\"status\":%d,\"bytes\":%llu,"

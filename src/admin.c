@@ -78,7 +78,8 @@ admin_accept_error_cb(struct evconnlistener *el, void *arg)
 }
 
 static void *
-admin_attach(void *arg, struct evconnlistener *el)
+admin_attach(void *arg, struct evconnlistener *el,
+    const struct listen_addr *addr)
 {
 	struct admin		*a = arg;
 	struct evhttp_bound_socket *b;

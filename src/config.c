@@ -101,6 +101,7 @@
 #include <ini.h>
 
 #include "config.h"
+#include "tls.h"
 
 #ifndef nitems
 #define nitems(a) (sizeof (a) / sizeof (a)[0])
@@ -196,6 +197,18 @@ static const struct config_key config_keys[] = {
 	  S(access_log), 0, 0, "-", NULL, 0 },
 	{ "server", "log_level", KEY_CHOICE,
 	  S(log_level), 0, 0, "info", log_level_choices, 0 },
+	{ "server", "tls_cert", KEY_FILE,
+	  S(tls_cert), 0, 0, NULL, NULL, 0 },
+	{ "server", "tls_key", KEY_FILE,
+	  S(tls_key), 0, 0, NULL, NULL, 0 },
+	{ "server", "http2", KEY_BOOL,
+	  S(http2), 0, 0, "on", NULL, 0 },
+	{ "server", "h2_max_concurrent_streams", KEY_UINT,
+	  S(h2_max_streams), 1, 10000, "128", NULL, 0 },
+	{ "server", "h2_stream_window", KEY_SIZE,
+	  S(h2_stream_window), KB, GB, "64k", NULL, 0 },
+	{ "server", "h2_connection_window", KEY_SIZE,
+	  S(h2_connection_window), 64 * KB, GB, "1m", NULL, 0 },
 
 	{ "admin", "listen", KEY_LISTEN,
 	  S(admin_listen), 0, 0, "127.0.0.1:9901", NULL, 0 },
@@ -786,6 +799,7 @@ config_set_listen(struct parse *p, struct section *sec, const char *value,
 	struct listen_addr	*arr, la;
 	size_t			*n, i, len;
 	const char		*item, *why;
+	int			 tls;
 
 	if (sec->type == SECTION_ADMIN) {
 		arr = cfg->admin_listen;
@@ -797,6 +811,18 @@ config_set_listen(struct parse *p, struct section *sec, const char *value,
 	while (list_next(&value, &item, &len)) {
 		if (len == 0) {
 			config_error(p, line, "empty item in 'listen'");
+			continue;
+		}
+		tls = 0;
+		if (len > 4 && strncasecmp(item + len - 4, " tls", 4) == 0) {
+			tls = 1;
+			for (len -= 4; len > 0 && (item[len - 1] == ' ' ||
+			    item[len - 1] == '\t'); len--)
+				;
+		}
+		if (tls && sec->type == SECTION_ADMIN) {
+			config_error(p, line, "tls is not supported on the "
+			    "admin listener: '%.*s'", (int)len, item);
 			continue;
 		}
 		if (listen_parse(item, len, &la, &why) != 0) {
@@ -822,6 +848,7 @@ config_set_listen(struct parse *p, struct section *sec, const char *value,
 			    "(at most %d)", CONFIG_MAX_LISTEN);
 			return;
 		}
+		la.tls = tls;
 		arr[(*n)++] = la;
 	}
 }
@@ -1458,6 +1485,44 @@ config_check_admin(struct parse *p)
 	}
 }
 
+/*
+ * A tls address needs a certificate and a key, and they must load: the
+ * context is built here, so that -t and a reload find what start-up would.
+ */
+static void
+config_check_tls(struct parse *p)
+{
+	struct config	*cfg = p->cfg;
+	size_t		 i, ntls = 0;
+	char		 err[512];
+	int		 lcert, lkey, llisten;
+
+	lcert = p->server->seen[config_key_index("server", "tls_cert")];
+	lkey = p->server->seen[config_key_index("server", "tls_key")];
+	llisten = p->server->seen[config_key_index("server", "listen")];
+	if (p->server->bad[config_key_index("server", "tls_cert")] ||
+	    p->server->bad[config_key_index("server", "tls_key")])
+		return;		/* reported already */
+	for (i = 0; i < cfg->nlisten; i++)
+		ntls += cfg->listen[i].tls;
+	if (ntls == 0) {
+		if (cfg->tls_cert != NULL || cfg->tls_key != NULL)
+			config_error(p, lcert ? lcert : lkey, "tls_cert and "
+			    "tls_key need a listen address with 'tls'");
+		return;
+	}
+	if (cfg->tls_cert == NULL || cfg->tls_key == NULL) {
+		config_error(p, llisten, "a listen address with 'tls' needs "
+		    "tls_cert and tls_key");
+		return;
+	}
+	cfg->tls_ctx = tls_ctx_new(cfg->tls_cert, cfg->tls_key, cfg->http2,
+	    err, sizeof err);
+	if (cfg->tls_ctx == NULL)
+		config_error(p, strstr(err, "tls_key") != NULL ? lkey : lcert,
+		    "%s", err);
+}
+
 static void
 config_check_upstream(struct parse *p, struct section *sec)
 {
@@ -1521,6 +1586,7 @@ config_resolve(struct parse *p)
 			config_defaults(p, p->sections[i]);
 	}
 	config_check_admin(p);
+	config_check_tls(p);
 
 	for (i = 0; i < p->nsections; i++) {
 		sec = p->sections[i];
@@ -1626,6 +1692,9 @@ config_free(struct config *cfg)
 	}
 	free(cfg->routes);
 	free(cfg->access_log);
+	free(cfg->tls_cert);
+	free(cfg->tls_key);
+	tls_ctx_free(cfg->tls_ctx);
 	free(cfg->path);
 	free(cfg);
 }

@@ -15,10 +15,13 @@
 
 #define CONFIG_MAX_LISTEN	16
 
+struct ssl_ctx_st;
+
 struct listen_addr {
 	struct sockaddr_storage	 ss;
 	socklen_t		 sslen;
 	char			 text[64];	/* as written, e.g. "[::1]:8080" */
+	int			 tls;		/* "... tls": terminate TLS */
 };
 
 enum half_close_policy { HALF_CLOSE_CANCEL, HALF_CLOSE_WAIT };
@@ -77,6 +80,13 @@ struct config {
 	enum half_close_policy	 half_close;
 	char			*access_log;	/* path, "-", or "off" */
 	enum log_level		 log_level;
+	char			*tls_cert;	/* NULL when unset */
+	char			*tls_key;
+	int			 http2;		/* h2 and h2c on the front */
+	unsigned		 h2_max_streams;
+	uint64_t		 h2_stream_window;
+	uint64_t		 h2_connection_window;
+	struct ssl_ctx_st	*tls_ctx;	/* when a listen address has tls */
 
 	/* [admin] */
 	struct listen_addr	 admin_listen[CONFIG_MAX_LISTEN];

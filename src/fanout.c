@@ -313,7 +313,7 @@ fanout_cancelled(struct request *r, enum cancel_reason reason)
 
 	if (r->route == NULL || r->route->mode != MODE_ALL ||
 	    r->route->partial != PARTIAL_ALLOW || reason != CANCEL_DEADLINE ||
-	    r->conn == NULL || !any_succeeded(r))
+	    r->front == NULL || !any_succeeded(r))
 		return (0);
 	/* partial = allow: what arrived in time, the rest marked deadline. */
 	partial = failed_names(r);

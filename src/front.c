@@ -24,15 +24,21 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <llhttp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "config.h"
 #include "front.h"
+#include "h2.h"
 #include "log.h"
 #include "metrics.h"
 #include "request.h"
 #include "server.h"
+#include "tls.h"
 #include "util.h"
 
 #define PIPELINE_MAX	(64 * 1024)
@@ -48,12 +54,18 @@ enum conn_state {
 	CONN_WAITING,		/* the request is with the upstreams */
 	CONN_WRITING,		/* flushing a response */
 	CONN_LINGERING,		/* error sent: discard input, then close */
+	CONN_H2,		/* an HTTP/2 session runs it (h2.c) */
 	CONN_CLOSED,
 };
 
 static const char *const conn_state_names[] = {
-	"idle", "head", "body", "waiting", "writing", "lingering", "closed"
+	"idle", "head", "body", "waiting", "writing", "lingering", "h2",
+	"closed"
 };
+
+/* What an HTTP/2 client sends first (RFC 9113 3.4). */
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+#define H2_PREFACE_LEN	(sizeof h2_preface - 1)
 
 struct strbuf {
 	char	*p;
@@ -62,11 +74,14 @@ struct strbuf {
 };
 
 struct conn {
+	struct front		 front;		/* HTTP/1: the request's view */
 	TAILQ_ENTRY(conn)	 entry;
 	struct worker		*w;
 	struct grave		 grave;		/* worker_defer_free() */
 	struct config		*conf;		/* a reference */
 	int			 fd;
+	struct bufferevent	*bev;		/* TLS: OpenSSL does the I/O */
+	struct h2_session	*h2;		/* CONN_H2 */
 	struct event		*rev;		/* EV_READ, while reading */
 	struct event		*wev;		/* EV_WRITE, while output waits */
 	struct event		*kick;		/* next request, deferred */
@@ -106,6 +121,11 @@ struct conn {
 	void			(*stream_resume)(void *);
 	void			*stream_arg;
 
+	unsigned		 tls:1;
+	unsigned		 tls_ready:1;	/* handshake done */
+	unsigned		 finishing:1;	/* close once the output is out */
+	unsigned		 broken:1;	/* a write failed: close from the loop */
+	unsigned		 requests;	/* HTTP/1 requests begun */
 	unsigned		 peer_eof:1;	/* half-closed, half_close = wait */
 	unsigned		 close_after:1;	/* after the current response */
 	unsigned		 linger:1;	/* ... with a lingering close */
@@ -128,6 +148,14 @@ static void	conn_release(struct conn *);
 static int	conn_flush(struct conn *);
 static void	conn_head(struct conn *, int, struct evbuffer *, long long,
 		    enum conn_after);
+static void	conn_written(struct conn *, int);
+static void	conn_bev_read_cb(struct bufferevent *, void *);
+static void	conn_bev_write_cb(struct bufferevent *, void *);
+static void	conn_bev_event_cb(struct bufferevent *, short, void *);
+static void	conn_start_h2(struct conn *);
+static const struct front_ops conn_ops;
+
+#define conn_of(f)	((struct conn *)(void *)(f))
 
 static void
 conn_set_state(struct conn *c, enum conn_state state)
@@ -188,6 +216,13 @@ conn_release(struct conn *c)
 			event_free(*evs[i]);
 		*evs[i] = NULL;
 	}
+	if (c->bev != NULL) {
+		/* Its buffers, the SSL object and the socket go with it. */
+		bufferevent_free(c->bev);
+		c->bev = NULL;
+		c->in = c->out = NULL;
+		c->fd = -1;
+	}
 	if (c->in != NULL)
 		evbuffer_free(c->in);
 	if (c->out != NULL)
@@ -201,10 +236,23 @@ conn_release(struct conn *c)
 static void
 conn_reading(struct conn *c, int on)
 {
-	if (on && !event_pending(c->rev, EV_READ, NULL))
+	if (c->bev != NULL) {
+		if (on)
+			bufferevent_enable(c->bev, EV_READ);
+		else
+			bufferevent_disable(c->bev, EV_READ);
+	} else if (on && !event_pending(c->rev, EV_READ, NULL))
 		event_add(c->rev, NULL);
 	else if (!on)
 		event_del(c->rev);
+}
+
+/* Output is queued: have it written. A bufferevent writes on its own. */
+static void
+conn_want_write(struct conn *c)
+{
+	if (c->bev == NULL && !event_pending(c->wev, EV_WRITE, NULL))
+		event_add(c->wev, NULL);
 }
 
 static void
@@ -212,6 +260,7 @@ conn_free(void *arg)
 {
 	struct conn	*c = arg;
 
+	h2_session_free(c->h2);
 	free(c->hname.p);
 	free(c->hvalue.p);
 	config_unref(c->conf);
@@ -220,10 +269,11 @@ conn_free(void *arg)
 
 void
 front_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa,
-    socklen_t salen)
+    socklen_t salen, int tls)
 {
 	struct conn	*c;
-	int		 one = 1;
+	SSL		*ssl = NULL;
+	int		 one = 1, ok;
 
 	if ((c = calloc(1, sizeof *c)) == NULL) {
 		log_warn("accept: out of memory");
@@ -239,16 +289,45 @@ front_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa,
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 
 	evutil_make_socket_nonblocking(fd);
+	c->front.ops = &conn_ops;
 	c->fd = fd;
-	c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
-	c->wev = event_new(w->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
+	c->tls = tls != 0;
 	c->kick = event_new(w->base, -1, 0, conn_kick_cb, c);
 	c->timer = evtimer_new(w->base, conn_timer_cb, c);
-	c->in = evbuffer_new();
-	c->out = evbuffer_new();
-	if (c->rev == NULL || c->wev == NULL || c->kick == NULL ||
-	    c->timer == NULL || c->in == NULL || c->out == NULL ||
-	    event_add(c->rev, NULL) == -1) {
+	if (tls) {
+		/*
+		 * OpenSSL through a bufferevent. Its callbacks are deferred to
+		 * the loop: a write queued from inside curl's callbacks must not
+		 * run into an error callback (and a close) right there.
+		 */
+		if (c->conf->tls_ctx != NULL &&
+		    (ssl = SSL_new(c->conf->tls_ctx)) != NULL)
+			c->bev = bufferevent_openssl_socket_new(w->base, fd, ssl,
+			    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE |
+			    BEV_OPT_DEFER_CALLBACKS);
+		if (c->bev == NULL) {
+			if (ssl != NULL)
+				SSL_free(ssl);
+		} else {
+			bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+			bufferevent_setcb(c->bev, conn_bev_read_cb,
+			    conn_bev_write_cb, conn_bev_event_cb, c);
+			c->in = bufferevent_get_input(c->bev);
+			c->out = bufferevent_get_output(c->bev);
+		}
+		ok = c->bev != NULL &&
+		    bufferevent_enable(c->bev, EV_READ | EV_WRITE) == 0;
+	} else {
+		c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST,
+		    conn_read_cb, c);
+		c->wev = event_new(w->base, fd, EV_WRITE | EV_PERSIST,
+		    conn_write_cb, c);
+		c->in = evbuffer_new();
+		c->out = evbuffer_new();
+		ok = c->rev != NULL && c->wev != NULL && c->in != NULL &&
+		    c->out != NULL && event_add(c->rev, NULL) == 0;
+	}
+	if (!ok || c->kick == NULL || c->timer == NULL) {
 		log_warnx("accept: cannot set up connection from %s", c->peer);
 		conn_release(c);
 		conn_free(c);
@@ -285,6 +364,8 @@ conn_close(struct conn *c, enum cancel_reason why)
 		c->req = NULL;
 		request_conn_gone(r, why);
 	}
+	if (c->h2 != NULL)
+		h2_session_gone(c->h2, why);
 	conn_set_state(c, CONN_CLOSED);
 	/* Counted out before the close: whoever sees the close and asks
 	 * /metrics must not find the connection still there. */
@@ -353,11 +434,44 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 		conn_eof(c, 1);
 }
 
+/*
+ * An HTTP/2 client with prior knowledge starts with the preface, which
+ * HTTP/1 would take for a request "PRI *". 1: it is one; 0: it is not;
+ * -1: too few bytes yet to tell.
+ */
+static int
+conn_is_h2_preface(struct conn *c)
+{
+	unsigned char	*p;
+	size_t		 len = evbuffer_get_length(c->in);
+
+	if (len > H2_PREFACE_LEN)
+		len = H2_PREFACE_LEN;
+	if ((p = evbuffer_pullup(c->in, (ssize_t)len)) == NULL ||
+	    memcmp(p, h2_preface, len) != 0)
+		return (0);
+	return (len == H2_PREFACE_LEN ? 1 : -1);
+}
+
 static void
 conn_input(struct conn *c)
 {
 	struct evbuffer	*in = c->in;
 
+	if (c->state == CONN_H2) {
+		h2_session_input(c->h2, in);
+		return;
+	}
+	if (c->requests == 0 && c->req == NULL && c->conf->http2 &&
+	    (c->state == CONN_HEAD || c->state == CONN_IDLE)) {
+		switch (conn_is_h2_preface(c)) {
+		case 1:
+			conn_start_h2(c);
+			return;
+		case -1:
+			return;		/* wait for the rest of it */
+		}
+	}
 	switch (c->state) {
 	case CONN_LINGERING:
 		c->lingered += evbuffer_get_length(in);
@@ -379,9 +493,27 @@ conn_input(struct conn *c)
 	case CONN_BODY:
 		conn_parse(c);
 		return;
+	case CONN_H2:
 	case CONN_CLOSED:
 		return;
 	}
+}
+
+/* The connection speaks HTTP/2 from now on: ALPN chose h2, or the
+ * preface came in clear text. */
+static void
+conn_start_h2(struct conn *c)
+{
+	conn_set_state(c, CONN_H2);
+	conn_timer(c, 0);
+	metrics_labelled_add(L_CONNECTIONS_PROTO, PROTO_H2, 1);
+	if ((c->h2 = h2_session_new(c, c->conf, c->peer, c->tls)) == NULL) {
+		log_warnx("cannot start an HTTP/2 session client=%s", c->peer);
+		conn_close(c, CANCEL_CLIENT_CLOSED);
+		return;
+	}
+	if (evbuffer_get_length(c->in) > 0)
+		h2_session_input(c->h2, c->in);
 }
 
 static void
@@ -467,11 +599,12 @@ conn_reject(struct conn *c, int status, const char *error)
 	c->linger = 1;
 	if (c->req == NULL) {
 		/* Nothing parsed yet (e.g. garbage as the first byte). */
-		c->req = request_new(c->w, c, c->conf, c->peer);
+		c->req = request_new(c->w, &c->front, c->conf, c->peer);
 		if (c->req == NULL) {
 			conn_close(c, CANCEL_CLIENT_CLOSED);
 			return;
 		}
+		c->req->tls = c->tls;
 	}
 	r = c->req;
 	request_error(r, status, error);
@@ -538,11 +671,12 @@ conn_head(struct conn *c, int status, struct evbuffer *headers,
 	evbuffer_add(out, "\r\n", 2);
 }
 
-void
-conn_stream_begin(struct conn *c, int status, struct evbuffer *headers,
+static void
+conn_stream_begin(struct front *f, int status, struct evbuffer *headers,
     long long content_length, int head_only, void (*resume)(void *),
     void *arg)
 {
+	struct conn	*c = conn_of(f);
 	size_t	before = evbuffer_get_length(c->out);
 
 	c->close_wanted = c->close_after;
@@ -558,12 +692,13 @@ conn_stream_begin(struct conn *c, int status, struct evbuffer *headers,
 	c->stream_resume = resume;
 	c->stream_arg = arg;
 	c->stream_bytes = evbuffer_get_length(c->out) - before;
-	event_add(c->wev, NULL);
+	conn_want_write(c);
 }
 
-void
-conn_stream_data(struct conn *c, const char *data, size_t len)
+static void
+conn_stream_data(struct front *f, const char *data, size_t len)
 {
+	struct conn	*c = conn_of(f);
 	size_t	before = evbuffer_get_length(c->out);
 
 	if (c->head_only || len == 0)
@@ -574,12 +709,14 @@ conn_stream_data(struct conn *c, const char *data, size_t len)
 	if (c->chunked)
 		evbuffer_add(c->out, "\r\n", 2);
 	c->stream_bytes += evbuffer_get_length(c->out) - before;
-	event_add(c->wev, NULL);
+	conn_want_write(c);
 }
 
-int
-conn_stream_full(struct conn *c)
+static int
+conn_stream_full(struct front *f)
 {
+	struct conn	*c = conn_of(f);
+
 	if (evbuffer_get_length(c->out) < STREAM_HIGH)
 		return (0);
 	/* The caller pauses; conn_write_cb resumes it below STREAM_LOW. */
@@ -587,9 +724,10 @@ conn_stream_full(struct conn *c)
 	return (1);
 }
 
-size_t
-conn_stream_end(struct conn *c)
+static size_t
+conn_stream_end(struct front *f)
 {
+	struct conn	*c = conn_of(f);
 	size_t	bytes;
 
 	if (c->chunked) {
@@ -607,32 +745,37 @@ conn_stream_end(struct conn *c)
 	return (bytes);
 }
 
-int
-conn_stream_abort(struct conn *c, size_t *bytes)
+static int
+conn_stream_abort(struct front *f, size_t *bytes)
 {
+	struct conn	*c = conn_of(f);
+
 	*bytes = c->stream_bytes;
 	c->streaming = c->chunked = c->head_only = c->stream_paused = 0;
 	c->stream_resume = NULL;
 	if (!c->stream_sent) {
 		/* Nothing reached the client yet: take it all back. */
 		evbuffer_drain(c->out, evbuffer_get_length(c->out));
-		event_del(c->wev);
+		if (c->wev != NULL)
+			event_del(c->wev);
 		c->close_after = c->close_wanted;
 		*bytes = 0;
 		return (0);
 	}
-	/* Give the client what is queued, as far as the socket takes it now. */
-	if (evbuffer_get_length(c->out) > 0)
+	/* Give the client what is queued, as far as the socket takes it now
+	 * (TLS: what OpenSSL took already). */
+	if (c->bev == NULL && evbuffer_get_length(c->out) > 0)
 		evbuffer_write(c->out, c->fd);
 	c->req = NULL;
 	conn_close(c, CANCEL_CLIENT_CLOSED);
 	return (-1);
 }
 
-size_t
-conn_respond(struct conn *c, int status, struct evbuffer *headers,
+static size_t
+conn_respond(struct front *f, int status, struct evbuffer *headers,
     struct evbuffer *body, long long content_length, enum conn_after how)
 {
+	struct conn	*c = conn_of(f);
 	struct evbuffer	*out = c->out;
 	size_t		 before = evbuffer_get_length(out);
 
@@ -662,7 +805,12 @@ conn_flush(struct conn *c)
 {
 	int	n = 0;
 
-	if (evbuffer_get_length(c->out) > 0 &&
+	if (c->bev != NULL) {
+		/* OpenSSL writes from the loop; its write callback tells us
+		 * when all is out. Whatever is queued counts as given. */
+		if (c->streaming && evbuffer_get_length(c->out) > 0)
+			c->stream_sent = 1;
+	} else if (evbuffer_get_length(c->out) > 0 &&
 	    (n = evbuffer_write(c->out, c->fd)) == -1 &&
 	    errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 		log_debug("client write failed conn=%llu client=%s error=\"%s\"",
@@ -673,14 +821,15 @@ conn_flush(struct conn *c)
 	if (n > 0 && c->streaming)
 		c->stream_sent = 1;
 	if (evbuffer_get_length(c->out) == 0) {
-		event_del(c->wev);
-		if (c->streaming && c->state != CONN_BODY)
+		if (c->wev != NULL)
+			event_del(c->wev);
+		if ((c->streaming && c->state != CONN_BODY) ||
+		    c->state == CONN_H2)
 			conn_timer(c, 0);	/* the upstream is slow, not us */
 		return (1);
 	}
 	/* A client that stops reading its answer is dropped after this. */
-	if (!event_pending(c->wev, EV_WRITE, NULL))
-		event_add(c->wev, NULL);
+	conn_want_write(c);
 	conn_timer(c, c->conf->body_timeout_ms);
 	return (0);
 }
@@ -693,6 +842,22 @@ conn_write_cb(evutil_socket_t fd, short what, void *arg)
 
 	if ((done = conn_flush(c)) == -1)
 		return;
+	conn_written(c, done);
+}
+
+/* Some or all of the output went out (done: all of it). */
+static void
+conn_written(struct conn *c, int done)
+{
+	if (c->state == CONN_H2) {
+		if (done && c->finishing) {
+			conn_close(c, CANCEL_CLIENT_CLOSED);
+			return;
+		}
+		if (done)
+			h2_session_output_drained(c->h2);
+		return;
+	}
 	if (c->streaming) {
 		/* The client reads again: let the upstream go on. */
 		if (c->stream_paused && evbuffer_get_length(c->out) < STREAM_LOW) {
@@ -710,24 +875,32 @@ conn_kick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn	*c = arg;
 
+	if (c->broken || (c->finishing && evbuffer_get_length(c->out) == 0)) {
+		conn_close(c, CANCEL_CLIENT_CLOSED);
+		return;
+	}
 	if (c->state == CONN_WRITING && evbuffer_get_length(c->out) == 0)
 		conn_next_request(c);
 	else if (c->state == CONN_HEAD || c->state == CONN_BODY)
 		conn_parse(c);	/* body that waited for the upstream */
 }
 
-void
-conn_abandon(struct conn *c, struct request *r)
+static void
+conn_abandon(struct front *f, struct request *r)
 {
+	struct conn	*c = conn_of(f);
+
 	if (c->req != r)
 		return;
 	c->req = NULL;
 	conn_close(c, CANCEL_CLIENT_CLOSED);
 }
 
-void
-conn_body_resume(struct conn *c)
+static void
+conn_body_resume(struct front *f)
 {
+	struct conn	*c = conn_of(f);
+
 	if (!c->body_blocked)
 		return;
 	c->body_blocked = 0;
@@ -781,6 +954,161 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* ---- TLS: the bufferevent's callbacks ------------------------------------ */
+
+static void
+conn_bev_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn	*c = arg;
+
+	if (c->state == CONN_CLOSED)
+		return;
+	if (evbuffer_get_length(c->in) > 0)
+		conn_input(c);
+}
+
+static void
+conn_bev_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn	*c = arg;
+
+	if (c->state == CONN_CLOSED)
+		return;
+	/* Called when the output has gone down to nothing. */
+	if (conn_flush(c) == 1)
+		conn_written(c, 1);
+}
+
+static void
+conn_tls_ready(struct conn *c)
+{
+	const unsigned char	*proto;
+	unsigned int		 len;
+
+	c->tls_ready = 1;
+	metrics_labelled_add(L_TLS_HANDSHAKES, TLS_OK, 1);
+	SSL_get0_alpn_selected(bufferevent_openssl_get_ssl(c->bev), &proto,
+	    &len);
+	log_debug("tls handshake done conn=%llu client=%s alpn=%.*s",
+	    (unsigned long long)c->id, c->peer, (int)len,
+	    len ? (const char *)proto : "-");
+	if (len == 2 && memcmp(proto, "h2", 2) == 0 && c->conf->http2)
+		conn_start_h2(c);
+}
+
+static void
+conn_bev_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn	*c = arg;
+	unsigned long	 e;
+	char		 why[256];
+
+	if (c->state == CONN_CLOSED)
+		return;
+	if (what & BEV_EVENT_CONNECTED) {
+		conn_tls_ready(c);
+		return;
+	}
+	if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+		return;
+	if (!c->tls_ready) {
+		/* Scanners and broken clients: counted, logged quietly. */
+		metrics_labelled_add(L_TLS_HANDSHAKES, TLS_ERROR, 1);
+		e = bufferevent_get_openssl_error(bev);
+		if (e != 0)
+			ERR_error_string_n(e, why, sizeof why);
+		else
+			snprintf(why, sizeof why, "%s", (what & BEV_EVENT_EOF) ?
+			    "connection closed" : strerror(errno));
+		log_debug("tls handshake failed conn=%llu client=%s "
+		    "error=\"%s\"", (unsigned long long)c->id, c->peer, why);
+		ERR_clear_error();
+		conn_close(c, CANCEL_CLIENT_CLOSED);
+		return;
+	}
+	ERR_clear_error();
+	conn_eof(c, (what & BEV_EVENT_ERROR) != 0);
+}
+
+/* ---- services for h2.c ---------------------------------------------------- */
+
+struct evbuffer *
+conn_output(struct conn *c)
+{
+	return (c->out);
+}
+
+/*
+ * Write now what the socket takes. Never closes here, the session being
+ * on the stack: a failed write closes the connection from the loop.
+ */
+void
+conn_send(struct conn *c)
+{
+	int	n;
+
+	if (c->state == CONN_CLOSED || c->broken)
+		return;
+	if (c->bev == NULL && evbuffer_get_length(c->out) > 0) {
+		n = evbuffer_write(c->out, c->fd);
+		if (n == -1 && errno != EAGAIN && errno != EWOULDBLOCK &&
+		    errno != EINTR) {
+			log_debug("client write failed conn=%llu client=%s "
+			    "error=\"%s\"", (unsigned long long)c->id, c->peer,
+			    strerror(errno));
+			c->broken = 1;
+			event_active(c->kick, EV_TIMEOUT, 0);
+			return;
+		}
+	}
+	if (evbuffer_get_length(c->out) > 0) {
+		conn_want_write(c);
+		conn_timer(c, c->conf->body_timeout_ms);
+	} else
+		conn_timer(c, 0);
+}
+
+void
+conn_finish(struct conn *c, int now)
+{
+	if (c->state == CONN_CLOSED)
+		return;
+	c->finishing = 1;
+	if (now)
+		c->broken = 1;
+	/* From the loop: whoever asks may be deep in a callback. */
+	event_active(c->kick, EV_TIMEOUT, 0);
+}
+
+struct worker *
+conn_worker(struct conn *c)
+{
+	return (c->w);
+}
+
+const char *
+conn_peer(struct conn *c)
+{
+	return (c->peer);
+}
+
+int
+conn_is_tls(struct conn *c)
+{
+	return (c->tls);
+}
+
+static const struct front_ops conn_ops = {
+	conn_respond,
+	conn_stream_begin,
+	conn_stream_data,
+	conn_stream_full,
+	conn_stream_end,
+	conn_stream_abort,
+	conn_body_resume,
+	conn_abandon,
+};
+
 void
 front_drain(struct worker *w)
 {
@@ -789,6 +1117,10 @@ front_drain(struct worker *w)
 
 	for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
 		next = TAILQ_NEXT(c, entry);
+		if (c->state == CONN_H2) {
+			h2_session_drain(c->h2);
+			continue;
+		}
 		/* Idle, or accepted with nothing sent yet (not even waiting
 		 * in the socket): nothing to finish. */
 		if (c->state == CONN_IDLE || (c->state == CONN_HEAD &&
@@ -808,6 +1140,11 @@ front_stop(struct worker *w)
 
 	for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
 		next = TAILQ_NEXT(c, entry);
+		if (c->state == CONN_H2) {
+			/* Each stream answered 503, then the connection goes. */
+			h2_session_stop(c->h2);
+			continue;
+		}
 		if (c->state == CONN_WAITING && c->req != NULL) {
 			/* Answered 503 with Connection: close, then closed. */
 			request_cancel(c->req, CANCEL_SHUTDOWN);
@@ -846,11 +1183,14 @@ on_message_begin(llhttp_t *p)
 	c->hname.len = c->hvalue.len = 0;
 	c->value_spans = 0;
 	c->trailers = 0;
-	if ((c->req = request_new(c->w, c, c->conf, c->peer)) == NULL) {
+	if ((c->req = request_new(c->w, &c->front, c->conf, c->peer)) == NULL) {
 		c->error_status = 503;
 		c->error_text = "out_of_memory";
 		return (-1);
 	}
+	c->req->tls = c->tls;
+	if (c->requests++ == 0)
+		metrics_labelled_add(L_CONNECTIONS_PROTO, PROTO_H1, 1);
 	return (0);
 }
 
@@ -1006,7 +1346,7 @@ on_headers_complete(llhttp_t *p)
 	    strn_eq_ci(ex->value, ex->valuelen, "100-continue")) {
 		/* Written from the loop: this is inside llhttp_execute. */
 		evbuffer_add(c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-		event_add(c->wev, NULL);
+		conn_want_write(c);
 	}
 	if (r->has_body && !(p->flags & F_CONTENT_LENGTH &&
 	    p->content_length == 0)) {

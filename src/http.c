@@ -9,6 +9,8 @@
 #include "http.h"
 #include "util.h"
 
+static int	http_client_deadline_ms(const struct http_headers *, uint64_t *);
+
 static const char *const hop_by_hop[] = {
 	"connection", "keep-alive", "te", "trailer", "transfer-encoding",
 	"upgrade", "proxy-authorization", "proxy-connection", NULL
@@ -169,6 +171,7 @@ http_forward_request_headers(const struct http_headers *in,
 		    strn_eq_ci(h->name, h->namelen, "x-forwarded-proto") ||
 		    strn_eq_ci(h->name, h->namelen, "x-request-id") ||
 		    strn_eq_ci(h->name, h->namelen, "x-request-deadline-ms") ||
+		    strn_eq_ci(h->name, h->namelen, "grpc-timeout") ||
 		    strn_eq_ci(h->name, h->namelen, "content-length") ||
 		    strn_eq_ci(h->name, h->namelen, "expect"))
 			continue;
@@ -222,6 +225,13 @@ http_forward_request_headers(const struct http_headers *in,
 	if (http_headers_add(out, "X-Request-Deadline-Ms", 21, num,
 	    fmt_u64(num, fi->deadline_left_ms)) == -1)
 		return (-1);
+	/* A gRPC caller's budget goes on shrunk, in its own spelling too. */
+	if (http_headers_get(in, "grpc-timeout") != NULL) {
+		n = fmt_u64(num, fi->deadline_left_ms);
+		num[n++] = 'm';
+		if (http_headers_add(out, "grpc-timeout", 12, num, n) == -1)
+			return (-1);
+	}
 	return (0);
 }
 
@@ -313,8 +323,48 @@ http_host_valid(const char *s, size_t len)
 	return (i - end <= 5);
 }
 
+/*
+ * gRPC's "grpc-timeout": at most 8 digits and a unit, H M S m u n. Times
+ * under a millisecond round up, so that a budget is never made zero.
+ */
+int
+http_grpc_timeout(const char *v, size_t len, uint64_t *ms)
+{
+	uint64_t	n;
+
+	if (len < 2 || len > 9 || parse_u64(v, len - 1, 99999999, &n) != 0)
+		return (0);
+	switch (v[len - 1]) {
+	case 'H':	*ms = n * 3600 * 1000; break;
+	case 'M':	*ms = n * 60 * 1000; break;
+	case 'S':	*ms = n * 1000; break;
+	case 'm':	*ms = n; break;
+	case 'u':	*ms = (n + 999) / 1000; break;
+	case 'n':	*ms = (n + 999999) / 1000000; break;
+	default:	return (0);
+	}
+	return (1);
+}
+
 int
 http_client_deadline(const struct http_headers *h, uint64_t *ms)
+{
+	const struct http_header	*g;
+	uint64_t			 gms;
+	int				 found;
+
+	found = http_client_deadline_ms(h, ms);
+	if ((g = http_headers_get(h, "grpc-timeout")) != NULL &&
+	    http_grpc_timeout(g->value, g->valuelen, &gms) &&
+	    (!found || gms < *ms)) {
+		*ms = gms;
+		found = 1;
+	}
+	return (found);
+}
+
+static int
+http_client_deadline_ms(const struct http_headers *h, uint64_t *ms)
 {
 	const struct http_header	*d;
 

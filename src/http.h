@@ -84,9 +84,12 @@ int	 http_field_value_ok(const char *, size_t);
 int	 http_host_valid(const char *, size_t);
 
 /*
- * The client's X-Request-Deadline-Ms, when present and valid: 1 and *ms
- * set; 0 when absent or unusable (not a plain non-negative integer).
+ * The client's deadline, when it gave a usable one: the shorter of
+ * X-Request-Deadline-Ms (a plain non-negative integer) and grpc-timeout.
+ * 1 and *ms set; 0 when there is none.
  */
 int	 http_client_deadline(const struct http_headers *, uint64_t *ms);
+/* A grpc-timeout value ("250m", "2S") in milliseconds: 1, or 0 if bad. */
+int	 http_grpc_timeout(const char *, size_t, uint64_t *ms);
 
 #endif

@@ -34,7 +34,8 @@ struct listener {
 static int
 addr_equal(const struct listen_addr *a, const struct listen_addr *b)
 {
-	return (a->sslen == b->sslen && memcmp(&a->ss, &b->ss, a->sslen) == 0);
+	return (a->sslen == b->sslen && memcmp(&a->ss, &b->ss, a->sslen) == 0 &&
+	    a->tls == b->tls);
 }
 
 static void	lset_retry_cb(evutil_socket_t, short, void *);
@@ -162,7 +163,8 @@ lset_prepare(struct lset *s, const struct listen_addr *addrs, size_t n,
 			    addrs[i].text, s->what, strerror(errno));
 			goto fail;
 		}
-		ch->next[i].handle = s->ops->attach(s->arg, ch->next[i].el);
+		ch->next[i].handle = s->ops->attach(s->arg, ch->next[i].el,
+		    &addrs[i]);
 		if (ch->next[i].handle == NULL) {
 			log_error("cannot listen on %s%s", addrs[i].text, s->what);
 			evconnlistener_free(ch->next[i].el);
@@ -185,14 +187,14 @@ lset_commit(struct lset *s, struct lset_change *ch)
 	for (i = 0; i < s->n; i++) {
 		if (ch->kept[i])
 			continue;
-		log_info("no longer listening on %s%s", s->e[i].addr.text,
-		    s->what);
+		log_info("no longer listening on %s%s%s", s->e[i].addr.text,
+		    s->e[i].addr.tls ? " tls" : "", s->what);
 		s->ops->detach(s->arg, s->e[i].handle, s->e[i].el);
 	}
 	for (i = 0; i < ch->n; i++) {
 		if (ch->fresh[i])
-			log_info("listening on %s%s", ch->next[i].addr.text,
-			    s->what);
+			log_info("listening on %s%s%s", ch->next[i].addr.text,
+			    ch->next[i].addr.tls ? " tls" : "", s->what);
 	}
 	memcpy(s->e, ch->next, sizeof s->e);
 	s->n = ch->n;
@@ -239,15 +241,22 @@ lset_clear(struct lset *s)
 
 /* ---- client listeners ---------------------------------------------------- */
 
+/* What an accept callback is handed: the listener, and how to speak. */
+struct listener_port {
+	struct listener	*ls;
+	int		 tls;
+};
+
 static void
 listener_accept_cb(struct evconnlistener *el, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
 {
-	struct listener	*ls = arg;
-	struct worker	*w = ls->w;
+	struct listener_port	*lp = arg;
+	struct listener		*ls = lp->ls;
+	struct worker		*w = ls->w;
 
 	lset_accept_ok(&ls->set);
-	front_accept(w, fd, sa, salen);
+	front_accept(w, fd, sa, salen, lp->tls);
 	if (server_conns_full() && !ls->set.paused) {
 		log_info("max_connections reached, accepting paused%s "
 		    "connections=%u", ls->what, w->nconns);
@@ -261,27 +270,34 @@ listener_accept_cb(struct evconnlistener *el, evutil_socket_t fd,
 static void
 listener_error_cb(struct evconnlistener *el, void *arg)
 {
-	struct listener	*ls = arg;
+	struct listener_port	*lp = arg;
 
-	lset_accept_error(&ls->set, EVUTIL_SOCKET_ERROR());
+	lset_accept_error(&lp->ls->set, EVUTIL_SOCKET_ERROR());
 }
 
 static void *
-listener_attach(void *arg, struct evconnlistener *el)
+listener_attach(void *arg, struct evconnlistener *el,
+    const struct listen_addr *addr)
 {
-	struct listener	*ls = arg;
+	struct listener		*ls = arg;
+	struct listener_port	*lp;
 
+	if ((lp = calloc(1, sizeof *lp)) == NULL)
+		return (NULL);
+	lp->ls = ls;
+	lp->tls = addr->tls;
 	evconnlistener_set_error_cb(el, listener_error_cb);
-	evconnlistener_set_cb(el, listener_accept_cb, ls);
+	evconnlistener_set_cb(el, listener_accept_cb, lp);
 	if (ls->set.paused || ls->set.backoff)
 		evconnlistener_disable(el);
-	return (el);
+	return (lp);
 }
 
 static void
 listener_detach(void *arg, void *handle, struct evconnlistener *el)
 {
 	evconnlistener_free(el);
+	free(handle);
 }
 
 static const struct lset_ops listener_ops = {

@@ -21,7 +21,8 @@ struct event_base;
 /* Hooks: attach takes a fresh, disabled evconnlistener and returns a
  * handle (NULL on failure); detach releases the handle and the socket. */
 struct lset_ops {
-	void	*(*attach)(void *, struct evconnlistener *);
+	void	*(*attach)(void *, struct evconnlistener *,
+		    const struct listen_addr *);
 	void	 (*detach)(void *, void *, struct evconnlistener *);
 };
 

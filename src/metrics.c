@@ -91,7 +91,31 @@ static const struct {
 	    "Hedged upstream requests sent (mode hedge, beyond the first)." },
 	[C_HEDGES_WON] = { "fanoutd_hedges_won_total",
 	    "Hedged upstream requests whose answer was the one returned." },
+	[C_H2_STREAMS_RESET] = { "fanoutd_h2_streams_reset_total",
+	    "HTTP/2 RST_STREAM frames received from clients." },
 };
+
+#define LABELLED_MAX	3
+static const struct {
+	const char	*name;
+	const char	*help;
+	const char	*label;
+	const char	*values[LABELLED_MAX + 1];
+} labelled_info[L_NLABELLED] = {
+	[L_REQUESTS_PROTO] = { "fanoutd_requests_by_proto_total",
+	    "Requests answered, by protocol version.", "proto",
+	    { "HTTP/1.0", "HTTP/1.1", "HTTP/2.0", NULL } },
+	[L_CONNECTIONS_PROTO] = { "fanoutd_connections_by_proto_total",
+	    "Client connections, by the protocol they came to speak.", "proto",
+	    { "http/1.1", "h2", NULL } },
+	[L_TLS_HANDSHAKES] = { "fanoutd_tls_handshakes_total",
+	    "TLS handshakes with clients, by result.", "result",
+	    { "ok", "error", NULL } },
+	[L_H2_FLOODS] = { "fanoutd_h2_floods_total",
+	    "HTTP/2 connections closed for a flood, by kind.", "kind",
+	    { "rapid_reset", "continuation", NULL } },
+};
+static _Atomic uint64_t	labelled[L_NLABELLED][LABELLED_MAX];
 
 void
 metrics_init(void)
@@ -127,6 +151,21 @@ void
 metrics_counter_add(enum metric_counter c, uint64_t d)
 {
 	atomic_fetch_add_explicit(&counters[c], d, memory_order_relaxed);
+}
+
+void
+metrics_labelled_add(enum metric_labelled l, unsigned v, uint64_t d)
+{
+	if (v < LABELLED_MAX)
+		atomic_fetch_add_explicit(&labelled[l][v], d,
+		    memory_order_relaxed);
+}
+
+void
+metrics_request_proto(int version)
+{
+	if (version >= 0 && version <= 2)
+		metrics_labelled_add(L_REQUESTS_PROTO, (unsigned)version, 1);
 }
 
 /* The series with these labels, made on first use. Called locked. */
@@ -300,7 +339,7 @@ render_family(struct evbuffer *out, const struct family *f)
 void
 metrics_render(struct evbuffer *out)
 {
-	size_t	i;
+	size_t	i, j;
 
 	for (i = 0; i < G_NGAUGES; i++)
 		evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s gauge\n%s %lld\n",
@@ -313,6 +352,17 @@ metrics_render(struct evbuffer *out)
 		    counter_info[i].name, counter_info[i].name,
 		    (unsigned long long)atomic_load_explicit(&counters[i],
 		    memory_order_relaxed));
+	for (i = 0; i < L_NLABELLED; i++) {
+		evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s counter\n",
+		    labelled_info[i].name, labelled_info[i].help,
+		    labelled_info[i].name);
+		for (j = 0; labelled_info[i].values[j] != NULL; j++)
+			evbuffer_add_printf(out, "%s{%s=\"%s\"} %llu\n",
+			    labelled_info[i].name, labelled_info[i].label,
+			    labelled_info[i].values[j],
+			    (unsigned long long)atomic_load_explicit(
+			    &labelled[i][j], memory_order_relaxed));
+	}
 	pthread_mutex_lock(&lock);
 	for (i = 0; i < sizeof families / sizeof families[0]; i++)
 		render_family(out, families[i]);

@@ -24,13 +24,29 @@ enum metric_counter {
 	C_UPSTREAM_BYTES_DISCARDED,
 	C_HEDGES_SENT,
 	C_HEDGES_WON,
+	C_H2_STREAMS_RESET,
 	C_NCOUNTERS
 };
+
+/* Counters with one label of a few fixed values: atomics, no lock. */
+enum metric_labelled {
+	L_REQUESTS_PROTO,	/* HTTP/1.0, HTTP/1.1, HTTP/2.0 */
+	L_CONNECTIONS_PROTO,	/* http/1.1, h2 */
+	L_TLS_HANDSHAKES,	/* ok, error */
+	L_H2_FLOODS,		/* rapid_reset, continuation */
+	L_NLABELLED
+};
+enum { PROTO_H1 = 0, PROTO_H2 = 1 };
+enum { TLS_OK = 0, TLS_ERROR = 1 };
+enum { FLOOD_RAPID_RESET = 0, FLOOD_CONTINUATION = 1 };
 
 void	metrics_init(void);
 void	metrics_gauge_add(enum metric_gauge, int64_t);
 int64_t	metrics_gauge_get(enum metric_gauge);
 void	metrics_counter_add(enum metric_counter, uint64_t);
+void	metrics_labelled_add(enum metric_labelled, unsigned value, uint64_t);
+/* A request answered: version 0 (HTTP/1.0), 1 (HTTP/1.1) or 2 (HTTP/2). */
+void	metrics_request_proto(int version);
 
 /* A request answered (or abandoned: code 499), and how long it took. */
 void	metrics_request_done(const char *route, int code, uint64_t duration_us);

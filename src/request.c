@@ -54,7 +54,7 @@ static const char *const leg_outcome_metric[] = {
 };
 
 struct request *
-request_new(struct worker *w, struct conn *conn, struct config *conf,
+request_new(struct worker *w, struct front *front, struct config *conf,
     const char *client)
 {
 	struct request	*r;
@@ -66,7 +66,7 @@ request_new(struct worker *w, struct conn *conn, struct config *conf,
 		return (NULL);
 	}
 	r->w = w;
-	r->conn = conn;
+	r->front = front;
 	r->conf = config_ref(conf);
 	r->state = REQ_READING;
 	r->started_us = now_us();
@@ -94,6 +94,14 @@ request_free(void *arg)
 	free(r->target);
 	config_unref(r->conf);
 	free(r);
+}
+
+const char *
+request_proto(const struct request *r)
+{
+	if (r->h2)
+		return ("HTTP/2.0");
+	return (r->http_minor == 0 ? "HTTP/1.0" : "HTTP/1.1");
 }
 
 int
@@ -225,7 +233,7 @@ request_head_done(struct request *r)
 			return;
 		}
 	}
-	if (r->http_minor >= 1 && nhost == 0) {
+	if (!r->h2 && r->http_minor >= 1 && nhost == 0) {
 		r->reject = 400;
 		r->reject_error = "missing_host";
 		return;
@@ -305,7 +313,7 @@ request_cancel(struct request *r, enum cancel_reason reason)
 void
 request_conn_gone(struct request *r, enum cancel_reason why)
 {
-	r->conn = NULL;
+	r->front = NULL;
 	if (r->state == REQ_READING) {
 		/* Not dispatched: no work to stop, nothing to log. */
 		r->state = REQ_DONE;
@@ -375,15 +383,15 @@ request_error(struct request *r, int status, const char *error)
 	if (r->streaming) {
 		r->streaming = 0;
 		/* A head is out already: the only honest end is a cut. */
-		if (r->conn != NULL && conn_stream_abort(r->conn, &cut) == -1) {
-			r->conn = NULL;
+		if (r->front != NULL && front_stream_abort(r->front, &cut) == -1) {
+			r->front = NULL;
 			request_end(r, status, cut);
 			return;
 		}
 	}
 	if (r->id[0] == '\0')
 		request_id_new(r->id, sizeof r->id);
-	if (r->conn != NULL && (h = request_headers_new(r)) != NULL &&
+	if (r->front != NULL && (h = request_headers_new(r)) != NULL &&
 	    (body = evbuffer_new()) != NULL) {
 		evbuffer_add(h, "Content-Type: application/json\r\n", 32);
 		evbuffer_add_printf(body, "{\"error\":\"%s\",\"request_id\":",
@@ -393,7 +401,7 @@ request_error(struct request *r, int status, const char *error)
 		/* A request not read to its end is closed with a linger by
 		 * the connection itself (conn_reject, conn_head). */
 		how = status == 503 || status == 400 ? CONN_CLOSE : CONN_KEEP;
-		bytes = conn_respond(r->conn, status, h,
+		bytes = front_respond(r->front, status, h,
 		    request_is_head(r) ? NULL : body,
 		    (long long)evbuffer_get_length(body), how);
 	}
@@ -431,8 +439,8 @@ request_end(struct request *r, int status, unsigned long long bytes)
 		cancel_detach(&r->legs[i].cancel);
 	/* Ended without an answer written (out of memory): drop the client
 	 * rather than leave it pointing at a freed request. */
-	if (r->conn != NULL)
-		conn_abandon(r->conn, r);
+	if (r->front != NULL)
+		front_abandon(r->front, r);
 	cancel_detach(&r->cancel);
 	if (r->deadline_timer != NULL)
 		event_free(r->deadline_timer);
@@ -440,11 +448,12 @@ request_end(struct request *r, int status, unsigned long long bytes)
 	if (r->hedge_timer != NULL)
 		event_free(r->hedge_timer);
 	r->hedge_timer = NULL;
-	r->conn = NULL;
+	r->front = NULL;
 
 	accesslog_write(r, status, bytes);
 	metrics_request_done(r->route ? r->route->name : "", status,
 	    now_us() - r->started_us);
+	metrics_request_proto(r->h2 ? 2 : r->http_minor);
 	log_debug("request done request_id=%s status=%d", r->id, status);
 	worker_defer_free(r->w, &r->grave, request_free, r);
 }
@@ -556,8 +565,8 @@ leg_source_read(void *arg, char *buf, size_t len, int *eof)
 		n = 0;
 	if (n == 0 && !r->body_streaming)
 		*eof = 1;
-	if (r->conn != NULL && evbuffer_get_length(r->body) < BODY_LOW)
-		conn_body_resume(r->conn);
+	if (r->front != NULL && evbuffer_get_length(r->body) < BODY_LOW)
+		front_body_resume(r->front);
 	return ((size_t)n);
 }
 
@@ -626,13 +635,13 @@ leg_stream_head(void *arg, int status, const struct http_headers *hs,
 	struct request	*r = l->req;
 	struct evbuffer	*hdrs;
 
-	if (r->conn == NULL || r->state != REQ_RUNNING || r->decided ||
+	if (r->front == NULL || r->state != REQ_RUNNING || r->decided ||
 	    (hdrs = leg_response_headers(r, hs)) == NULL)
 		return;		/* answered at the end, from the collected body */
 	r->decided = 1;
 	r->streaming = 1;
 	l->status = status;
-	conn_stream_begin(r->conn, status, hdrs, content_length,
+	front_stream_begin(r->front, status, hdrs, content_length,
 	    request_is_head(r), leg_stream_resume, l);
 	evbuffer_free(hdrs);
 }
@@ -649,11 +658,11 @@ leg_stream_data(void *arg, const char *data, size_t len)
 		evbuffer_add(l->body, data, len);
 		return (0);
 	}
-	if (r->conn == NULL)
+	if (r->front == NULL)
 		return (0);
-	if (conn_stream_full(r->conn))
+	if (front_stream_full(r->front))
 		return (1);
-	conn_stream_data(r->conn, data, len);
+	front_stream_data(r->front, data, len);
 	return (0);
 }
 
@@ -667,9 +676,9 @@ stream_leg_ended(struct request *r, struct leg *l)
 	unsigned long long	bytes = 0;
 
 	if (l->outcome == LEG_OK || l->outcome == LEG_STATUS) {
-		if (r->conn != NULL)
-			bytes = conn_stream_end(r->conn);
-		r->conn = NULL;
+		if (r->front != NULL)
+			bytes = front_stream_end(r->front);
+		r->front = NULL;
 		request_end(r, l->status, bytes);
 		return;
 	}
@@ -701,7 +710,7 @@ leg_start(struct leg *l)
 		goto fail;
 
 	fi.client_addr = r->client;
-	fi.proto = "http";
+	fi.proto = r->tls ? "https" : "http";
 	fi.request_id = r->id;
 	fi.deadline_left_ms = r->deadline_ms > now + DEADLINE_MARGIN_MS ?
 	    r->deadline_ms - now - DEADLINE_MARGIN_MS : 1;
@@ -807,8 +816,8 @@ request_answer_leg(struct request *r, struct leg *l, const char *name,
 		    INT64_MAX, &v) == 0)
 			len = (long long)v;
 	}
-	if (r->conn != NULL)
-		bytes = conn_respond(r->conn, l->status, hdrs,
+	if (r->front != NULL)
+		bytes = front_respond(r->front, l->status, hdrs,
 		    head ? NULL : l->body, len, CONN_KEEP);
 	evbuffer_free(hdrs);
 	request_end(r, l->status, bytes);
@@ -833,8 +842,8 @@ request_answer_envelope(struct request *r, int status, const char *partial)
 	evbuffer_add(hdrs, "Content-Type: application/json\r\n", 32);
 	if (partial != NULL)
 		evbuffer_add_printf(hdrs, "Fanout-Partial: %s\r\n", partial);
-	if (r->conn != NULL)
-		bytes = conn_respond(r->conn, status, hdrs,
+	if (r->front != NULL)
+		bytes = front_respond(r->front, status, hdrs,
 		    request_is_head(r) ? NULL : body,
 		    request_is_head(r) ? (long long)evbuffer_get_length(body) : -1,
 		    status == 503 ? CONN_CLOSE : CONN_KEEP);

@@ -17,7 +17,7 @@
 #include "server.h"
 #include "upstream.h"
 
-struct conn;
+struct front;
 struct worker;
 struct config;
 struct route_conf;
@@ -63,7 +63,7 @@ struct leg {
 struct request {
 	struct worker		*w;
 	struct grave		 grave;		/* worker_defer_free() */
-	struct conn		*conn;		/* NULL once the client is gone */
+	struct front		*front;		/* NULL once the client is gone */
 	struct config		*conf;		/* a reference */
 	const struct route_conf	*route;
 	struct cancel		 cancel;
@@ -74,6 +74,8 @@ struct request {
 	/* As received. */
 	char			 method[24];
 	int			 http_minor;
+	int			 h2;		/* came as an HTTP/2 stream */
+	int			 tls;
 	char			*target;
 	size_t			 targetlen;
 	const char		*path;		/* into target */
@@ -103,8 +105,10 @@ struct request {
 	struct event		*hedge_timer;
 };
 
-struct request	*request_new(struct worker *, struct conn *, struct config *,
+struct request	*request_new(struct worker *, struct front *, struct config *,
 		    const char *client);
+/* "HTTP/1.0", "HTTP/1.1" or "HTTP/2.0", for logs and metrics. */
+const char	*request_proto(const struct request *);
 /* The head has been read: route, deadline, method check. */
 void		 request_head_done(struct request *);
 /* The whole request has been read: answer or send it upstream. */

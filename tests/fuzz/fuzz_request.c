@@ -123,7 +123,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
 	memset(&sun, 0, sizeof sun);
 	sun.sun_family = AF_UNIX;
-	front_accept(w, sv[0], (struct sockaddr *)&sun, sizeof sun);
+	front_accept(w, sv[0], (struct sockaddr *)&sun, sizeof sun, 0);
 
 	/* Feed it in pieces, letting the loop run between them. */
 	while (off < len) {
