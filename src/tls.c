@@ -6,6 +6,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "tls.h"
 
@@ -72,8 +73,14 @@ tls_ctx_new(const char *cert, const char *key, int h2, char *err,
 		goto fail;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-		snprintf(err, errlen, "cannot load tls_key '%s': %s", key,
-		    tls_error_text(why, sizeof why));
+		if (ERR_GET_REASON(ERR_peek_last_error()) ==
+		    X509_R_KEY_VALUES_MISMATCH) {
+			snprintf(err, errlen, "tls_key '%s' does not match "
+			    "tls_cert '%s'", key, cert);
+			ERR_clear_error();
+		} else
+			snprintf(err, errlen, "cannot load tls_key '%s': %s",
+			    key, tls_error_text(why, sizeof why));
 		goto fail;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {

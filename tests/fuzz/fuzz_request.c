@@ -124,6 +124,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	memset(&sun, 0, sizeof sun);
 	sun.sun_family = AF_UNIX;
 	front_accept(w, sv[0], (struct sockaddr *)&sun, sizeof sun, 0);
+#ifdef FUZZ_PREFIX
+	/* The input goes after this: see fuzz_h2.c. */
+	if (write(sv[1], FUZZ_PREFIX, sizeof FUZZ_PREFIX - 1) !=
+	    sizeof FUZZ_PREFIX - 1)
+		goto done;
+#endif
 
 	/* Feed it in pieces, letting the loop run between them. */
 	while (off < len) {
@@ -134,6 +140,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 		spin(sv[1], 50);
 	}
 	spin(sv[1], 200);
+#ifdef FUZZ_PREFIX
+done:
+#endif
 	close(sv[1]);
 	spin(-1, 1000);
 	return (0);

@@ -23,6 +23,9 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "config.h"
 
@@ -1092,6 +1095,29 @@ static const struct bad_case bad_cases[] = {
 	{ UPSTREAM_U "[route \"r\"]\nmatch = /\nupstreams = u\n"
 	  "quorum = 1000001\n",
 	  "x.ini:6: 'quorum' out of range: '1000001' (1 to 1000000)\n" },
+	/* TLS: an address needs a certificate and key, and they an address. */
+	{ "[server]\nlisten = 127.0.0.1:8443 tls\n" UPSTREAM_U,
+	  "x.ini:2: a listen address with 'tls' needs tls_cert and tls_key\n" },
+	{ "[server]\nlisten = 127.0.0.1:8443\n\ntls_cert = /etc/passwd\n"
+	  "tls_key = /etc/passwd\n" UPSTREAM_U,
+	  "x.ini:4: tls_cert and tls_key need a listen address with 'tls'\n" },
+	{ "[server]\nlisten = 127.0.0.1:8443 tls\ntls_cert = /nonexistent\n"
+	  UPSTREAM_U,
+	  "x.ini:3: cannot use tls_cert '/nonexistent': No such file or "
+	  "directory\n" },
+	{ "[admin]\nlisten = 127.0.0.1:9901 tls\n" UPSTREAM_U,
+	  "x.ini:2: tls is not supported on the admin listener: "
+	  "'127.0.0.1:9901'\n" },
+	{ "[server]\nlisten = 127.0.0.1:8443 tls, 127.0.0.1:8443\n" UPSTREAM_U,
+	  "x.ini:2: duplicate listen address '127.0.0.1:8443'\n"
+	  "x.ini:2: a listen address with 'tls' needs tls_cert and tls_key\n" },
+	{ "[server]\nh2_max_concurrent_streams = 0\n" UPSTREAM_U,
+	  "x.ini:2: 'h2_max_concurrent_streams' out of range: '0' "
+	  "(1 to 10000)\n" },
+	{ "[server]\nh2_stream_window = 2g\n" UPSTREAM_U,
+	  "x.ini:2: 'h2_stream_window' out of range: '2g' (1k to 1g)\n" },
+	{ "[server]\nhttp2 = maybe\n" UPSTREAM_U,
+	  "x.ini:2: bad boolean 'maybe' for 'http2' (use yes or no)\n" },
 };
 
 static void
@@ -1299,6 +1325,112 @@ teardown(void **state)
 	return (rmdir(tmpdir));
 }
 
+/* A self-signed certificate and its key, as PEM files. */
+static void
+make_cert(const char *cert, const char *key)
+{
+	EVP_PKEY	*pk;
+	X509		*x;
+	X509_NAME	*n;
+	FILE		*f;
+
+	assert_non_null(pk = EVP_EC_gen("P-256"));
+	assert_non_null(x = X509_new());
+	X509_set_version(x, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+	X509_gmtime_adj(X509_getm_notBefore(x), 0);
+	X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+	X509_set_pubkey(x, pk);
+	n = X509_get_subject_name(x);
+	X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC,
+	    (const unsigned char *)"localhost", -1, -1, 0);
+	X509_set_issuer_name(x, n);
+	assert_true(X509_sign(x, pk, EVP_sha256()) > 0);
+	assert_non_null(f = fopen(cert, "w"));
+	assert_int_equal(PEM_write_X509(f, x), 1);
+	fclose(f);
+	assert_non_null(f = fopen(key, "w"));
+	assert_int_equal(PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL,
+	    NULL), 1);
+	fclose(f);
+	X509_free(x);
+	EVP_PKEY_free(pk);
+}
+
+/* "ADDR tls" terminates TLS; the certificate and key go together. */
+static void
+test_tls_listen(void **state)
+{
+	struct config	*cfg;
+	char		 text[1024], cert[256], key[256], cert2[256], key2[256];
+	char		*errors = NULL;
+
+	snprintf(cert, sizeof cert, "%s/cert.pem", tmpdir);
+	snprintf(key, sizeof key, "%s/key.pem", tmpdir);
+	snprintf(cert2, sizeof cert2, "%s/cert2.pem", tmpdir);
+	snprintf(key2, sizeof key2, "%s/key2.pem", tmpdir);
+	make_cert(cert, key);
+	make_cert(cert2, key2);
+
+	snprintf(text, sizeof text, "[server]\nlisten = 127.0.0.1:8080, "
+	    "127.0.0.1:8443 tls, [::1]:8443  TLS\ntls_cert = %s\n"
+	    "tls_key = %s\n" UPSTREAM_U, cert, key);
+	cfg = load_ok(text);
+	assert_int_equal(cfg->nlisten, 3);
+	assert_in4(&cfg->listen[0], "127.0.0.1", 8080, "127.0.0.1:8080");
+	assert_int_equal(cfg->listen[0].tls, 0);
+	assert_in4(&cfg->listen[1], "127.0.0.1", 8443, "127.0.0.1:8443");
+	assert_int_equal(cfg->listen[1].tls, 1);
+	assert_in6(&cfg->listen[2], "::1", 8443, "[::1]:8443");
+	assert_int_equal(cfg->listen[2].tls, 1);
+	assert_string_equal(cfg->tls_cert, cert);
+	assert_non_null(cfg->tls_ctx);
+	config_unref(cfg);
+
+	/* A key that is not the certificate's. */
+	snprintf(text, sizeof text, "[server]\nlisten = 127.0.0.1:8443 tls\n"
+	    "tls_cert = %s\ntls_key = %s\n" UPSTREAM_U, cert, key2);
+	assert_null(config_load_string("x.ini", text, &errors));
+	assert_non_null(errors);
+	assert_non_null(strstr(errors, "x.ini:4: tls_key '"));
+	assert_non_null(strstr(errors, "' does not match tls_cert '"));
+	free(errors);
+
+	/* Not PEM at all: OpenSSL's reason, at the key's line. */
+	snprintf(text, sizeof text, "[server]\nlisten = 127.0.0.1:8443 tls\n"
+	    "tls_cert = %s\ntls_key = %s\n" UPSTREAM_U, key, key);
+	assert_null(config_load_string("x.ini", text, &errors));
+	assert_non_null(errors);
+	assert_non_null(strstr(errors, "x.ini:3: cannot load tls_cert '"));
+	free(errors);
+
+	assert_int_equal(unlink(cert), 0);
+	assert_int_equal(unlink(key), 0);
+	assert_int_equal(unlink(cert2), 0);
+	assert_int_equal(unlink(key2), 0);
+}
+
+static void
+test_h2_keys(void **state)
+{
+	struct config	*cfg;
+
+	cfg = load_ok(UPSTREAM_U);
+	assert_int_equal(cfg->http2, 1);
+	assert_int_equal(cfg->h2_max_streams, 128);
+	assert_int_equal(cfg->h2_stream_window, 64 * 1024);
+	assert_int_equal(cfg->h2_connection_window, 1024 * 1024);
+	assert_null(cfg->tls_ctx);
+	config_unref(cfg);
+
+	cfg = load_ok("[server]\nhttp2 = off\nh2_max_concurrent_streams = 7\n"
+	    "h2_stream_window = 1m\nh2_connection_window = 2m\n" UPSTREAM_U);
+	assert_int_equal(cfg->http2, 0);
+	assert_int_equal(cfg->h2_max_streams, 7);
+	assert_int_equal(cfg->h2_stream_window, 1024 * 1024);
+	assert_int_equal(cfg->h2_connection_window, 2 * 1024 * 1024);
+	config_unref(cfg);
+}
 int
 main(void)
 {
@@ -1319,6 +1451,8 @@ main(void)
 		cmocka_unit_test(test_listen_parse),
 		cmocka_unit_test(test_listen_list),
 		cmocka_unit_test(test_route_lookup),
+		cmocka_unit_test(test_tls_listen),
+		cmocka_unit_test(test_h2_keys),
 		cmocka_unit_test(test_many_errors),
 		cmocka_unit_test(test_long_lines),
 		cmocka_unit_test(test_load_file),

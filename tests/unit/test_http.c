@@ -240,6 +240,59 @@ test_client_deadline(void **state)
 }
 
 static void
+test_grpc_timeout(void **state)
+{
+	struct { const char *v; int ok; uint64_t ms; } cases[] = {
+		{ "250m", 1, 250 }, { "2S", 1, 2000 }, { "1M", 1, 60000 },
+		{ "1H", 1, 3600000 }, { "1500u", 1, 2 }, { "1n", 1, 1 },
+		{ "0m", 1, 0 }, { "99999999m", 1, 99999999 },
+		{ "123456789m", 0, 0 },		/* nine digits */
+		{ "5", 0, 0 }, { "m", 0, 0 }, { "5x", 0, 0 }, { "5 m", 0, 0 },
+		{ "-5m", 0, 0 }, { "", 0, 0 },
+	};
+	struct http_headers	h, out;
+	uint64_t		ms;
+	size_t			i;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		ms = 12345;
+		assert_int_equal(http_grpc_timeout(cases[i].v,
+		    strlen(cases[i].v), &ms), cases[i].ok);
+		if (cases[i].ok)
+			assert_int_equal(ms, cases[i].ms);
+	}
+
+	/* The shorter of the two spellings of a client's budget wins. */
+	http_headers_init(&h);
+	add(&h, "grpc-timeout", "300m");
+	assert_true(http_client_deadline(&h, &ms));
+	assert_int_equal(ms, 300);
+	add(&h, "x-request-deadline-ms", "100");
+	assert_true(http_client_deadline(&h, &ms));
+	assert_int_equal(ms, 100);
+	http_headers_clear(&h);
+	http_headers_init(&h);
+	add(&h, "x-request-deadline-ms", "1000");
+	add(&h, "grpc-timeout", "2S");
+	assert_true(http_client_deadline(&h, &ms));
+	assert_int_equal(ms, 1000);
+
+	/* Forwarded as the time left, once, in gRPC's own unit. */
+	forward(&h, &out, 420);
+	assert_int_equal(count(&out, "grpc-timeout"), 1);
+	assert_string_equal(get(&out, "grpc-timeout"), "420m");
+	http_headers_clear(&out);
+	http_headers_clear(&h);
+
+	/* Not made up for a client that sent none. */
+	http_headers_init(&h);
+	forward(&h, &out, 420);
+	assert_null(get(&out, "grpc-timeout"));
+	http_headers_clear(&out);
+	http_headers_clear(&h);
+}
+
+static void
 test_host_valid(void **state)
 {
 	const char	*good[] = { "", "example.com", "a.b-c_d~e", "127.0.0.1",
@@ -329,6 +382,7 @@ main(void)
 		cmocka_unit_test(test_field_syntax),
 		cmocka_unit_test(test_long_forwarded_for),
 		cmocka_unit_test(test_headers_list),
+		cmocka_unit_test(test_grpc_timeout),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));
