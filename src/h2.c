@@ -111,6 +111,7 @@ struct h2_session {
 	struct event		*send_ev;	/* frames go out from the loop */
 	struct event		*timer;		/* idle, or a header block open */
 	int			 in_block;	/* HEADERS without END_HEADERS */
+	int			 had_stream;
 	unsigned		 continuations;
 	size_t			 block_bytes;
 	uint64_t		 reset_tokens;	/* x 1000, for the refill */
@@ -588,6 +589,7 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 		return (NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE);
 	if ((st = stream_new(s, frame->hd.stream_id)) == NULL)
 		return (NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE);
+	s->had_stream = 1;
 	nghttp2_session_set_stream_user_data(ng, frame->hd.stream_id, st);
 	return (0);
 }
@@ -904,7 +906,9 @@ h2_arm(struct h2_session *s)
 	struct timeval	tv;
 	uint64_t	ms;
 
-	if (s->in_block)
+	/* Before the first stream, the first request is what is awaited,
+	 * as over HTTP/1.1 (header_timeout); between streams, idleness. */
+	if (s->in_block || (s->nstreams == 0 && !s->had_stream))
 		ms = s->conf->header_timeout_ms;
 	else if (s->nstreams == 0)
 		ms = s->conf->keepalive_timeout_ms;

@@ -48,12 +48,21 @@ tls_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 	return (SSL_TLSEXT_ERR_OK);
 }
 
+/* A key with a passphrase would make OpenSSL ask on the terminal. */
+static int
+tls_no_passphrase(char *buf, int size, int rwflag, void *arg)
+{
+	*(int *)arg = 1;
+	return (0);
+}
+
 SSL_CTX *
 tls_ctx_new(const char *cert, const char *key, int h2, char *err,
     size_t errlen)
 {
 	SSL_CTX	*ctx;
 	char	 why[256];
+	int	 asked = 0;
 
 	ERR_clear_error();
 	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
@@ -67,13 +76,19 @@ tls_ctx_new(const char *cert, const char *key, int h2, char *err,
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
 	    SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_default_passwd_cb(ctx, tls_no_passphrase);
+	SSL_CTX_set_default_passwd_cb_userdata(ctx, &asked);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
 		snprintf(err, errlen, "cannot load tls_cert '%s': %s", cert,
 		    tls_error_text(why, sizeof why));
 		goto fail;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-		if (ERR_GET_REASON(ERR_peek_last_error()) ==
+		if (asked) {
+			snprintf(err, errlen, "tls_key '%s' is encrypted "
+			    "(fanoutd takes keys without a passphrase)", key);
+			ERR_clear_error();
+		} else if (ERR_GET_REASON(ERR_peek_last_error()) ==
 		    X509_R_KEY_VALUES_MISMATCH) {
 			snprintf(err, errlen, "tls_key '%s' does not match "
 			    "tls_cert '%s'", key, cert);
@@ -89,6 +104,9 @@ tls_ctx_new(const char *cert, const char *key, int h2, char *err,
 		ERR_clear_error();
 		goto fail;
 	}
+	/* The callback's argument lives on this stack only. */
+	SSL_CTX_set_default_passwd_cb(ctx, NULL);
+	SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
 	SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select,
 	    (void *)(h2 ? alpn_h2 : alpn_h1));
 	return (ctx);
