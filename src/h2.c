@@ -1014,6 +1014,11 @@ h2_run_ready(struct h2_session *s)
 			continue;
 		}
 		if (!st->dispatched) {
+			/* Dispatched once the body is in, or at the end of
+			 * the head when it streams (mode proxy) or is refused. */
+			if (!st->head_done || (!st->body_done && !st->early &&
+			    r->reject == 0))
+				continue;
 			st->dispatched = 1;
 			st->more = 0;
 			r->body_streaming = st->early && !st->body_done;
@@ -1038,6 +1043,7 @@ h2_send(struct h2_session *s)
 	struct h2_stream	*st, *next;
 	const uint8_t		*data;
 	ssize_t			 n;
+	size_t			 added;
 
 	if (s->gone)
 		return;
@@ -1046,18 +1052,28 @@ h2_send(struct h2_session *s)
 		if (st->answered && !st->submitted && st->head != NULL)
 			stream_submit(st);
 	}
-	while (evbuffer_get_length(out) < OUT_HIGH) {
-		if ((n = nghttp2_session_mem_send(s->ng, &data)) < 0) {
-			log_debug("http2 send failed client=%s error=%s",
-			    s->peer, nghttp2_strerror((int)n));
-			conn_finish(s->c, 1);
-			return;
+	/*
+	 * Frames up to a high mark, then the socket. When the socket took it
+	 * all there is no write callback to come: go round again while
+	 * nghttp2 has more.
+	 */
+	do {
+		added = 0;
+		while (evbuffer_get_length(out) < OUT_HIGH) {
+			if ((n = nghttp2_session_mem_send(s->ng, &data)) < 0) {
+				log_debug("http2 send failed client=%s error=%s",
+				    s->peer, nghttp2_strerror((int)n));
+				conn_finish(s->c, 1);
+				return;
+			}
+			if (n == 0)
+				break;
+			evbuffer_add(out, data, (size_t)n);
+			added += (size_t)n;
 		}
-		if (n == 0)
-			break;
-		evbuffer_add(out, data, (size_t)n);
-	}
-	conn_send(s->c);
+		conn_send(s->c);
+	} while (added > 0 && evbuffer_get_length(out) == 0 &&
+	    nghttp2_session_want_write(s->ng));
 	/* Upstreams paused for this client may go on. */
 	for (st = TAILQ_FIRST(&s->streams); st != NULL; st = next) {
 		next = TAILQ_NEXT(st, entry);
