@@ -708,12 +708,15 @@ stream_head_done(struct h2_session *s, struct h2_stream *st, int end_stream)
 		    &v) == 0 && v > s->conf->max_body_size && r->reject == 0) {
 			r->reject = 413;
 			r->reject_error = "body_too_large";
-		} else if (request_streams_body(r)) {
-			r->source.size = cl != NULL && parse_u64(cl->value,
-			    cl->valuelen, INT64_MAX, &v) == 0 ? (long long)v : -1;
-			st->early = 1;
-		} else
+		} else {
+			if (request_streams_body(r)) {
+				r->source.size = cl != NULL && parse_u64(cl->value,
+				    cl->valuelen, INT64_MAX, &v) == 0 ?
+				    (long long)v : -1;
+				st->early = 1;
+			}
 			stream_timer(st, s->conf->body_timeout_ms);
+		}
 	}
 	if (!r->has_body || st->early || r->reject != 0)
 		stream_queue(st);
@@ -807,8 +810,7 @@ on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t id,
 		st->unconsumed += len;	/* given back by stream_body_resume */
 	else
 		nghttp2_session_consume_stream(ng, id, len);
-	if (!st->early)
-		stream_timer(st, s->conf->body_timeout_ms);
+	stream_timer(st, s->conf->body_timeout_ms);
 	st->more = 1;
 	stream_queue(st);
 	return (0);
