@@ -853,6 +853,18 @@ on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 	return (0);
 }
 
+/* nghttp2's own word on what the client did wrong, for the debug log. */
+static int
+on_error(nghttp2_session *ng, int code, const char *msg, size_t len,
+    void *arg)
+{
+	struct h2_session	*s = arg;
+
+	log_debug("http2 client error client=%s error=\"%.*s\"", s->peer,
+	    (int)len, msg);
+	return (0);
+}
+
 /* ---- the session ------------------------------------------------------------ */
 
 static void
@@ -875,6 +887,7 @@ h2_callbacks_init(void)
 	    on_stream_close);
 	nghttp2_session_callbacks_set_on_frame_send_callback(cb,
 	    on_frame_send);
+	nghttp2_session_callbacks_set_error_callback2(cb, on_error);
 	h2_callbacks = cb;
 }
 
