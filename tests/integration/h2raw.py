@@ -17,6 +17,7 @@ Every read is bounded (socket timeouts, a deadline per wait); nothing
 synchronises with sleeps.
 """
 
+import shutil
 import socket
 import ssl
 import struct
@@ -574,8 +575,16 @@ class H2Client:
 # TLS material and a fanoutd with a TLS listener, for the tests of the
 # TLS / HTTP/2 front end
 
+def tool(name):
+    """The path of a command-line tool the tests need; a missing one is a
+    broken test setup (scripts/deps.sh installs them), not a skip."""
+    path = shutil.which(name)
+    if path is None:
+        raise AssertionError("%s is not installed (scripts/deps.sh installs it)" % name)
+    return path
+
+
 def openssl_path():
-    import shutil
     return shutil.which("openssl")
 
 

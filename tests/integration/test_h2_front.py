@@ -35,14 +35,6 @@ from h2raw import (CANCEL, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM,  # noqa: 
 PROMPT = 1.0        # an upstream connection cut "at once" (generous: ASan)
 
 
-def tool(name):
-    path = shutil.which(name)
-    if path is None:
-        # scripts/deps.sh installs it: a missing tool is a broken test setup
-        raise AssertionError("%s is not installed (scripts/deps.sh installs it)" % name)
-    return path
-
-
 class HoldingUpstream(harness.FakeUpstream):
     """A FakeUpstream that also knows hold=1: the request is recorded and its
     answer (chosen by the other query options, as usual) waits until the
@@ -117,7 +109,7 @@ class H2Base(harness.TestCase):
         opts.update(kw)
         if not tls:
             return self.daemon(**opts)
-        tool("openssl")
+        h2raw.tool("openssl")
         self.certdir = tempfile.mkdtemp(prefix="fanoutd-h2-")
         self.cert, self.key = h2raw.make_cert(self.certdir)
         d = h2raw.TlsFanoutd(cert=self.cert, key=self.key, **opts)
@@ -162,7 +154,7 @@ class H2ClientsTest(H2Base):
     """Real clients: curl, nghttp, h2load."""
 
     def curl(self, *args):
-        out = self.run_tool([tool("curl"), "-sS", "--max-time", "15",
+        out = self.run_tool([h2raw.tool("curl"), "-sS", "--max-time", "15",
                              "-w", "\n%{http_code} %{http_version}"] + list(args))
         body, _, tail = out.rpartition("\n")
         code, version = tail.split()
@@ -215,10 +207,10 @@ class H2ClientsTest(H2Base):
         fd = self.start(tls=True)
         for base in ("http://127.0.0.1:%d" % fd.port,
                      "https://127.0.0.1:%d" % fd.tls_port):
-            out = self.run_tool([tool("nghttp"), "-v", base + "/n?body=nghttp-body"])
+            out = self.run_tool([h2raw.tool("nghttp"), "-v", base + "/n?body=nghttp-body"])
             self.assertRegex(out, r"recv \(stream_id=\d+\) :status: 200")
             self.assertIn("nghttp-body", out)
-            out = self.run_tool([tool("nghttp"), base + "/all/n?body=fan"])
+            out = self.run_tool([h2raw.tool("nghttp"), base + "/all/n?body=fan"])
             self.assertEqual(json.loads(out), {"up": {"status": 200, "body": "fan"},
                                                "up2": {"status": 200, "body": "fan"}})
 
@@ -228,7 +220,7 @@ class H2ClientsTest(H2Base):
                         ("https://127.0.0.1:%d" % fd.tls_port, 40)):
             m0 = fd.metrics()
             u0 = len(self.up.upstream_requests())
-            out = self.run_tool([tool("h2load"), "-n", str(n), "-c", "1", "-m", "10",
+            out = self.run_tool([h2raw.tool("h2load"), "-n", str(n), "-c", "1", "-m", "10",
                                  base + "/many?body=m"], timeout=60)
             self.assertRegex(out, r"requests: %d total, %d started, %d done, %d "
                              r"succeeded, 0 failed, 0 errored" % (n, n, n, n))
@@ -251,7 +243,7 @@ class H2ClientsTest(H2Base):
 
     def test_nghttp_many_streams(self):
         fd = self.start()
-        out = self.run_tool([tool("nghttp"), "-ns", "-m", "30",
+        out = self.run_tool([h2raw.tool("nghttp"), "-ns", "-m", "30",
                              "http://127.0.0.1:%d/m?body=abc" % fd.port])
         codes = re.findall(r"^\s*\d+\s+\S+\s+\S+\s+\S+\s+(\d{3})\s+3 /m\?body=abc$",
                            out, re.M)
@@ -302,7 +294,7 @@ class H2RawTest(H2Base):
     def test_curl_large_answer_h2c(self):
         fd = self.start()
         p = subprocess.run(
-            [tool("curl"), "-sS", "--max-time", "15", "--http2-prior-knowledge",
+            [h2raw.tool("curl"), "-sS", "--max-time", "15", "--http2-prior-knowledge",
              "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
              "http://127.0.0.1:%d/big?size=1000000" % fd.port],
             stdin=subprocess.DEVNULL, capture_output=True, timeout=30)

@@ -73,19 +73,11 @@ class TlsClient(harness.Client):
             return False
 
 
-def tool(name):
-    path = shutil.which(name)
-    if path is None:
-        # scripts/deps.sh installs it: a missing tool is a broken test setup
-        raise AssertionError("%s is not installed (scripts/deps.sh installs it)" % name)
-    return path
-
-
 class TlsBase(harness.TestCase):
 
     def setUp(self):
         super().setUp()
-        tool("openssl")
+        h2raw.tool("openssl")
         self.certdir = tempfile.mkdtemp(prefix="fanoutd-tls-")
         self.cert, self.key = h2raw.make_cert(self.certdir, "a")
 
@@ -191,7 +183,7 @@ class TlsRequestTest(TlsBase):
     def test_curl_over_tls(self):
         fd = self.start()
         p = subprocess.run(
-            [tool("curl"), "-sS", "-k", "--http1.1", "--max-time", "10",
+            [h2raw.tool("curl"), "-sS", "-k", "--http1.1", "--max-time", "10",
              "-H", "X-Request-Id: curl-tls",
              "-w", "\n%{http_code} %{http_version} %{ssl_verify_result}",
              "https://127.0.0.1:%d/c?body=curl-over-tls&tag=curl" % fd.tls_port],
