@@ -154,12 +154,13 @@ if grep -q '^HTTP/[0-9.]* 501' "$tmp/profile.head"; then
 	say "(501 mode_not_implemented: this build does not fan out yet; proxy mode and"
 	say " cancellation work, mode all comes with the fan-out issue)"
 fi
-say "The same over HTTP/2 (h2c, prior knowledge), two streams on one connection:"
-run "curl -s --http2-prior-knowledge -w ... http://$HOST:$PORT/api/users http://$HOST:$PORT/api/profile"
-curl -sS -m 5 --http2-prior-knowledge -o /dev/null -o /dev/null \
-	-w '%{http_version} %{http_code} %{url_effective}\n' \
-	"http://$HOST:$PORT/api/users" "http://$HOST:$PORT/api/profile" 2>&1 | indent ||
+say "The same over HTTP/2 (h2c, prior knowledge): two streams on one connection (nghttp):"
+run "nghttp -ns http://$HOST:$PORT/api/users http://$HOST:$PORT/api/profile"
+if ! nghttp -ns -t 5 "http://$HOST:$PORT/api/users" "http://$HOST:$PORT/api/profile" \
+	>"$tmp/h2.out" 2>&1; then
 	problems+=("the HTTP/2 requests failed")
+fi
+grep -E '^ *(id|[0-9]+) ' "$tmp/h2.out" | indent
 
 # ---------------------------------------------------------------------------
 step "6/7  A slow request that the client abandons after 0.5 s"
