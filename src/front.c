@@ -512,10 +512,11 @@ conn_start_h2(struct conn *c)
 		conn_close(c, CANCEL_CLIENT_CLOSED);
 		return;
 	}
-	if (c->w->draining)
-		h2_session_drain(c->h2);	/* served, but told to go */
 	if (evbuffer_get_length(c->in) > 0)
 		h2_session_input(c->h2, c->in);
+	/* Draining: what already came is served, and GOAWAY says so. */
+	if (c->w->draining && c->state == CONN_H2)
+		h2_session_drain(c->h2);
 }
 
 static void
