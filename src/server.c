@@ -168,9 +168,16 @@ static void *
 worker_main(void *arg)
 {
 	struct worker	*w = arg;
+	int		 i;
 
 	log_debug("worker started worker=%u", w->id);
 	event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	/*
+	 * A TLS connection's bufferevent, freed in the last pass, goes in
+	 * deferred callbacks of its own: let them run, or it is never freed.
+	 */
+	for (i = 0; i < 4; i++)
+		event_base_loop(w->base, EVLOOP_NONBLOCK);
 	log_debug("worker stopped worker=%u", w->id);
 	return (NULL);
 }
