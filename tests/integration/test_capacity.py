@@ -266,6 +266,16 @@ class EmfileTest(harness.TestCase):
         self.assertLess(used, 0.3, "fanoutd used %.2fs of CPU in %.2fs %s (busy loop)"
                         % (used, wall, what))
 
+    def served_again(self, fd):
+        """The first 200 once the held connections are gone. While the
+        closed ones still wait in the accept queue, a request may find no
+        descriptor for its upstream and get 503 over_capacity: that is the
+        daemon recovering, not failing, so it is asked again (bounded)."""
+        def ok():
+            r = fd.get("/again?body=back", timeout=2)
+            return r if r.status == 200 else None
+        return harness.wait_until(ok, 10, "fanoutd to serve again")
+
     def test_emfile_logged_once_no_busy_loop(self):
         """At RLIMIT_NOFILE 64, 100 connections: accept fails with EMFILE;
         it is logged once for the episode (not per attempt), the daemon
@@ -283,8 +293,7 @@ class EmfileTest(harness.TestCase):
                              % (len(lines), "\n".join(lines[:20])))
         for s in socks:
             s.close()
-        r = harness.wait_until(lambda: fd.get("/again?body=back", timeout=2), 10,
-                               "fanoutd to serve again")
+        r = self.served_again(fd)
         self.assertEqual((r.status, r.body), (200, b"back"), r)
         fd.wait_metric("fanoutd_connections_active", lambda v: v == 0, timeout=10)
 
@@ -298,8 +307,7 @@ class EmfileTest(harness.TestCase):
                                "accept failure %d" % episode)
             for s in socks:
                 s.close()
-            r = harness.wait_until(lambda: fd.get("/again?body=back", timeout=2), 10,
-                                   "fanoutd to serve again")
+            r = self.served_again(fd)
             self.assertEqual(r.status, 200, r)
             fd.wait_metric("fanoutd_connections_active", lambda v: v == 0, timeout=10)
         self.assertLessEqual(len(self.accept_failures(fd)), 4 * WORKERS)
@@ -319,8 +327,7 @@ class EmfileTest(harness.TestCase):
         self.assertLessEqual(n1 - n0, 2, "%d accept failures logged in 1s" % (n1 - n0))
         for s in socks:
             s.close()
-        r = harness.wait_until(lambda: fd.get("/again?body=back", timeout=2), 10,
-                               "fanoutd to serve again")
+        r = self.served_again(fd)
         self.assertEqual(r.status, 200, r)
 
 
