@@ -1089,18 +1089,6 @@ conn_worker(struct conn *c)
 	return (c->w);
 }
 
-const char *
-conn_peer(struct conn *c)
-{
-	return (c->peer);
-}
-
-int
-conn_is_tls(struct conn *c)
-{
-	return (c->tls);
-}
-
 static const struct front_ops conn_ops = {
 	conn_respond,
 	conn_stream_begin,

@@ -91,8 +91,6 @@ void		 conn_send(struct conn *);
 /* Close once what is queued is written (or at once: now). */
 void		 conn_finish(struct conn *, int now);
 struct worker	*conn_worker(struct conn *);
-const char	*conn_peer(struct conn *);
-int		 conn_is_tls(struct conn *);
 
 /* SIGTERM: close idle connections, mark the rest to close when done. */
 void	front_drain(struct worker *);
