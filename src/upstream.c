@@ -35,7 +35,7 @@
 #include "util.h"
 
 #define EASY_POOL_MAX	256
-#define H2C_REUSE_OK	0x075900	/* 7.89.0: newer than what failed here */
+#define RST_FLUSHED	0x080f00	/* 8.15.0: sends the RST_STREAM itself */
 #define PORTMAP_SIZE	1024
 
 struct upstreams {
@@ -43,6 +43,11 @@ struct upstreams {
 	CURLM			*multi;
 	struct event		*timer;
 	int			 running;
+	/* Connections whose queued RST_STREAM is to be pushed out, and the
+	 * event that does it (see transfer_unqueue_reset). */
+	struct event		*kick;
+	struct sockwatch	*kicks;
+	int			 rst_unflushed;	/* libcurl before 8.15 */
 	/* Easy handles kept for reuse: curl_easy_reset() is much cheaper
 	 * than a fresh curl_easy_init() with all its allocations. */
 	CURL			*pool[EASY_POOL_MAX];
@@ -79,6 +84,8 @@ struct sockwatch {
 	int			 plain_h1;	/* cleartext HTTP/1.1 */
 	struct transfer		*owner;		/* owner->conn == this */
 	struct sockwatch	*port_next;	/* in u->byport */
+	struct sockwatch	*kick_next;	/* in u->kicks */
+	int			 kicked;
 	int			 mapped;
 	int			 lport;		/* local port, when mapped */
 	int			 rport;
@@ -107,7 +114,12 @@ struct transfer {
 	int			 trailers;	/* past the final head */
 	int			 no_socket;	/* socket(2) failed: EMFILE... */
 	int			 plain_h1;	/* http:// and HTTP/1.1 */
+	int			 h2;		/* may share its connection */
 	struct sockwatch	*conn;		/* conn->owner == this */
+	/* An HTTP/2 transfer's connection, by ports (it has no owner). */
+	int			 h2_lport;
+	int			 h2_rport;
+	char			 h2_rip[64];
 	curl_socket_t		 opened[2];	/* sockets opened for it */
 	int			 nopened;
 };
@@ -197,7 +209,7 @@ watch_get(struct upstreams *u, curl_socket_t s, int create)
 static void
 watch_free(struct upstreams *u, curl_socket_t s)
 {
-	struct sockwatch	*sw = watch_get(u, s, 0);
+	struct sockwatch	*sw = watch_get(u, s, 0), **p;
 
 	if (sw == NULL)
 		return;
@@ -208,16 +220,22 @@ watch_free(struct upstreams *u, curl_socket_t s)
 		sw->owner->conn = NULL;
 	if (sw->mapped)
 		port_remove(u, sw);
+	if (sw->kicked) {
+		for (p = &u->kicks; *p != sw; p = &(*p)->kick_next)
+			;
+		*p = sw->kick_next;
+	}
 	u->watch[s] = NULL;
 	free(sw);
 }
 
 /*
  * Bytes came on a resting cleartext HTTP/1.1 connection (a stale "408"
- * before a close, say). curl 7.88 would reuse it, since its check before
- * reuse only tells EOF from silence, and take those bytes for the next
- * answer: shut it and read it empty, so that curl sees an EOF and closes
- * it.
+ * before a close, say). It must never carry another request: curl 7.88
+ * took such bytes for the next answer; 8.x drops the connection at its
+ * check before reuse, which may be long after. Shut it and read it empty
+ * now, so that curl sees an EOF and closes it, and the upstream gets its
+ * descriptor back.
  */
 static void
 watch_retire(evutil_socket_t fd)
@@ -272,6 +290,45 @@ upstreams_event_cb(evutil_socket_t fd, short what, void *arg)
 		action |= CURL_CSELECT_OUT;
 	/* May close the socket, freeing sw: only u from here on. */
 	curl_multi_socket_action(u->multi, fd, action, &u->running);
+	upstreams_check_done(u);
+}
+
+static void
+watch_shut(struct sockwatch *sw)
+{
+	log_debug("upstream stream cancelled, its connection idle: shut fd=%d",
+	    (int)event_get_fd(&sw->ev));
+	shutdown(event_get_fd(&sw->ev), SHUT_RDWR);
+}
+
+/*
+ * Push out the RST_STREAM frames libcurl queued on HTTP/2 connections (see
+ * transfer_unqueue_reset): a socket_action on a connection makes curl run
+ * the transfers on it, and each of them flushes the connection's send
+ * buffer. Run from the loop, never from code that a curl call or a
+ * request's abort is running, since curl then calls back into requests.
+ */
+static void
+upstreams_kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstreams	*u = arg;
+	struct sockwatch	*sw;
+	curl_socket_t		 s;
+
+	while ((sw = u->kicks) != NULL) {
+		u->kicks = sw->kick_next;
+		sw->kicked = 0;
+		if (!sw->wanted) {
+			watch_shut(sw);	/* its last transfer went since */
+			continue;
+		}
+		s = event_get_fd(&sw->ev);
+		/* May close sockets, freeing their watches (and unlinking
+		 * them from u->kicks). */
+		curl_multi_socket_action(u->multi, s,
+		    CURL_CSELECT_IN | CURL_CSELECT_OUT,
+		    &u->running);
+	}
 	upstreams_check_done(u);
 }
 
@@ -354,6 +411,10 @@ upstreams_new(struct event_base *base, unsigned long pool)
 		goto fail;
 	if ((u->timer = evtimer_new(base, upstreams_timer_cb, u)) == NULL)
 		goto fail;
+	if ((u->kick = event_new(base, -1, 0, upstreams_kick_cb, u)) == NULL)
+		goto fail;
+	u->rst_unflushed =
+	    curl_version_info(CURLVERSION_NOW)->version_num < RST_FLUSHED;
 	curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, upstreams_socket_cb);
 	curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
 	curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, upstreams_timerfn);
@@ -361,6 +422,8 @@ upstreams_new(struct event_base *base, unsigned long pool)
 	curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, (long)pool);
 	return (u);
 fail:
+	if (u->timer != NULL)
+		event_free(u->timer);
 	if (u->multi != NULL)
 		curl_multi_cleanup(u->multi);
 	free(u);
@@ -381,6 +444,7 @@ upstreams_free(struct upstreams *u)
 	for (i = 0; i < u->nwatch; i++)
 		watch_free(u, (curl_socket_t)i);
 	free(u->watch);
+	event_free(u->kick);
 	event_free(u->timer);
 	free(u);
 }
@@ -529,7 +593,9 @@ watch_map(struct upstreams *u, curl_socket_t fd, int lport, int rport,
  * The request of x goes out on the connection with this local port: x
  * owns its socket until transfer_release(). A new connection is one of
  * the sockets opened for x; a reused one is in the port map, or (opened
- * for a transfer that never sent) mapped now from the table.
+ * for a transfer that never sent) mapped now from the table. An HTTP/2
+ * transfer shares its connection and owns nothing: it only notes which
+ * connection it is on, for transfer_unqueue_reset.
  */
 static void
 transfer_own(struct transfer *x, const char *rip, int rport, int lport)
@@ -539,7 +605,8 @@ transfer_own(struct transfer *x, const char *rip, int rport, int lport)
 	size_t			 i;
 
 	/* Only cleartext HTTP/1.1 connections are ever retired. */
-	if (!x->plain_h1 || rip == NULL || lport <= 0)
+	if (!(x->plain_h1 || (x->h2 && u->rst_unflushed)) || rip == NULL ||
+	    lport <= 0)
 		return;
 	sw = port_find(u, lport, rport, rip);
 	for (i = 0; sw == NULL && i < (size_t)x->nopened; i++)
@@ -552,6 +619,12 @@ transfer_own(struct transfer *x, const char *rip, int rport, int lport)
 			sw = port_find(u, lport, rport, rip);
 	if (sw == NULL) {
 		log_debug("upstream connection not found local_port=%d", lport);
+		return;
+	}
+	if (!x->plain_h1) {
+		x->h2_lport = lport;
+		x->h2_rport = rport;
+		str_copy(x->h2_rip, sizeof x->h2_rip, rip, strlen(rip));
 		return;
 	}
 	if (x->conn != NULL && x->conn != sw)
@@ -639,15 +712,50 @@ transfer_free(struct transfer *x)
 }
 
 /*
- * Remove the easy handle from the multi, then reset it for the pool or
- * clean it up: never the other way round (see the top of this file).
+ * An HTTP/2 transfer that ends before its stream does (cancelled, or
+ * failed) has libcurl queue a RST_STREAM for it. libcurl before 8.15 only
+ * queues it: it goes out with the connection's next write, which may be a
+ * long time coming, and until then the upstream works on for nobody (curl
+ * issue 17611). Called just after the transfer was removed:
+ * - other transfers still use the connection: have the loop make curl
+ *   run them, which flushes the frame (upstreams_kick_cb);
+ * - nobody does (now, or by the time the loop gets there): curl will not
+ *   write to it before its next use. Shut it down, as a cancelled
+ *   HTTP/1.1 transfer's connection is closed: the upstream stops, and curl
+ *   finds it closed and drops it.
  */
 static void
-transfer_release(struct transfer *x)
+transfer_unqueue_reset(struct transfer *x)
+{
+	struct upstreams	*u = x->u;
+	struct sockwatch	*sw;
+
+	sw = port_find(u, x->h2_lport, x->h2_rport, x->h2_rip);
+	if (sw == NULL)
+		return;		/* curl closed it */
+	if (!sw->wanted)
+		watch_shut(sw);
+	else if (!sw->kicked) {
+		sw->kicked = 1;
+		sw->kick_next = u->kicks;
+		u->kicks = sw;
+		event_active(u->kick, 0, 0);
+	}
+}
+
+/*
+ * Remove the easy handle from the multi, then reset it for the pool or
+ * clean it up: never the other way round (see the top of this file).
+ * open: the transfer ends with its HTTP/2 stream, if any, still open.
+ */
+static void
+transfer_release(struct transfer *x, int open)
 {
 	struct upstreams	*u = x->u;
 
 	curl_multi_remove_handle(u->multi, x->easy);
+	if (open && x->h2_lport > 0)
+		transfer_unqueue_reset(x);
 	/* Its connection rests now, unless curl closed it just then. */
 	if (x->conn != NULL) {
 		x->conn->owner = NULL;
@@ -779,20 +887,20 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 		curl_easy_setopt(e, CURLOPT_CAINFO, up->ca_file);
 	switch (up->http2) {
 	case HTTP2_PRIOR_KNOWLEDGE:
-		httpver = CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
+		x->h2 = 1;
 		/*
-		 * Debian 12's libcurl 7.88.1 fails the second stream on a
-		 * reused h2c (prior knowledge) connection: the curl tool does
-		 * the same against nghttpd. Until a newer libcurl, each h2c
-		 * transfer gets a connection of its own.
+		 * No CURLOPT_PIPEWAIT: libcurl 8.14 shares a connection only
+		 * once an answer has come back on it, so a transfer told to
+		 * wait would queue behind a slow first answer. Without it a
+		 * burst on a new upstream opens a few connections, which
+		 * all multiplex from their first answer on.
 		 */
-		if (curl_version_info(CURLVERSION_NOW)->version_num <
-		    H2C_REUSE_OK)
-			curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+		httpver = CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
 		break;
 	case HTTP2_ON:
 		httpver = CURL_HTTP_VERSION_2TLS;	/* 1.1 for http:// */
 		x->plain_h1 = strncasecmp(up->url, "http://", 7) == 0;
+		x->h2 = !x->plain_h1;
 		break;
 	default:
 		httpver = CURL_HTTP_VERSION_1_1;
@@ -884,7 +992,7 @@ transfer_abort(struct transfer *x)
 	size_t	discarded;
 
 	discarded = evbuffer_get_length(x->body);
-	transfer_release(x);
+	transfer_release(x, 1);
 	transfer_free(x);
 	return (discarded);
 }
@@ -938,7 +1046,10 @@ transfer_done(struct transfer *x, CURLcode rc)
 	res.headers = &x->headers;
 	res.body = x->body;
 	res.duration_us = now_us() - x->started_us;
-	transfer_release(x);
+	/* What curl ends on its own side while the stream is open; an
+	 * upstream's reset or a broken connection leaves none to reset. */
+	transfer_release(x, rc == CURLE_OPERATION_TIMEDOUT ||
+	    rc == CURLE_WRITE_ERROR || rc == CURLE_FILESIZE_EXCEEDED);
 	/* The callee may move the body out with evbuffer_add_buffer(). */
 	x->cb(x, &res, x->arg);
 	transfer_free(x);

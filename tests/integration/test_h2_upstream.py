@@ -1,0 +1,216 @@
+"""HTTP/2 upstreams (http2 = prior-knowledge) carry many transfers on one
+connection, and a cancel resets only the cancelled transfer's stream: the
+upstream sees RST_STREAM for it at once, the connection stays up, and the
+other streams on it finish whole.  The upstream is tests/integration/
+h2upstream.py, which records every stream and every reset."""
+
+import itertools
+
+import sys
+sys.dont_write_bytecode = True  # keep the source tree clean
+
+import harness  # noqa: E402
+from h2upstream import H2Upstream  # noqa: E402
+
+PROMPT = 0.2        # as test_cancel: the reset follows the trigger at once
+RESET_CODES = (0x5, 0x8)   # STREAM_CLOSED (libcurl), CANCEL
+_tags = itertools.count(1)
+
+
+def tag():
+    return "t%d" % next(_tags)
+
+
+class H2UpstreamTest(harness.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.up = self.h2up("h2")
+
+    def h2up(self, name):
+        u = H2Upstream(name)
+        self.addCleanup(u.close)
+        return u
+
+    def start(self, upstreams=None, routes=None):
+        ups = upstreams or {"h2": self.up}
+        self.fd = self.daemon(
+            upstreams={n: {"url": u.url, "http2": "prior-knowledge"}
+                       for n, u in ups.items()},
+            routes=routes or {"r": {"match": "/", "upstreams": "h2",
+                                    "deadline": "10s"}})
+        return self.fd
+
+    def held(self, path_tag=None, rid=None):
+        """A client whose request is held at the upstream; returns
+        (client, stream, request id)."""
+        t = path_tag or tag()
+        rid = rid or "h2up-" + t
+        c = self.fd.client()
+        self.addCleanup(c.__exit__)
+        c.request("GET", "/hold/" + t, [("X-Request-Id", rid)])
+        return c, self.up.wait_stream(t), rid
+
+    def outcomes(self, name="h2"):
+        m = self.fd.metrics()
+        return {o: m.get("fanoutd_upstream_requests_total", upstream=name,
+                         outcome=o)
+                for o in ("ok", "status", "error", "cancelled")}
+
+    def test_streams_share_one_connection(self):
+        fd = self.start()
+        for i in range(10):
+            r = fd.get("/n%d" % i)
+            self.assertEqual((r.status, r.body), (200, b"ok /n%d" % i), i)
+        self.assertEqual(len(self.up.connections), 1,
+                         "ten requests in a row took %d connections"
+                         % len(self.up.connections))
+
+    def test_a_slow_first_answer_holds_nothing_back(self):
+        # The first stream on a new connection is held. libcurl shares a
+        # connection only once an answer came back on it, so the next
+        # request takes a connection of its own rather than wait.
+        fd = self.start()
+        a, sa, _ = self.held()
+        r = fd.get("/b")
+        self.assertEqual((r.status, r.body), (200, b"ok /b"))
+        self.assertIsNone(sa.answered)
+        # From its first answer on, that second connection takes them all.
+        held = [self.held() for _ in range(4)]
+        conns = {s.conn.id for _, s, _ in held}
+        self.assertEqual(len(conns), 1, "held streams spread: %r" % held)
+        self.assertNotEqual(conns, {sa.conn.id})
+        for c, s, _ in held + [(a, sa, None)]:
+            self.up.release(s.tag)
+            self.assertEqual(c.read_response().status, 200)
+        self.assertEqual(len(self.up.connections), 2)
+
+    def test_client_close_resets_only_its_stream(self):
+        self.start()
+        self.assertEqual(self.fd.get("/warm").status, 200)
+        before = self.outcomes()
+        a, sa, rid = self.held()
+        b, sb, _ = self.held()
+        c, sc, _ = self.held()
+        self.assertEqual({sa.conn.id, sb.conn.id, sc.conn.id}, {1})
+        t0 = a.close()
+        dt = self.up.wait_reset(sa) - t0
+        self.assertLessEqual(dt, PROMPT, "RST_STREAM %.1f ms after the client "
+                             "left" % (dt * 1000))
+        self.assertIn(sa.reset_code, RESET_CODES, "RST_STREAM code")
+        e = self.fd.wait_access_log(request_id=rid)
+        self.assertEqual((e["status"], e["cancel_reason"]), (499, "client_closed"), e)
+        # The others go on, on the same connection, and finish whole.
+        self.assertIsNone(sa.conn.closed, "the upstream connection was closed")
+        self.assertIsNone(sb.reset)
+        self.assertIsNone(sc.reset)
+        for cl, s in ((b, sb), (c, sc)):
+            self.up.release(s.tag)
+            r = cl.read_response()
+            self.assertEqual((r.status, r.body), (200, b"ok " + s.path.encode()))
+        # The next request still takes that connection.
+        self.assertEqual(self.fd.get("/after").status, 200)
+        self.assertEqual(len(self.up.connections), 1)
+        self.assertIsNone(sa.conn.closed)
+        # A client's cancel is not an upstream failure.
+        self.fd.wait_metric("fanoutd_upstream_requests_total",
+                            lambda v: v == before["cancelled"] + 1,
+                            upstream="h2", outcome="cancelled")
+        after = self.outcomes()
+        self.assertEqual(after["error"], before["error"], "counted as an error")
+        self.assertEqual(after["ok"], before["ok"] + 3)
+
+    def test_client_reset_resets_its_stream(self):
+        self.start()
+        self.assertEqual(self.fd.get("/warm").status, 200)
+        a, sa, rid = self.held()
+        b, sb, _ = self.held()
+        t0 = a.reset()
+        dt = self.up.wait_reset(sa) - t0
+        self.assertLessEqual(dt, PROMPT)
+        self.assertIsNone(sb.reset)
+        self.up.release(sb.tag)
+        self.assertEqual(b.read_response().status, 200)
+        self.assertEqual(len(self.up.open_connections()), 1)
+
+    def test_deadline_resets_the_stream_and_keeps_the_connection(self):
+        self.start(routes={"r": {"match": "/", "upstreams": "h2",
+                                 "deadline": "10s"},
+                           "dl": {"match": "/hold/dl", "upstreams": "h2",
+                                  "deadline": "300ms"}})
+        self.assertEqual(self.fd.get("/warm").status, 200)
+        b, sb, _ = self.held()
+        c, s, rid = self.held("dl/" + tag())
+        self.assertEqual(s.conn, sb.conn)
+        r = c.read_response()
+        self.assertEqual(r.status, 504)
+        self.up.wait_reset(s)
+        self.assertIn(s.reset_code, RESET_CODES)
+        e = self.fd.wait_access_log(request_id=rid)
+        self.assertEqual(e["cancel_reason"], "deadline", e)
+        self.assertIsNone(sb.reset)
+        self.up.release(sb.tag)
+        self.assertEqual(b.read_response().status, 200)
+        self.assertEqual(self.fd.get("/next").status, 200)
+        self.assertEqual(len(self.up.connections), 1)
+        self.assertIsNone(s.conn.closed)
+
+    def test_cancel_alone_on_its_connection_stops_the_upstream(self):
+        # Nothing else on the connection: the upstream still learns at
+        # once, by a RST_STREAM, or (libcurl before 8.15, which only sends
+        # a RST_STREAM with the connection's next write) by the
+        # connection's close.
+        self.start()
+        self.assertEqual(self.fd.get("/warm").status, 200)
+        a, sa, rid = self.held()
+        t0 = a.close()
+        dt = self.up.wait_stopped(sa) - t0
+        self.assertLessEqual(dt, PROMPT, "upstream stopped %.1f ms after the "
+                             "client left" % (dt * 1000))
+        self.assertIsNone(sa.answered)
+        e = self.fd.wait_access_log(request_id=rid)
+        self.assertEqual((e["status"], e["cancel_reason"]), (499, "client_closed"), e)
+        # The daemon serves on, over a new connection if it closed that one.
+        self.assertEqual(self.fd.get("/next").status, 200)
+
+    def test_fan_out_first_stops_the_loser(self):
+        fast = self.up
+        slow = self.h2up("slow")
+        self.start(upstreams={"fast": fast, "slow": slow},
+                   routes={"first": {"match": "/", "mode": "first",
+                                     "upstreams": "fast, slow",
+                                     "deadline": "10s"}})
+        t = tag()
+        fast.release(t)
+        r = self.fd.get("/hold/" + t)
+        self.assertEqual((r.status, r.body), (200, b"ok /hold/" + t.encode()))
+        s = slow.wait_stream(t)
+        slow.wait_stopped(s)
+        self.assertIsNone(s.answered)
+        self.fd.wait_metric("fanoutd_upstream_transfers_in_flight",
+                            lambda v: v == 0)
+        m = self.fd.metrics()
+        self.assertEqual(m.get("fanoutd_upstream_requests_total",
+                               upstream="slow", outcome="error"), 0)
+
+    def test_many_cancels_leave_no_stream_behind(self):
+        # Twenty clients leave while their streams are held on one
+        # connection: every stream is given up, none is answered, and
+        # nothing stays in flight. (Those that leave in one go may find
+        # the connection closed rather than each stream reset, with
+        # libcurl before 8.15.)
+        self.start()
+        self.assertEqual(self.fd.get("/warm").status, 200)
+        held = [self.held() for _ in range(20)]
+        self.assertEqual({s.conn.id for _, s, _ in held}, {1})
+        for c, _, _ in held:
+            c.close()
+        for _, s, _ in held:
+            self.up.wait_stopped(s)
+        self.fd.wait_metric("fanoutd_upstream_transfers_in_flight",
+                            lambda v: v == 0)
+        self.assertFalse([s for _, s, _ in held if s.answered])
+        self.assertEqual(self.fd.get("/next").status, 200)
+
+if __name__ == "__main__":
+    harness.main()
