@@ -34,7 +34,10 @@ class H2UpstreamTest(harness.TestCase):
 
     def start(self, upstreams=None, routes=None):
         ups = upstreams or {"h2": self.up}
+        # One worker: each worker has connections of its own, and these
+        # tests follow streams on one connection.
         self.fd = self.daemon(
+            server={"workers": "1"},
             upstreams={n: {"url": u.url, "http2": "prior-knowledge"}
                        for n, u in ups.items()},
             routes=routes or {"r": {"match": "/", "upstreams": "h2",
