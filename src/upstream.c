@@ -48,10 +48,10 @@ struct upstreams {
 	struct event		*kick;
 	struct sockwatch	*kicks;
 	int			 rst_unflushed;	/* libcurl before 8.15 */
-	/* Easy handles kept for reuse: curl_easy_reset() is much cheaper
-	 * than a fresh curl_easy_init() with all its allocations. */
+	/* Easy handles kept for reuse, as configured (see easy_get). */
 	CURL			*pool[EASY_POOL_MAX];
 	size_t			 npool;
+	char			*cainfo;	/* libcurl's default CA file */
 	/* Socket watches by descriptor (see struct sockwatch). */
 	struct sockwatch	**watch;
 	size_t			 nwatch;
@@ -403,6 +403,8 @@ struct upstreams *
 upstreams_new(struct event_base *base, unsigned long pool)
 {
 	struct upstreams	*u;
+	CURL			*e;
+	char			*ca = NULL;
 
 	if ((u = calloc(1, sizeof *u)) == NULL)
 		return (NULL);
@@ -415,6 +417,14 @@ upstreams_new(struct event_base *base, unsigned long pool)
 		goto fail;
 	u->rst_unflushed =
 	    curl_version_info(CURLVERSION_NOW)->version_num < RST_FLUSHED;
+	if ((e = curl_easy_init()) == NULL)
+		goto fail;
+	if (curl_easy_getinfo(e, CURLINFO_CAINFO, &ca) == CURLE_OK &&
+	    ca != NULL && (u->cainfo = strdup(ca)) == NULL) {
+		curl_easy_cleanup(e);
+		goto fail;
+	}
+	curl_easy_cleanup(e);
 	curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, upstreams_socket_cb);
 	curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
 	curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, upstreams_timerfn);
@@ -422,6 +432,8 @@ upstreams_new(struct event_base *base, unsigned long pool)
 	curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, (long)pool);
 	return (u);
 fail:
+	if (u->kick != NULL)
+		event_free(u->kick);
 	if (u->timer != NULL)
 		event_free(u->timer);
 	if (u->multi != NULL)
@@ -444,6 +456,7 @@ upstreams_free(struct upstreams *u)
 	for (i = 0; i < u->nwatch; i++)
 		watch_free(u, (curl_socket_t)i);
 	free(u->watch);
+	free(u->cainfo);
 	event_free(u->kick);
 	event_free(u->timer);
 	free(u);
@@ -762,7 +775,6 @@ transfer_release(struct transfer *x, int open)
 		x->conn = NULL;
 	}
 	if (u->npool < EASY_POOL_MAX) {
-		curl_easy_reset(x->easy);
 		u->pool[u->npool++] = x->easy;
 	} else
 		curl_easy_cleanup(x->easy);
@@ -824,6 +836,37 @@ transfer_headers(const struct transfer_request *r)
 	return (l);
 }
 
+/*
+ * A pooled easy handle, or a new one with the options that are the same for
+ * every transfer. Pooled handles are not reset: curl_easy_reset() frees
+ * and rebuilds every option (allocations included) only for transfer_start
+ * to set most of them again.
+ */
+static CURL *
+easy_get(struct upstreams *u)
+{
+	CURL	*e;
+
+	if (u->npool > 0)
+		return (u->pool[--u->npool]);
+	if ((e = curl_easy_init()) == NULL)
+		return (NULL);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	/* Upstreams are reached directly: no proxy from the environment
+	 * (this also spares curl its getenv calls on every transfer). */
+	curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, transfer_write_cb);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, transfer_header_cb);
+	curl_easy_setopt(e, CURLOPT_READFUNCTION, transfer_read_cb);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, transfer_socket_cb);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, transfer_close_cb);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, u);
+	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, transfer_prereq_cb);
+	return (e);
+}
+
 struct transfer *
 transfer_start(struct upstreams *u, const struct transfer_request *r,
     transfer_done_cb cb, void *arg)
@@ -852,39 +895,35 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	x->url[urllen + r->pathlen] = '\0';
 	if ((x->sendhdrs = transfer_headers(r)) == NULL)
 		goto fail;
-	if (u->npool > 0)
-		x->easy = e = u->pool[--u->npool];
-	else if ((x->easy = e = curl_easy_init()) == NULL)
+	if ((x->easy = e = easy_get(u)) == NULL)
 		goto fail;
 
+	/*
+	 * Every option a transfer may change is set here, each time: the
+	 * handle keeps whatever its previous transfer left.
+	 */
 	curl_easy_setopt(e, CURLOPT_URL, x->url);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, x);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-	/* Upstreams are reached directly: no proxy from the environment
-	 * (this also spares curl its getenv calls on every transfer). */
-	curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->sendhdrs);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, transfer_write_cb);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, transfer_header_cb);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, transfer_socket_cb);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
-	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, transfer_close_cb);
-	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, u);
-	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, transfer_prereq_cb);
 	curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
+	curl_easy_setopt(e, CURLOPT_READDATA, x);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)up->connect_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
 	    (long)(r->timeout_ms ? r->timeout_ms : up->timeout_ms));
 	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
 	    (curl_off_t)up->max_response_size);
-	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, up->tls_verify ? 1L : 0L);
-	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, up->tls_verify ? 2L : 0L);
-	if (up->ca_file != NULL)
-		curl_easy_setopt(e, CURLOPT_CAINFO, up->ca_file);
+	if (strncasecmp(up->url, "https://", 8) == 0) {
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER,
+		    up->tls_verify ? 1L : 0L);
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST,
+		    up->tls_verify ? 2L : 0L);
+		/* NULL would be no CA file at all, not the default one. */
+		curl_easy_setopt(e, CURLOPT_CAINFO,
+		    up->ca_file != NULL ? up->ca_file : u->cainfo);
+	}
 	switch (up->http2) {
 	case HTTP2_PRIOR_KNOWLEDGE:
 		x->h2 = 1;
@@ -908,13 +947,19 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	}
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, httpver);
 
+	/* The method and body, from a plain GET. HTTPGET comes last: it
+	 * turns UPLOAD and NOBODY off, and POSTFIELDS, even NULL, makes a
+	 * POST. */
+	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)-1);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
+	curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)-1);
+	curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	if (r->source != NULL) {
 		/* The body is sent as it arrives; UPLOAD makes it a PUT
 		 * unless told otherwise. */
 		x->source = r->source;
 		curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-		curl_easy_setopt(e, CURLOPT_READFUNCTION, transfer_read_cb);
-		curl_easy_setopt(e, CURLOPT_READDATA, x);
 		if (r->source->size >= 0)
 			curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE,
 			    (curl_off_t)r->source->size);
@@ -979,6 +1024,8 @@ transfer_read_cb(char *buf, size_t size, size_t nitems, void *arg)
 	size_t		 n;
 	int		 eof = 0;
 
+	if (x->source == NULL)
+		return (0);	/* no body to send */
 	n = x->source->read(x->arg, buf, size * nitems, &eof);
 	if (n > 0 || eof)
 		return (n);

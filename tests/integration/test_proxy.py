@@ -205,6 +205,32 @@ class ProxyTest(harness.TestCase):
         self.assertEqual(e["body_len"], len(body))
         self.assertEqual(e["body_sha256"], hashlib.sha256(body).hexdigest())
 
+    def test_methods_in_turn_leave_nothing_behind(self):
+        # One connection, one after the other: the upstream transfers reuse
+        # the same configured curl handle, so whatever one method set must
+        # not reach the next (a GET after a POST is still a bodiless GET).
+        body = os.urandom(3000)
+        steps = [("POST", body, None), ("GET", None, None),
+                 ("HEAD", None, None), ("GET", None, None),
+                 ("PUT", None, [body[:1000], body[1000:]]),
+                 ("DELETE", None, None), ("GET", None, None),
+                 ("PATCH", b"", None), ("GET", None, None)]
+        with self.fd.client() as c:
+            for i, (method, data, chunks) in enumerate(steps):
+                t = "turn%d" % i
+                c.request(method, "/api/turn?echo=1&tag=" + t, body=data,
+                          chunks=chunks)
+                r = c.read_response(method=method)
+                self.assertEqual(r.status, 200, (method, r))
+                req = self.up.wait_for_tag(t)
+                sent = data if chunks is None else b"".join(chunks)
+                self.assertEqual((req.method, req.body), (method, sent or b""),
+                                 "step %d" % i)
+                names = {n.lower() for n, _ in req.headers}
+                if sent is None:
+                    self.assertFalse(names & {"content-length", "transfer-encoding"},
+                                     "step %d %s: %r" % (i, method, req.headers))
+
     def test_head(self):
         with self.fd.client() as c:
             c.request("HEAD", "/api/head?size=1234&tag=head1")
