@@ -183,11 +183,17 @@ class H2UpstreamTest(harness.TestCase):
                    routes={"first": {"match": "/", "mode": "first",
                                      "upstreams": "fast, slow",
                                      "deadline": "10s"}})
+        # Both legs' streams are open before the fast one answers, so the
+        # slow one has work to stop.
         t = tag()
-        fast.release(t)
-        r = self.fd.get("/hold/" + t)
-        self.assertEqual((r.status, r.body), (200, b"ok /hold/" + t.encode()))
+        c = self.fd.client()
+        self.addCleanup(c.__exit__)
+        c.request("GET", "/hold/" + t)
         s = slow.wait_stream(t)
+        fast.wait_stream(t)
+        fast.release(t)
+        r = c.read_response()
+        self.assertEqual((r.status, r.body), (200, b"ok /hold/" + t.encode()))
         slow.wait_stopped(s)
         self.assertIsNone(s.answered)
         self.fd.wait_metric("fanoutd_upstream_transfers_in_flight",
