@@ -790,20 +790,23 @@ transfer_release(struct transfer *x, int open)
 static struct curl_slist *
 transfer_headers(const struct transfer_request *r)
 {
-	/* Headers curl adds by itself unless told not to: Expect (the body
-	 * is already here, nobody needs to wait for a 100), and Accept and
-	 * Content-Type when the client sent none. */
+	/* Headers curl adds by itself unless told not to: Accept when the
+	 * client sent none, and with a body Expect (the body is already
+	 * here, nobody needs to wait for a 100) and Content-Type. Every
+	 * line costs curl a scan per header of its own, so only these. */
 	const char			*off[3];
 	const struct http_header	*h;
 	struct curl_slist		*l;
 	size_t				 i, n = 0, noff = 0, size = 0;
 	char				*p;
 
-	off[noff++] = "Expect:";
 	if (http_headers_get(r->headers, "accept") == NULL)
 		off[noff++] = "Accept:";
-	if (http_headers_get(r->headers, "content-type") == NULL)
-		off[noff++] = "Content-Type:";
+	if (r->has_body || r->source != NULL) {
+		off[noff++] = "Expect:";
+		if (http_headers_get(r->headers, "content-type") == NULL)
+			off[noff++] = "Content-Type:";
+	}
 	for (i = 0; i < r->headers->n; i++) {
 		h = &r->headers->v[i];
 		size += h->namelen + 2 + h->valuelen + 1;

@@ -227,6 +227,10 @@ class ProxyTest(harness.TestCase):
                 self.assertEqual((req.method, req.body), (method, sent or b""),
                                  "step %d" % i)
                 names = {n.lower() for n, _ in req.headers}
+                # nothing the client did not send: no Accept, Expect or
+                # Content-Type of curl's own
+                self.assertFalse(names & {"accept", "expect", "content-type"},
+                                 "step %d %s: %r" % (i, method, req.headers))
                 if sent is None:
                     self.assertFalse(names & {"content-length", "transfer-encoding"},
                                      "step %d %s: %r" % (i, method, req.headers))
