@@ -77,6 +77,7 @@ struct upstreams {
  */
 struct sockwatch {
 	struct upstreams	*u;
+	curl_socket_t		 fd;
 	struct event		 ev;
 	short			 registered;	/* events added, 0: none */
 	short			 wanted;	/* what curl asked, 0: none */
@@ -202,6 +203,7 @@ watch_get(struct upstreams *u, curl_socket_t s, int create)
 	if ((sw = calloc(1, sizeof *sw)) == NULL)
 		return (NULL);
 	sw->u = u;
+	sw->fd = s;
 	u->watch[s] = sw;
 	return (sw);
 }
@@ -297,8 +299,8 @@ static void
 watch_shut(struct sockwatch *sw)
 {
 	log_debug("upstream stream cancelled, its connection idle: shut fd=%d",
-	    (int)event_get_fd(&sw->ev));
-	shutdown(event_get_fd(&sw->ev), SHUT_RDWR);
+	    (int)sw->fd);
+	shutdown(sw->fd, SHUT_RDWR);
 }
 
 /*
@@ -313,7 +315,6 @@ upstreams_kick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct upstreams	*u = arg;
 	struct sockwatch	*sw;
-	curl_socket_t		 s;
 
 	while ((sw = u->kicks) != NULL) {
 		u->kicks = sw->kick_next;
@@ -322,10 +323,9 @@ upstreams_kick_cb(evutil_socket_t fd, short what, void *arg)
 			watch_shut(sw);	/* its last transfer went since */
 			continue;
 		}
-		s = event_get_fd(&sw->ev);
 		/* May close sockets, freeing their watches (and unlinking
 		 * them from u->kicks). */
-		curl_multi_socket_action(u->multi, s,
+		curl_multi_socket_action(u->multi, sw->fd,
 		    CURL_CSELECT_IN | CURL_CSELECT_OUT,
 		    &u->running);
 	}
