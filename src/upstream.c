@@ -9,11 +9,12 @@
  *   returned, one CURLMsg at a time, copying what is needed out of the
  *   message before any handle is removed (removing a handle drops its
  *   queued message, so the loop asks curl again each time).
- * - Every easy handle is removed from the multi before curl_easy_cleanup.
- *   libcurl 7.88 otherwise returns the connection to the pool with the old
- *   request still on it (curl issue 17578). Removing an unfinished transfer
- *   makes curl close its connection, which is how the upstream learns that
- *   nobody is waiting any more.
+ * - Every easy handle is removed from the multi before curl_easy_cleanup:
+ *   cleaning up a handle still in the multi can return its connection to
+ *   the pool with the old request still on it (curl issue 17578, seen on
+ *   7.88). Removing an unfinished HTTP/1.1 transfer makes curl close its
+ *   connection, which is how the upstream learns that nobody is waiting
+ *   any more; an HTTP/2 one has its stream reset (transfer_unqueue_reset).
  */
 #include <errno.h>
 #include <stdlib.h>
