@@ -70,6 +70,22 @@ _REASONS = {
 }
 
 
+
+def wait_on(cond, predicate, timeout, failure):
+    """Wait on the condition variable COND until predicate() (called under
+    its lock) is true, and return its value; after TIMEOUT seconds raise
+    AssertionError(failure())."""
+    end = time.monotonic() + timeout
+    with cond:
+        while True:
+            v = predicate()
+            if v:
+                return v
+            left = end - time.monotonic()
+            if left <= 0:
+                raise AssertionError(failure())
+            cond.wait(left)
+
 class HeaderLookup:
     """header()/header_all() over self.headers, a list of (name, value)."""
 
@@ -239,17 +255,9 @@ class FakeUpstream:
     def wait_for(self, predicate, timeout=5.0, what="condition"):
         """Wait until predicate() (called under the lock) is true; returns its
         value; raises AssertionError after TIMEOUT seconds."""
-        end = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                v = predicate()
-                if v:
-                    return v
-                left = end - time.monotonic()
-                if left <= 0:
-                    raise AssertionError("%s: timed out after %.1fs waiting for %s"
-                                         % (self.name, timeout, what))
-                self.cond.wait(left)
+        return wait_on(self.cond, predicate, timeout,
+                       lambda: "%s: timed out after %.1fs waiting for %s"
+                       % (self.name, timeout, what))
 
     def wait_for_request(self, predicate=None, timeout=5.0, what=None):
         """The first recorded request for which predicate(req) is true."""

@@ -26,6 +26,8 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
+from fakeupstream import wait_on
+
 
 class Stream:
     def __init__(self, conn, sid, headers):
@@ -119,18 +121,9 @@ class H2Upstream:
         self._call(lambda: self._release(tag))
 
     def wait_for(self, predicate, timeout=5.0, what="condition"):
-        end = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                v = predicate()
-                if v:
-                    return v
-                left = end - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(
-                        "%s: timed out after %.1fs waiting for %s (streams: %r)"
-                        % (self.name, timeout, what, self.streams))
-                self.cond.wait(left)
+        return wait_on(self.cond, predicate, timeout,
+                       lambda: "%s: timed out after %.1fs waiting for %s (streams: %r)"
+                       % (self.name, timeout, what, self.streams))
 
     def wait_stream(self, tag, timeout=5.0):
         def find():
