@@ -82,6 +82,8 @@ static const struct {
 	    "Requests read and not yet answered." },
 	[G_TRANSFERS_IN_FLIGHT] = { "fanoutd_upstream_transfers_in_flight",
 	    "Upstream transfers started and not yet released." },
+	[G_TRANSFERS_PAUSED] = { "fanoutd_upstream_transfers_paused",
+	    "Upstream transfers held back until their client reads more." },
 }, counter_info[C_NCOUNTERS] = {
 	[C_CONNECTIONS_TOTAL] = { "fanoutd_connections_total",
 	    "Client connections accepted." },

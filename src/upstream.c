@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <unistd.h>
@@ -85,6 +86,7 @@ struct sockwatch {
 	int			 ours;		/* opened by transfer_socket_cb */
 	int			 plain_h1;	/* cleartext HTTP/1.1 */
 	struct transfer		*owner;		/* owner->conn == this */
+	LIST_HEAD(, transfer)	 h2_users;	/* HTTP/2 transfers on it */
 	struct sockwatch	*port_next;	/* in u->byport */
 	struct sockwatch	*kick_next;	/* in u->kicks */
 	int			 kicked;
@@ -118,16 +120,17 @@ struct transfer {
 	int			 plain_h1;	/* http:// and HTTP/1.1 */
 	int			 h2;		/* may share its connection */
 	struct sockwatch	*conn;		/* conn->owner == this */
-	/* An HTTP/2 transfer's connection, by ports (it has no owner). */
-	int			 h2_lport;
-	int			 h2_rport;
-	char			 h2_rip[64];
+	/* An HTTP/2 transfer's connection (it has no owner), while curl
+	 * only queues the RST_STREAM of a removed transfer. */
+	struct sockwatch	*h2conn;
+	LIST_ENTRY(transfer)	 h2_entry;	/* in h2conn->h2_users */
 	curl_socket_t		 opened[2];	/* sockets opened for it */
 	int			 nopened;
 };
 
 static void	upstreams_check_done(struct upstreams *);
 static size_t	transfer_read_cb(char *, size_t, size_t, void *);
+static int	transfer_pause_mask(const struct transfer *);
 
 const char *
 transfer_error_name(enum transfer_error e)
@@ -213,6 +216,7 @@ static void
 watch_free(struct upstreams *u, curl_socket_t s)
 {
 	struct sockwatch	*sw = watch_get(u, s, 0), **p;
+	struct transfer		*x;
 
 	if (sw == NULL)
 		return;
@@ -221,6 +225,10 @@ watch_free(struct upstreams *u, curl_socket_t s)
 		event_del(&sw->ev);
 	if (sw->owner != NULL)
 		sw->owner->conn = NULL;
+	while ((x = LIST_FIRST(&sw->h2_users)) != NULL) {
+		LIST_REMOVE(x, h2_entry);
+		x->h2conn = NULL;
+	}
 	if (sw->mapped)
 		port_remove(u, sw);
 	if (sw->kicked) {
@@ -308,22 +316,29 @@ watch_shut(struct sockwatch *sw)
  * Push out the RST_STREAM frames libcurl queued on HTTP/2 connections (see
  * transfer_unqueue_reset): a socket_action on a connection makes curl run
  * the transfers on it, and each of them flushes the connection's send
- * buffer. Run from the loop, never from code that a curl call or a
- * request's abort is running, since curl then calls back into requests.
+ * buffer. A transfer paused for its client is not among them (curl wants
+ * nothing from the socket for it); pausing it again as it is has curl run
+ * it with the next socket_action, which flushes without reading. Run from
+ * the loop, never from code that a curl call or a request's abort is
+ * running, since curl then calls back into requests.
  */
 static void
 upstreams_kick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct upstreams	*u = arg;
 	struct sockwatch	*sw;
+	struct transfer		*x;
 
 	while ((sw = u->kicks) != NULL) {
 		u->kicks = sw->kick_next;
 		sw->kicked = 0;
-		if (!sw->wanted) {
+		if (LIST_EMPTY(&sw->h2_users)) {
 			watch_shut(sw);	/* its last transfer went since */
 			continue;
 		}
+		LIST_FOREACH(x, &sw->h2_users, h2_entry)
+			if (x->paused)
+				curl_easy_pause(x->easy, transfer_pause_mask(x));
 		/* May close sockets, freeing their watches (and unlinking
 		 * them from u->kicks). */
 		curl_multi_socket_action(u->multi, sw->fd,
@@ -476,6 +491,7 @@ transfer_write_cb(char *data, size_t size, size_t nmemb, void *arg)
 	if (x->stream != NULL) {
 		if (x->stream->data(x->arg, data, len) == 1) {
 			x->paused = 1;
+			metrics_gauge_add(G_TRANSFERS_PAUSED, 1);
 			return (CURL_WRITEFUNC_PAUSE);
 		}
 		x->streamed += len;
@@ -608,8 +624,8 @@ watch_map(struct upstreams *u, curl_socket_t fd, int lport, int rport,
  * owns its socket until transfer_release(). A new connection is one of
  * the sockets opened for x; a reused one is in the port map, or (opened
  * for a transfer that never sent) mapped now from the table. An HTTP/2
- * transfer shares its connection and owns nothing: it only notes which
- * connection it is on, for transfer_unqueue_reset.
+ * transfer shares its connection and owns nothing: it only joins the
+ * connection's list of transfers, for transfer_unqueue_reset.
  */
 static void
 transfer_own(struct transfer *x, const char *rip, int rport, int lport)
@@ -636,9 +652,12 @@ transfer_own(struct transfer *x, const char *rip, int rport, int lport)
 		return;
 	}
 	if (!x->plain_h1) {
-		x->h2_lport = lport;
-		x->h2_rport = rport;
-		str_copy(x->h2_rip, sizeof x->h2_rip, rip, strlen(rip));
+		if (x->h2conn == sw)
+			return;
+		if (x->h2conn != NULL)
+			LIST_REMOVE(x, h2_entry);
+		LIST_INSERT_HEAD(&sw->h2_users, x, h2_entry);
+		x->h2conn = sw;
 		return;
 	}
 	if (x->conn != NULL && x->conn != sw)
@@ -730,24 +749,21 @@ transfer_free(struct transfer *x)
  * failed) has libcurl queue a RST_STREAM for it. libcurl before 8.15 only
  * queues it: it goes out with the connection's next write, which may be a
  * long time coming, and until then the upstream works on for nobody (curl
- * issue 17611). Called just after the transfer was removed:
- * - other transfers still use the connection: have the loop make curl
- *   run them, which flushes the frame (upstreams_kick_cb);
- * - nobody does (now, or by the time the loop gets there): curl will not
+ * issue 17611). Called just after the transfer was removed and taken off
+ * its connection's list:
+ * - other transfers are still on the connection: have the loop make curl
+ *   run them, which flushes the frame (upstreams_kick_cb). They count even
+ *   when paused for a client that reads slowly: curl then wants nothing
+ *   from the socket, but shutting it would cut their answers short;
+ * - none is (now, or by the time the loop gets there): curl will not
  *   write to it before its next use. Shut it down, as a cancelled
  *   HTTP/1.1 transfer's connection is closed: the upstream stops, and curl
  *   finds it closed and drops it.
  */
 static void
-transfer_unqueue_reset(struct transfer *x)
+transfer_unqueue_reset(struct upstreams *u, struct sockwatch *sw)
 {
-	struct upstreams	*u = x->u;
-	struct sockwatch	*sw;
-
-	sw = port_find(u, x->h2_lport, x->h2_rport, x->h2_rip);
-	if (sw == NULL)
-		return;		/* curl closed it */
-	if (!sw->wanted)
+	if (LIST_EMPTY(&sw->h2_users))
 		watch_shut(sw);
 	else if (!sw->kicked) {
 		sw->kicked = 1;
@@ -766,10 +782,16 @@ static void
 transfer_release(struct transfer *x, int open)
 {
 	struct upstreams	*u = x->u;
+	struct sockwatch	*sw;
 
+	/* May close the connection, freeing its watch (x->h2conn then NULL). */
 	curl_multi_remove_handle(u->multi, x->easy);
-	if (open && x->h2_lport > 0)
-		transfer_unqueue_reset(x);
+	if ((sw = x->h2conn) != NULL) {
+		LIST_REMOVE(x, h2_entry);
+		x->h2conn = NULL;
+		if (open)
+			transfer_unqueue_reset(u, sw);
+	}
 	/* Its connection rests now, unless curl closed it just then. */
 	if (x->conn != NULL) {
 		x->conn->owner = NULL;
@@ -780,6 +802,10 @@ transfer_release(struct transfer *x, int open)
 	} else
 		curl_easy_cleanup(x->easy);
 	x->easy = NULL;
+	if (x->paused) {
+		x->paused = 0;
+		metrics_gauge_add(G_TRANSFERS_PAUSED, -1);
+	}
 	metrics_gauge_add(G_TRANSFERS_IN_FLIGHT, -1);
 }
 
@@ -1007,6 +1033,7 @@ transfer_resume(struct transfer *x)
 	if (!x->paused)
 		return;
 	x->paused = 0;
+	metrics_gauge_add(G_TRANSFERS_PAUSED, -1);
 	/* This may run the write callback at once with what curl held. */
 	curl_easy_pause(x->easy, transfer_pause_mask(x));
 }

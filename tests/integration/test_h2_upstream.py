@@ -5,6 +5,7 @@ other streams on it finish whole.  The upstream is tests/integration/
 h2upstream.py, which records every stream and every reset."""
 
 import itertools
+import socket
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean
@@ -32,13 +33,13 @@ class H2UpstreamTest(harness.TestCase):
         self.addCleanup(u.close)
         return u
 
-    def start(self, upstreams=None, routes=None):
+    def start(self, upstreams=None, routes=None, **upstream_kw):
         ups = upstreams or {"h2": self.up}
         # One worker: each worker has connections of its own, and these
         # tests follow streams on one connection.
         self.fd = self.daemon(
             server={"workers": "1"},
-            upstreams={n: {"url": u.url, "http2": "prior-knowledge"}
+            upstreams={n: dict(upstream_kw, url=u.url, http2="prior-knowledge")
                        for n, u in ups.items()},
             routes=routes or {"r": {"match": "/", "upstreams": "h2",
                                     "deadline": "10s"}})
@@ -122,6 +123,46 @@ class H2UpstreamTest(harness.TestCase):
         after = self.outcomes()
         self.assertEqual(after["error"], before["error"], "counted as an error")
         self.assertEqual(after["ok"], before["ok"] + 3)
+
+    def test_cancel_beside_a_paused_stream_leaves_it_whole(self):
+        # A's client reads nothing, so fanoutd pauses A's transfer: curl
+        # then wants nothing from the connection (A's window stays shut).
+        # B, on the same connection, is cancelled: its stream is reset and
+        # the connection must stay up for A, whose client then gets every
+        # byte.
+        size = 16 << 20
+        fd = self.start(max_response_size="64m")
+        self.assertEqual(fd.get("/warm").status, 200)
+        a = socket.socket()
+        self.addCleanup(a.close)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        a.settimeout(10)
+        a.connect(("127.0.0.1", fd.port))
+        a.sendall(b"GET /big?size=%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
+        fd.wait_metric("fanoutd_upstream_transfers_paused", lambda v: v == 1)
+        sa = self.up.wait_for(lambda: [s for s in self.up.streams
+                                       if s.path.startswith("/big")], 5, "A")[0]
+        b, sb, _ = self.held()
+        self.assertIs(sb.conn, sa.conn)
+        t0 = b.close()
+        dt = self.up.wait_reset(sb) - t0
+        self.assertLessEqual(dt, PROMPT, "RST_STREAM %.1f ms after the client "
+                             "left" % (dt * 1000))
+        self.assertIsNone(sa.conn.closed, "the connection was shut under A")
+        self.assertIsNone(sa.reset)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += a.recv(65536)
+        head, _, body = buf.partition(b"\r\n\r\n")
+        self.assertIn(b" 200 ", head.split(b"\r\n")[0])
+        got, bad = len(body), body.strip(b"x")
+        while got < size and not bad:
+            d = a.recv(1 << 20)
+            self.assertTrue(d, "A's answer cut after %d of %d bytes" % (got, size))
+            got += len(d)
+            bad = d.strip(b"x")
+        self.assertEqual((got, bad), (size, b""))
+        fd.wait_metric("fanoutd_upstream_transfers_paused", lambda v: v == 0)
 
     def test_client_reset_resets_its_stream(self):
         self.start()

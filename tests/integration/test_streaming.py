@@ -76,6 +76,9 @@ class StreamingTest(harness.TestCase):
         s.sendall(b"GET /huge?size=%d&tag=bp HTTP/1.1\r\nHost: x\r\n\r\n"
                   % (4 * BIG))
         self.up.wait_for_tag("bp")
+        # The transfer is paused once fanoutd holds its high mark.
+        fd.wait_metric("fanoutd_upstream_transfers_paused", lambda v: v == 1,
+                       timeout=10)
         # Without backpressure fanoutd would take in all 128 MiB; with it,
         # it stops at its high mark plus what the sockets hold.
         grown = 0
@@ -103,6 +106,7 @@ class StreamingTest(harness.TestCase):
             got += len(d)
         self.assertEqual(h.hexdigest(),
                          hashlib.sha256(b"x" * (4 * BIG)).hexdigest())
+        fd.wait_metric("fanoutd_upstream_transfers_paused", lambda v: v == 0)
         if check_rss:
             self.assertLess(rss_kib(pid) - before, 48 * 1024)
 
