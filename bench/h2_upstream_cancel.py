@@ -9,12 +9,15 @@ Each trial holds a request at the upstream and closes the client; the
 latency is the upstream's time of the RST_STREAM minus the client's time
 just before close(), both CLOCK_MONOTONIC in this process.
 
-Two cases, in alternating trials:
+Three cases, in turn:
   shared  another stream stays open on the same connection, which must stay
           up: the figure the goal is about (a RST_STREAM within 2 ms);
   alone   the cancelled stream was the connection's only one: libcurl 8.14
           sends its RST_STREAM only with the connection's next write, so
-          fanoutd shuts the connection down; the figure is the close.
+          fanoutd shuts the connection down; the figure is the close;
+  paused  the other stream on the connection is a 16 MiB answer to a client
+          that reads nothing, so fanoutd has paused its transfer: the
+          connection must stay up for it, and the reset still go out.
 Also printed: the direct floor (this process closing a plain TCP socket to
 a peer thread and that thread seeing EOF), and whether the shared
 connection ever had to be replaced.  Loopback only; fanoutd is stopped by
@@ -22,12 +25,14 @@ PID.
 """
 import argparse
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
@@ -96,11 +101,13 @@ def main():
         f.write("[server]\nlisten = 127.0.0.1:%d\nworkers = 1\naccess_log = off\n"
                 "log_level = warn\n[admin]\nlisten = 127.0.0.1:%d\n"
                 "[upstream \"h2\"]\nurl = %s\nhttp2 = prior-knowledge\ntimeout = 60s\n"
+                "max_response_size = 64m\n"
                 "[route \"r\"]\nmatch = /\nupstreams = h2\ndeadline = 60s\n"
                 % (port, admin, up.url))
     err = open(os.path.join(tmp, "stderr"), "w")
     p = subprocess.Popen([a.fanoutd, "-c", conf], stdout=err, stderr=err)
-    shared, alone, replaced = [], [], 0
+    res = {"shared": [], "alone": [], "paused": []}
+    replaced = {"shared": 0, "paused": 0}
     try:
         while True:
             try:
@@ -113,6 +120,20 @@ def main():
         n = 0
         keeper = None
 
+        def wait_paused(v):
+            # polls the admin port, bounded: fanoutd says when it paused
+            limit = time.monotonic() + 10
+            while True:
+                with urllib.request.urlopen("http://127.0.0.1:%d/metrics"
+                                            % admin, timeout=5) as r:
+                    m = re.search(rb"^fanoutd_upstream_transfers_paused (\d+)",
+                                  r.read(), re.M)
+                if m and int(m.group(1)) == v:
+                    return
+                if time.monotonic() > limit:
+                    raise SystemExit("paused transfers never became %d" % v)
+                time.sleep(0.01)
+
         def warm(i):
             # a first answer on the connection, so that it multiplexes
             w = Client(port)
@@ -122,12 +143,23 @@ def main():
             w.close()
 
         while n < a.trials and time.monotonic() < end:
-            case = "shared" if n % 2 == 0 else "alone"
+            case = ("shared", "alone", "paused")[n % 3]
             if case == "shared":
                 warm(n)
                 keeper = Client(port)
                 keeper.get("/hold/keep%d" % n)
                 ks = up.wait_stream("keep%d" % n)
+            elif case == "paused":
+                warm(n)
+                keeper = socket.socket()
+                keeper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+                keeper.connect(("127.0.0.1", port))
+                keeper.sendall(b"GET /big%d?size=16777216 HTTP/1.1\r\nHost: b\r\n\r\n"
+                               % n)
+                wait_paused(1)
+                ks = up.wait_for(lambda: [x for x in up.streams
+                                          if x.path.startswith("/big%d?" % n)],
+                                 5, "big")[0]
             tag = "t%d" % n
             c = Client(port)
             c.get("/hold/" + tag)
@@ -136,15 +168,17 @@ def main():
                 warm(n)     # the same connection; then nothing else on it
             t0 = c.close()
             t1 = up.wait_stopped(s)
+            res[case].append(t1 - t0)
+            if case != "alone" and (s.conn is not ks.conn or s.conn.closed or
+                                    ks.reset):
+                replaced[case] += 1
             if case == "shared":
-                shared.append(t1 - t0)
-                if s.conn is not ks.conn or s.conn.closed:
-                    replaced += 1
                 up.release(ks.tag)
                 up.wait_for(lambda: ks.answered, 5, "keeper answered")
                 keeper.close()
-            else:
-                alone.append(t1 - t0)
+            elif case == "paused":
+                keeper.close()
+                wait_paused(0)
             n += 1
     finally:
         p.send_signal(signal.SIGTERM)
@@ -158,10 +192,13 @@ def main():
     print("client FIN -> upstream stopped (fanoutd, h2c upstream, %s)"
           % subprocess.run(["curl-config", "--version"], capture_output=True,
                            text=True).stdout.strip())
-    print(summary("shared", shared) + "   (RST_STREAM, connection kept)")
-    print(summary("alone", alone) + "   (connection shut)")
+    print(summary("shared", res["shared"]) + "   (RST_STREAM, connection kept)")
+    print(summary("alone", res["alone"]) + "   (connection shut)")
+    print(summary("paused", res["paused"]) + "   (RST_STREAM, beside a paused stream)")
     print(summary("floor", fl) + "   (loopback close -> EOF, same process)")
-    print("shared connection replaced or closed: %d of %d" % (replaced, len(shared)))
+    for case in ("shared", "paused"):
+        print("%s: the other stream's connection replaced or closed, or the "
+              "stream reset: %d of %d" % (case, replaced[case], len(res[case])))
 
 
 if __name__ == "__main__":
