@@ -318,7 +318,8 @@ watch_shut(struct sockwatch *sw)
  * the transfers on it, and each of them flushes the connection's send
  * buffer. A transfer paused for its client is not among them (curl wants
  * nothing from the socket for it); pausing it again as it is has curl run
- * it with the next socket_action, which flushes without reading. Run from
+ * it with the next socket_action, which flushes without reading (with its
+ * state unchanged, curl_easy_pause calls nothing back). Run from
  * the loop, never from code that a curl call or a request's abort is
  * running, since curl then calls back into requests.
  */
