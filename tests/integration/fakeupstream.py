@@ -30,6 +30,11 @@ Behaviour is chosen by the query string of each request:
                the answer is written: the peer finds it closed while idle
   after=junk   answer as usual, then send bytes that are not HTTP on the idle
                connection (req.after_sent records when)
+  wait=N1,N2   hold the answer (before delay=, close=, hang=) until the fake
+               upstreams named N1, N2 (in this process) have each received
+               a request with the same tag=; at most 10 s.  In fan-out this
+               orders the legs by construction: "a.wait=b,c" answers leg a
+               only once legs b and c are at their upstreams
   tag=...      ignored by the server; lets a test find its own request
 
 In fan-out every leg gets the same path and query, so an option can be
@@ -59,6 +64,10 @@ import time
 import urllib.parse
 
 __all__ = ["FakeUpstream", "RefusedPort", "Connection", "Request", "HeaderLookup"]
+
+WAIT_LIMIT = 10.0               # wait=: the longest an answer is held
+_live = {}                      # name -> the FakeUpstream of that name, for wait=
+_live_lock = threading.Lock()
 
 _REASONS = {
     100: "Continue", 200: "OK", 201: "Created", 204: "No Content",
@@ -181,6 +190,24 @@ class _Bad(Exception):
     pass
 
 
+
+def _has_tag(name, tag):
+    """Whether the live fake upstream NAME has received a request tagged TAG."""
+    with _live_lock:
+        f = _live.get(name)
+    if f is None or tag is None:
+        return False
+    with f.cond:
+        return any(r.tag == tag for r in f.requests)
+
+
+def _poke_waiting():
+    """A request was recorded: wake the fakes holding wait= answers."""
+    with _live_lock:
+        fakes = [f for f in _live.values() if f._parked]
+    for f in fakes:
+        f._wake()
+
 class FakeUpstream:
     """An HTTP/1.1 server on 127.0.0.1 in a background thread."""
 
@@ -204,14 +231,18 @@ class FakeUpstream:
         self.requests = []
         self._ids = itertools.count(1)
         self._timers = []
+        self._parked = []             # (deadline, conn, req, spec, names): wait=
         self._seq = itertools.count()
         self._sel = selectors.DefaultSelector()
+        self._wake_lock = threading.Lock()   # the pipe closes under it
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._sel.register(self._lsock, selectors.EVENT_READ, ("listen", None))
         self._sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         self._stopping = False
+        with _live_lock:
+            _live[name] = self
         self.error = None             # an exception that killed the loop
         self._thread = threading.Thread(target=self._run, name="fake-" + name,
                                         daemon=True)
@@ -225,16 +256,28 @@ class FakeUpstream:
         if self._stopping:
             return
         self._stopping = True
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        with _live_lock:
+            if _live.get(self.name) is self:
+                del _live[self.name]
+        self._wake()
         self._thread.join(5)
-        for fd in (self._wake_r, self._wake_w):
+        with self._wake_lock:
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._wake_w = None
+
+    def _wake(self):
+        """Make the loop go round (from any thread)."""
+        with self._wake_lock:
+            if self._wake_w is None:
+                return
             try:
-                os.close(fd)
+                os.write(self._wake_w, b"x")
             except OSError:
-                pass
+                pass    # full: it will go round anyway
 
     stop = close
 
@@ -313,6 +356,9 @@ class FakeUpstream:
                 timeout = None
                 if self._timers:
                     timeout = max(0.0, self._timers[0][0] - time.monotonic())
+                if self._parked:
+                    left = max(0.0, min(p[0] for p in self._parked) - time.monotonic())
+                    timeout = left if timeout is None else min(timeout, left)
                 for key, mask in self._sel.select(timeout):
                     kind, conn = key.data
                     if kind == "listen":
@@ -329,6 +375,8 @@ class FakeUpstream:
                             self._readable(conn)
                         if conn.closed is None and mask & selectors.EVENT_WRITE:
                             self._flush(conn)
+                if self._parked:
+                    self._unpark()
                 now = time.monotonic()
                 while self._timers and self._timers[0][0] <= now:
                     _, _, fn = heapq.heappop(self._timers)
@@ -438,6 +486,7 @@ class FakeUpstream:
                     conn.requests.append(req)
                     self.requests.append(req)
                     self.cond.notify_all()
+                _poke_waiting()
                 if (req.header("expect") or "").lower() == "100-continue":
                     self._queue_raw(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
                 conn._parse_state = (req, need)
@@ -507,6 +556,26 @@ class FakeUpstream:
         spec = {}
         if self.handler is not None:
             spec = self.handler(req) or {}
+        names = self._opt(req, spec, "wait")
+        if names:
+            conn._busy = True
+            self._parked.append((time.monotonic() + WAIT_LIMIT, conn, req, spec,
+                                 [n for n in names.split(",") if n]))
+            self._unpark()
+            return
+        self._answer(conn, req, spec)
+
+    def _unpark(self):
+        """Answer the parked (wait=) requests whose upstreams all have
+        their tag now, or that waited WAIT_LIMIT."""
+        now = time.monotonic()
+        for p in list(self._parked):
+            deadline, conn, req, spec, names = p
+            if now >= deadline or all(_has_tag(n, req.tag) for n in names):
+                self._parked.remove(p)
+                self._answer(conn, req, spec)
+
+    def _answer(self, conn, req, spec):
         get = lambda k, d=None: self._opt(req, spec, k, d)
         if get("close") in ("1", 1, True):
             self._close(conn, "server")

@@ -49,7 +49,8 @@ class FirstTest(harness.SharedDaemonTest):
         t = self.tag("w")
         rid = "first-" + t
         q = urllib.parse.urlencode([
-            ("tag", t), ("delay", "5000"), ("b.delay", "50"), ("b.status", "201"),
+            ("tag", t), ("delay", "5000"), ("b.wait", "a,c"), ("b.delay", "0"),
+            ("b.status", "201"),
             ("b.body", "from-b"), ("b.ctype", "text/x-winner"),
             ("b.hdr", "X-Winner-Thing: 42")])
         r, t0 = self.call("/first/x?" + q, rid=rid)
@@ -114,12 +115,12 @@ class FirstTest(harness.SharedDaemonTest):
     def test_winner_is_whoever_is_fastest(self):
         for fast in ("c", "a"):
             t = self.tag("f")
-            # the winner answers after 50 ms: a loser that needs a new
-            # connection has sent its request by then (one still unsent
-            # when the answer comes is never sent at all, which is right
-            # but leaves nothing here to see closed)
-            r, _ = self.call("/first/x?tag=%s&delay=2000&%s.delay=50&%s.body=%s"
-                             % (t, fast, fast, fast))
+            # the winner answers once the losers' requests are at their
+            # upstreams (one still unsent when the answer comes is never
+            # sent at all, which is right but leaves nothing to see closed)
+            others = ",".join(n for n in NAMES if n != fast)
+            r, _ = self.call("/first/x?tag=%s&delay=2000&%s.wait=%s&%s.delay=0"
+                             "&%s.body=%s" % (t, fast, others, fast, fast, fast))
             self.assertEqual((r.status, r.body), (200, fast.encode()), r)
             self.assertEqual(r.header("fanout-upstream"), fast, r)
             for n in NAMES:
@@ -166,7 +167,7 @@ class FirstTest(harness.SharedDaemonTest):
         t = self.tag("d")
         # a has sent 50000 of 100000 body bytes and stalls; b wins after 300 ms
         r, _ = self.call("/first/x?tag=%s&a.size=100000&a.partial=50000"
-                         "&b.delay=300&b.body=win&c.delay=5000" % t)
+                         "&b.delay=300&b.wait=a,c&b.body=win&c.delay=5000" % t)
         self.assertEqual((r.status, r.body), (200, b"win"), r)
         self.assertEqual(r.header("fanout-upstream"), "b", r)
         areq = self.f["a"].wait_for_tag(t)

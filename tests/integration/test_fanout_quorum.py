@@ -37,7 +37,7 @@ class QuorumTest(harness.SharedDaemonTest):
         m0 = self.fd.metrics()
         t = self.tag("ok")
         rid = "quorum-" + t
-        r, t0 = self.call("/q/x?tag=%s&a.body=A&b.delay=100&b.body=B&c.delay=5000" % t,
+        r, t0 = self.call("/q/x?tag=%s&a.body=A&b.delay=100&b.body=B&b.wait=c&c.delay=5000" % t,
                           rid=rid)
         env = self.assertEnvelope(r, 200, NAMES)
         self.assertEqual(self.assertLegOK(env, "a").get("body"), "A")
@@ -82,7 +82,7 @@ class QuorumTest(harness.SharedDaemonTest):
         t = self.tag("un")
         rid = "quorum-" + t
         # two fast failures: 2 of 3 can no longer succeed; c would take 5s
-        r, t0 = self.call("/q/x?tag=%s&a.status=500&b.close=1&c.delay=5000" % t,
+        r, t0 = self.call("/q/x?tag=%s&a.status=500&b.close=1&b.wait=c&c.delay=5000" % t,
                           rid=rid)
         env = self.assertEnvelope(r, 502, NAMES)
         self.assertEqual(self.assertLegError(env, "a", "status").get("status"), 500)
@@ -102,7 +102,7 @@ class QuorumTest(harness.SharedDaemonTest):
 
     def test_quorum_of_all_fails_on_the_first_failure(self):
         t = self.tag("q3")
-        r, t0 = self.call("/q3/x?tag=%s&a.status=500&delay=5000&a.delay=0" % t)
+        r, t0 = self.call("/q3/x?tag=%s&a.status=500&delay=5000&a.delay=0&a.wait=b,c" % t)
         env = self.assertEnvelope(r, 502, NAMES)
         self.assertLess(r.received - t0, 2.5, "waited for the 5s legs")
         for n in ("b", "c"):
@@ -120,7 +120,7 @@ class QuorumTest(harness.SharedDaemonTest):
 
     def test_quorum_one(self):
         t = self.tag("q1")
-        r, t0 = self.call("/q1/x?tag=%s&delay=5000&b.delay=0&b.body=one" % t)
+        r, t0 = self.call("/q1/x?tag=%s&delay=5000&b.delay=0&b.body=one&b.wait=a,c" % t)
         env = self.assertEnvelope(r, 200, NAMES)
         self.assertEqual(self.assertLegOK(env, "b").get("body"), "one")
         for n in ("a", "c"):
@@ -131,7 +131,7 @@ class QuorumTest(harness.SharedDaemonTest):
     def test_default_quorum_is_a_majority_of_four(self):
         t = self.tag("q4")
         # two at once, the third at 300ms, the fourth never: 3 of 4 needed
-        r, t0 = self.call("/q4/x?tag=%s&body=v&c.delay=300&d.delay=5000" % t)
+        r, t0 = self.call("/q4/x?tag=%s&body=v&c.delay=300&c.wait=d&d.delay=5000" % t)
         env = self.assertEnvelope(r, 200, ["a", "b", "c", "d"])
         for n in ("a", "b", "c"):
             self.assertLegOK(env, n)
