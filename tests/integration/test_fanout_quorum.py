@@ -145,7 +145,7 @@ class QuorumTest(harness.SharedDaemonTest):
     def test_deadline_504(self):
         t = self.tag("dl")
         rid = "quorum-" + t
-        r, t0 = self.call("/qdl/x?tag=%s&a.body=A&delay=5000&a.delay=0" % t, rid=rid)
+        r, t0 = self.call("/qdl/x?tag=%s&a.body=A&delay=5000&a.delay=0&a.wait=b,c" % t, rid=rid)
         self.assertErrorJSON(r, 504)
         el = r.received - t0
         self.assertGreater(el, 0.3)

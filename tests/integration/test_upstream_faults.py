@@ -205,7 +205,8 @@ class UpstreamFaultTest(harness.SharedDaemonTest):
         """Mode first answers only with a whole success: a leg that failed
         mid-body leaks none of its bytes, the other leg's answer is given
         (and the failed leg is logged)."""
-        q = "rstb.reset=body&rstb.body=%s&ok.body=fine&ok.delay=100" % ("SECRET" * 100)
+        q = ("rstb.reset=body&rstb.body=%s&ok.body=fine&ok.wait=rstb&ok.delay=100"
+             "&tag=%s" % ("SECRET" * 100, self.tag("leak")))
         r, _ = self.call("/first/x?" + q, timeout=5)
         self.assertEqual((r.status, r.body), (200, b"fine"), r)
         self.assertEqual(r.header("fanout-upstream"), "ok", r)
