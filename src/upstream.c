@@ -132,6 +132,16 @@ static void	upstreams_check_done(struct upstreams *);
 static size_t	transfer_read_cb(char *, size_t, size_t, void *);
 static int	transfer_pause_mask(const struct transfer *);
 
+/* x->paused, with the gauge that counts paused transfers. */
+static void
+transfer_set_paused(struct transfer *x, int paused)
+{
+	if (x->paused == paused)
+		return;
+	x->paused = paused;
+	metrics_gauge_add(G_TRANSFERS_PAUSED, paused ? 1 : -1);
+}
+
 const char *
 transfer_error_name(enum transfer_error e)
 {
@@ -491,8 +501,7 @@ transfer_write_cb(char *data, size_t size, size_t nmemb, void *arg)
 	}
 	if (x->stream != NULL) {
 		if (x->stream->data(x->arg, data, len) == 1) {
-			x->paused = 1;
-			metrics_gauge_add(G_TRANSFERS_PAUSED, 1);
+			transfer_set_paused(x, 1);
 			return (CURL_WRITEFUNC_PAUSE);
 		}
 		x->streamed += len;
@@ -803,10 +812,7 @@ transfer_release(struct transfer *x, int open)
 	} else
 		curl_easy_cleanup(x->easy);
 	x->easy = NULL;
-	if (x->paused) {
-		x->paused = 0;
-		metrics_gauge_add(G_TRANSFERS_PAUSED, -1);
-	}
+	transfer_set_paused(x, 0);
 	metrics_gauge_add(G_TRANSFERS_IN_FLIGHT, -1);
 }
 
@@ -1033,8 +1039,7 @@ transfer_resume(struct transfer *x)
 {
 	if (!x->paused)
 		return;
-	x->paused = 0;
-	metrics_gauge_add(G_TRANSFERS_PAUSED, -1);
+	transfer_set_paused(x, 0);
 	/* This may run the write callback at once with what curl held. */
 	curl_easy_pause(x->easy, transfer_pause_mask(x));
 }

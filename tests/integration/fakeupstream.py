@@ -79,7 +79,6 @@ _REASONS = {
 }
 
 
-
 def wait_on(cond, predicate, timeout, failure):
     """Wait on the condition variable COND until predicate() (called under
     its lock) is true, and return its value; after TIMEOUT seconds raise
@@ -94,6 +93,7 @@ def wait_on(cond, predicate, timeout, failure):
             if left <= 0:
                 raise AssertionError(failure())
             cond.wait(left)
+
 
 class HeaderLookup:
     """header()/header_all() over self.headers, a list of (name, value)."""
@@ -190,7 +190,6 @@ class _Bad(Exception):
     pass
 
 
-
 def _has_tag(name, tag):
     """Whether the live fake upstream NAME has received a request tagged TAG."""
     with _live_lock:
@@ -207,6 +206,7 @@ def _poke_waiting():
         fakes = [f for f in _live.values() if f._parked]
     for f in fakes:
         f._wake()
+
 
 class FakeUpstream:
     """An HTTP/1.1 server on 127.0.0.1 in a background thread."""

@@ -41,10 +41,6 @@ BODY_LEN = 20000
 RESP_SIZE = 200000
 
 
-def fd_count(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
-
-
 def fds_beside_upstreams(pid, ports):
     """pid's descriptors less its established TCP connections to the given
     (upstream) ports, read from the kernel: the descriptors first, then
