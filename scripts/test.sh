@@ -5,9 +5,16 @@
 #      with two worker threads per daemon,
 #   3. make distcheck from build/,
 # and end with one line "N passed, N failed[, N skipped]". Exits non-zero
-# when anything failed. Needs root (or sudo) the first time, for apt-get.
+# when anything failed: a test that failed, or a stage that exited non-zero
+# whatever its log says. Needs root (or sudo) the first time, for apt-get.
 #
 #   ./scripts/test.sh
+#   ./scripts/test.sh --stress     (or FANOUTD_STRESS=1 ./scripts/test.sh)
+#
+# --stress is how the suite proves that no machine speed breaks it: build/
+# only, then the integration tests with every daemon under valgrind while
+# two CPU burners keep both cores busy. It is not part of CI's run (it takes
+# far longer); run it by hand after changing a test or the harness.
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 1
@@ -20,7 +27,15 @@ if [ -t 1 ]; then
 fi
 step() { printf '\n%s==> %s%s\n' "$bold" "$*" "$plain"; }
 
+stress=no
+case "${1:-}" in
+--stress) stress=yes ;;
+"") [ -z "${FANOUTD_STRESS:-}" ] || stress=yes ;;
+*) echo "usage: $0 [--stress]" >&2; exit 2 ;;
+esac
+
 jobs=$(nproc 2>/dev/null || echo 2)
+check_tests=	# make check runs these only (TESTS=), when set
 passed=0
 failed=0
 skipped=0
@@ -65,10 +80,12 @@ show_failures() {
 check() {
 	local dir=$1 label=$2 rc
 	shift 2
+	local before
 	rm -f "$dir/test-suite.log"
 	step "make -C $dir check ($label)"
-	env "$@" make -C "$dir" check
+	env "$@" make -C "$dir" check ${check_tests:+TESTS="$check_tests"}
 	rc=$?
+	before=$failed
 	if ! count_log "$dir"; then
 		# No test-suite.log: the tests could not even be built.
 		failed=$((failed + 1))
@@ -77,10 +94,64 @@ check() {
 	fi
 	if [ $rc -ne 0 ]; then
 		show_failures "$dir"
+		# A non-zero exit with no failure in the log is a failure too.
+		[ "$failed" -gt "$before" ] || failed=$((failed + 1))
 		result "make check ($label)" "FAILED (exit $rc)"
+	elif [ "$failed" -gt "$before" ]; then
+		show_failures "$dir"
+		result "make check ($label)" "FAILED (exit 0, failures in the log)"
 	else
 		result "make check ($label)" "ok"
 	fi
+}
+
+# summary: the stages, then "N passed, N failed[, N skipped]"; the exit status.
+summary() {
+	local line
+	step "Summary"
+	printf '  %s\n' "${results[@]}"
+	line="$passed passed, $failed failed"
+	[ "$skipped" -eq 0 ] || line="$line, $skipped skipped"
+	echo
+	echo "$line"
+	[ "$failed" -eq 0 ]
+}
+
+# The stress run: build/ only, the integration tests with every daemon under
+# valgrind, and two CPU burners (one per core of a 2-core machine) running
+# all the while. The burners are ended by pid whatever happens.
+stress_run() {
+	local burners=() b
+	# shellcheck disable=SC2317
+	stop_burners() {
+		for b in "${burners[@]}"; do
+			kill "$b" 2>/dev/null && wait "$b" 2>/dev/null
+		done
+		burners=()
+	}
+	trap stop_burners EXIT
+	command -v valgrind >/dev/null 2>&1 || {
+		echo "test: --stress needs valgrind" >&2
+		failed=$((failed + 1)); result "stress" "FAILED (no valgrind)"; return
+	}
+	step "Build build/ (scripts/build.sh build)"
+	if ! scripts/build.sh build; then
+		failed=$((failed + 1)); result "build (build/)" "FAILED"; return
+	fi
+	result "build (build/)" "ok"
+	for _ in 1 2; do
+		( trap 'exit 0' TERM; while :; do :; done ) &
+		burners+=("$!")
+	done
+	step "stress: 2 CPU burners (pids ${burners[*]}), every daemon under valgrind"
+	local t0=$SECONDS
+	check_tests=$(cd tests/integration && ls test_*.py |
+	    sed 's|^|tests/integration/|' | tr '\n' ' ')
+	check build "integration tests, valgrind, 2 burners" \
+		FANOUTD_TEST_WRAPPER="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite" \
+		FANOUTD_TEST_STRESS=1
+	stop_burners
+	echo "stress: $((SECONDS - t0)) s"
 }
 
 step "Dependencies (scripts/deps.sh)"
@@ -88,6 +159,12 @@ if ! scripts/deps.sh; then
 	echo "test: cannot install the dependencies" >&2
 	echo "0 passed, 1 failed"
 	exit 1
+fi
+
+if [ "$stress" = yes ]; then
+	stress_run
+	summary
+	exit
 fi
 
 # 1. The normal build, warnings as errors.
@@ -136,10 +213,4 @@ else
 	result "make distcheck" "not run (build/ failed)"
 fi
 
-step "Summary"
-printf '  %s\n' "${results[@]}"
-line="$passed passed, $failed failed"
-[ "$skipped" -eq 0 ] || line="$line, $skipped skipped"
-echo
-echo "$line"
-[ "$failed" -eq 0 ]
+summary

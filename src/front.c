@@ -920,6 +920,8 @@ conn_eof(struct conn *c, int reset)
 	    (c->state == CONN_WAITING || c->state == CONN_WRITING)) {
 		/* A half-close: the client still waits for its answer. */
 		c->peer_eof = 1;
+		log_debug("client half-closed conn=%llu client=%s, answering",
+		    (unsigned long long)c->id, c->peer);
 		return;
 	}
 	log_debug("client %s conn=%llu client=%s state=%s",

@@ -7,103 +7,106 @@ sys.dont_write_bytecode = True  # keep the source tree clean
 
 import harness  # noqa: E402
 
-PROMPT = 0.2
-
 
 class DrainTest(harness.TestCase):
 
     def start(self, **server):
         self.up = self.fake("slow")
-        opts = {"keepalive_timeout": "30s"}
-        opts.update(server)
         return self.daemon(
             upstreams={"slow": self.up},
-            routes={"r": {"match": "/", "upstreams": "slow", "deadline": "30s"}},
-            server=opts)
+            routes={"r": {"match": "/", "upstreams": "slow"}},
+            server=server)
+
+    def draining(self, fd):
+        """Wait until fanoutd has taken the SIGTERM in: /healthz says so."""
+        h = harness.wait_until(
+            lambda: (lambda r: r if r.status == 503 else None)(fd.healthz()),
+            what="/healthz 503 during the drain")
+        self.assertEqual(h.body.strip(), b"draining")
 
     def test_in_flight_request_finishes_during_drain(self):
-        fd = self.start(drain_timeout="10s")
+        fd = self.start(drain_timeout="10m")
         with fd.client() as c:
-            c.request("GET", "/x?delay=1500&body=drained&tag=d1")
+            c.request("GET", "/x?hold=1&body=drained&tag=d1")
             self.up.wait_for_tag("d1")
             fd.sigterm()
             # /healthz answers 503 "draining" while the request is in flight
-            h = harness.wait_until(
-                lambda: (lambda r: r if r.status == 503 else None)(fd.healthz()),
-                2.0, "/healthz 503 during the drain")
-            self.assertEqual(h.body.strip(), b"draining")
+            self.draining(fd)
             # the listener is closed: new connections are refused
             self.assertTrue(harness.wait_until(lambda: harness.connect_refused(fd.port),
-                                               2.0, "connect refused after SIGTERM"))
-            r = c.read_response(timeout=5)
+                                               what="connect refused after SIGTERM"))
+            self.assertTrue(fd.running(), "fanoutd exited with a request in flight")
+            self.up.release("d1")
+            r = c.read_response()
         self.assertEqual((r.status, r.body), (200, b"drained"), r)
         self.assertTrue(r.conn_close, "no Connection: close during the drain: %r" % r)
-        self.assertEqual(fd.wait_exit(5), 0, fd.stderr_tail())
+        self.assertEqual(fd.wait_exit(), 0, fd.stderr_tail())
 
     def test_idle_keepalive_connection_closed_on_drain(self):
-        fd = self.start(drain_timeout="10s")
+        # drain_timeout is what would close it if the drain did not: far away
+        fd = self.start(drain_timeout="10m")
         with fd.client() as c:
             r = c.get("/x?body=one")
             self.assertEqual(r.status, 200)
             self.assertFalse(r.conn_close)
-            t0 = time.monotonic()
             fd.sigterm()
-            t1 = c.wait_eof(timeout=3)
-            self.assertLess(t1 - t0, 1.0, "idle connection kept for %.0f ms" % ((t1 - t0) * 1000))
-        self.assertEqual(fd.wait_exit(5), 0, fd.stderr_tail())
+            c.wait_eof()
+            self.assertEqual(bytes(c.buf), b"", "an idle connection was sent something")
+        self.assertEqual(fd.wait_exit(), 0, fd.stderr_tail())
 
     def test_drain_timeout_cancels_with_503(self):
         fd = self.start(drain_timeout="300ms")
         rid = "drain-timeout-1"
         with fd.client() as c:
-            c.request("GET", "/x?delay=10000&tag=dt1", [("X-Request-Id", rid)])
+            c.request("GET", "/x?hang=1&tag=dt1", [("X-Request-Id", rid)])
             req = self.up.wait_for_tag("dt1")
             t0 = time.monotonic()
             fd.sigterm()
-            r = c.read_response(timeout=5)
+            r = c.read_response()
         self.assertErrorJSON(r, 503)
         self.assertTrue(r.conn_close, r)
+        # the lower bound is the test: no 503 before drain_timeout
         dt = r.received - t0
-        self.assertGreater(dt, 0.2, "503 before the drain timeout")
-        self.assertLess(dt, 1.5, "503 %.0f ms after SIGTERM" % (dt * 1000))
-        self.assertClosedWithin(self.up, req, r.received, PROMPT)
+        self.assertGreaterEqual(dt, 0.3, "503 %.0f ms after SIGTERM, before the "
+                                "drain timeout" % (dt * 1000))
+        self.assertCancelled(self.up, req)
         e = fd.wait_access_log(request_id=rid)
         self.assertEqual((e["status"], e["cancel_reason"]), (503, "shutdown"), e)
-        self.assertEqual(fd.wait_exit(5), 0, fd.stderr_tail())
+        self.assertEqual(fd.wait_exit(), 0, fd.stderr_tail())
 
     def test_second_sigterm_cancels_at_once(self):
-        fd = self.start(drain_timeout="30s")
+        # the drain alone would wait ten minutes: the 503 comes from the
+        # second signal
+        fd = self.start(drain_timeout="10m")
         with fd.client() as c:
-            c.request("GET", "/x?delay=10000&tag=st1")
+            c.request("GET", "/x?hang=1&tag=st1")
             req = self.up.wait_for_tag("st1")
             fd.sigterm()
             # the first signal has been taken in once /healthz says draining
-            harness.wait_until(lambda: fd.healthz().status == 503, 2.0,
-                               "/healthz 503 after the first SIGTERM")
-            t0 = time.monotonic()
+            self.draining(fd)
             fd.sigterm()
-            r = c.read_response(timeout=5)
+            r = c.read_response()
         self.assertErrorJSON(r, 503)
         self.assertTrue(r.conn_close, r)
-        self.assertLess(r.received - t0, 1.0)
-        self.assertClosedWithin(self.up, req, t0, 1.0)
-        self.assertEqual(fd.wait_exit(3), 0, fd.stderr_tail())
+        self.assertCancelled(self.up, req)
+        self.assertEqual(fd.wait_exit(), 0, fd.stderr_tail())
 
     def test_exit_0_when_idle(self):
-        fd = self.start()
-        t0 = time.monotonic()
+        # nothing to wait for: the exit cannot be the drain timeout's
+        fd = self.start(drain_timeout="10m")
         fd.sigterm()
-        self.assertEqual(fd.wait_exit(5), 0, fd.stderr_tail())
-        self.assertLess(time.monotonic() - t0, 2.0)
+        self.assertEqual(fd.wait_exit(), 0, fd.stderr_tail())
 
     def test_sigint_drains_too(self):
         import signal
-        fd = self.start(drain_timeout="10s")
+        fd = self.start(drain_timeout="10m")
         with fd.client() as c:
-            c.request("GET", "/x?delay=500&body=int&tag=si1")
+            c.request("GET", "/x?hold=1&body=int&tag=si1")
             self.up.wait_for_tag("si1")
             fd.signal(signal.SIGINT)
-            r = c.read_response(timeout=5)
+            self.draining(fd)
+            self.up.release("si1")
+            r = c.read_response()
         self.assertEqual((r.status, r.body), (200, b"int"), r)
         self.assertTrue(r.conn_close, r)
         self.assertEqual(fd.wait_exit(5), 0, fd.stderr_tail())
