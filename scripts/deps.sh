@@ -21,8 +21,9 @@ PACKAGES=(
 	prometheus
 	# nghttpd: an HTTP/2 (h2c) upstream; nghttp and h2load: HTTP/2 clients
 	nghttp2-server nghttp2-client openssl
-	# systemd-analyze, to check systemd/fanoutd.service
-	systemd
+	# systemd-analyze, to check systemd/fanoutd.service; procps for the
+	# /bin/kill that the unit's ExecReload runs (a minimal Debian lacks it)
+	systemd procps
 )
 
 # libcurl 8.14 (and the curl tool, which needs the libcurl4 of its own

@@ -4,10 +4,14 @@ has what SPEC section 8 and the issue ask for (Type=notify, ExecStartPre
 with -t, ExecReload with SIGHUP, TimeoutStopSec above the default
 drain_timeout, Restart=on-failure, DynamicUser and the named hardening).
 
-verify checks that the ExecStart binaries exist and that the man pages named
-in Documentation= are installed; neither is true in a build tree, so the
-check runs on a copy of the unit whose binary paths point at a copy of the
-built fanoutd, with MANPATH pointing at the pages of this source tree.
+verify checks that the Exec binaries exist, so the check runs on a copy of
+the unit whose fanoutd paths point at a copy of the built fanoutd.  The unit
+really needs /bin/kill (procps) for ExecReload: scripts/deps.sh installs it.
+Whether the man pages named in Documentation= are installed is a question
+for an installed system, not for this tree (a minimal Debian has no man-db):
+verify runs with --man=no, and this test checks instead that every page named
+there is one of this tree's (tests/check-config-keys.sh lints them with
+mandoc).
 """
 
 import os
@@ -100,24 +104,13 @@ class SystemdUnitTest(unittest.TestCase):
         cls.copy = os.path.join(cls.tmp, "fanoutd.service")
         with open(cls.copy, "w") as f:
             f.write(text)
-        # the man pages of this tree, where man(1) will find them
-        cls.manpath = os.path.join(cls.tmp, "man")
-        cls.have_man = True
-        for page, sec in (("fanoutd.8", "8"), ("fanoutd.ini.5", "5")):
-            src = os.path.join(harness.SRCDIR, "man", page)
-            if not os.path.isfile(src):
-                cls.have_man = False
-                continue
-            os.makedirs(os.path.join(cls.manpath, "man" + sec), exist_ok=True)
-            shutil.copy(src, os.path.join(cls.manpath, "man" + sec, page))
 
     @classmethod
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def run_analyze(self, *args):
-        env = dict(os.environ, MANPATH=self.manpath, SYSTEMD_PAGER="", PAGER="cat",
-                   SYSTEMD_COLORS="0")
+        env = dict(os.environ, SYSTEMD_PAGER="", PAGER="cat", SYSTEMD_COLORS="0")
         p = subprocess.run([self.analyze] + list(args), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, env=env, timeout=60,
                            stdin=subprocess.DEVNULL)
@@ -125,14 +118,19 @@ class SystemdUnitTest(unittest.TestCase):
                 p.stderr.decode("utf-8", "replace"))
 
     def test_verify_is_clean(self):
-        args = ["verify"]
-        if not self.have_man:
-            print("note: man/fanoutd.8 or man/fanoutd.ini.5 missing: verify --man=no")
-            args.append("--man=no")
-        rc, out, err = self.run_analyze(*(args + [self.copy]))
+        rc, out, err = self.run_analyze("verify", "--man=no", self.copy)
         self.assertEqual((rc, out.strip(), err.strip()), (0, "", ""),
-                         "systemd-analyze verify %s (a copy of %s):\n%s%s"
+                         "systemd-analyze verify --man=no %s (a copy of %s):\n%s%s"
                          % (self.copy, self.unit, out, err))
+
+    def test_documentation_names_this_trees_pages(self):
+        unit = {k: v for section, k, v in directives(self.text) if section == "Unit"}
+        pages = re.findall(r"man:([\w.-]+)\((\d)\)", unit.get("Documentation", ""))
+        self.assertTrue(pages, "Documentation= names no man page")
+        for name, sec in pages:
+            path = os.path.join(harness.SRCDIR, "man", "%s.%s" % (name, sec))
+            self.assertTrue(os.path.isfile(path), "Documentation= names %s(%s), "
+                            "which is not in man/" % (name, sec))
 
     def test_security_exposure(self):
         rc, out, err = self.run_analyze("security", "--offline=true", self.copy)
