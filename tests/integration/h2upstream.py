@@ -10,8 +10,10 @@ Streams are answered by path:
 
 Every connection (opened, closed) and every stream on it (path, when it
 arrived, when and how it was reset, when it was answered) is recorded.
-Tests wait on that record with the bounded wait_* methods, never with
-sleeps.  All times are time.monotonic().
+Tests wait on that record with the wait_* methods, never with sleeps; each
+is bounded by PATIENCE (fakeupstream.py: 60 s, FANOUTD_TEST_PATIENCE), which
+only bounds how long a broken test takes to fail.  All times are
+time.monotonic().
 """
 
 import itertools
@@ -26,7 +28,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
-from fakeupstream import wait_on
+from fakeupstream import PATIENCE, wait_on
 
 
 class Stream:
@@ -120,12 +122,12 @@ class H2Upstream:
         """Answer every held stream /hold/TAG (and any that comes later)."""
         self._call(lambda: self._release(tag))
 
-    def wait_for(self, predicate, timeout=5.0, what="condition"):
+    def wait_for(self, predicate, timeout=PATIENCE, what="condition"):
         return wait_on(self.cond, predicate, timeout,
                        lambda: "%s: timed out after %.1fs waiting for %s (streams: %r)"
                        % (self.name, timeout, what, self.streams))
 
-    def wait_stream(self, tag, timeout=5.0):
+    def wait_stream(self, tag, timeout=PATIENCE):
         def find():
             for s in self.streams:
                 if s.tag == tag:
@@ -133,12 +135,12 @@ class H2Upstream:
             return None
         return self.wait_for(find, timeout, "a stream /hold/%s" % tag)
 
-    def wait_reset(self, stream, timeout=5.0):
+    def wait_reset(self, stream, timeout=PATIENCE):
         self.wait_for(lambda: stream.reset is not None, timeout,
                       "RST_STREAM on stream %d.%d" % (stream.conn.id, stream.id))
         return stream.reset
 
-    def wait_stopped(self, stream, timeout=5.0):
+    def wait_stopped(self, stream, timeout=PATIENCE):
         """Wait until the peer gave up STREAM: a RST_STREAM for it, or its
         connection closed; returns when."""
         def stopped():
@@ -146,7 +148,7 @@ class H2Upstream:
         return self.wait_for(stopped, timeout, "stream %d.%d reset or closed"
                              % (stream.conn.id, stream.id))
 
-    def wait_answered(self, n, timeout=5.0):
+    def wait_answered(self, n, timeout=PATIENCE):
         return self.wait_for(
             lambda: sum(1 for s in self.streams if s.answered) >= n, timeout,
             "%d answered streams" % n)

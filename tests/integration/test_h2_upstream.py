@@ -1,11 +1,15 @@
 """HTTP/2 upstreams (http2 = prior-knowledge) carry many transfers on one
 connection, and a cancel resets only the cancelled transfer's stream: the
-upstream sees RST_STREAM for it at once, the connection stays up, and the
-other streams on it finish whole.  The upstream is tests/integration/
+upstream sees RST_STREAM for it, the stream is never answered, the
+connection stays up, and the other streams on it finish whole.  How fast the
+reset goes out is bench/h2_upstream_cancel.py's business, not these tests':
+a held stream (/hold/TAG) waits for ever, so that it is reset at all is what
+is checked.  The upstream is tests/integration/
 h2upstream.py, which records every stream and every reset."""
 
 import itertools
 import socket
+import time
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean
@@ -13,8 +17,10 @@ sys.dont_write_bytecode = True  # keep the source tree clean
 import harness  # noqa: E402
 from h2upstream import H2Upstream  # noqa: E402
 
-PROMPT = 0.2        # as test_cancel: the reset follows the trigger at once
 RESET_CODES = (0x5, 0x8)   # STREAM_CLOSED (libcurl), CANCEL
+# fanoutd's timers run on libevent's clock, CLOCK_MONOTONIC_COARSE: one tick
+# (1-10 ms) behind the test's, so a deadline may seem to fire that much early
+TICK = 0.01
 _tags = itertools.count(1)
 
 
@@ -41,8 +47,7 @@ class H2UpstreamTest(harness.TestCase):
             server={"workers": "1"},
             upstreams={n: dict(upstream_kw, url=u.url, http2="prior-knowledge")
                        for n, u in ups.items()},
-            routes=routes or {"r": {"match": "/", "upstreams": "h2",
-                                    "deadline": "10s"}})
+            routes=routes or {"r": {"match": "/", "upstreams": "h2"}})
         return self.fd
 
     def held(self, path_tag=None, rid=None):
@@ -54,6 +59,20 @@ class H2UpstreamTest(harness.TestCase):
         self.addCleanup(c.__exit__)
         c.request("GET", "/hold/" + t, [("X-Request-Id", rid)])
         return c, self.up.wait_stream(t), rid
+
+    def assertReset(self, up, stream, what="the cancelled stream"):
+        """STREAM (held at UP: it would wait for ever) was given up by
+        fanoutd with a RST_STREAM, and never answered."""
+        up.wait_reset(stream)
+        self.assertIn(stream.reset_code, RESET_CODES, "%s: RST_STREAM code" % what)
+        self.assertIsNone(stream.answered, "%s was answered: %r" % (what, stream))
+
+    def assertStopped(self, up, stream, what="the cancelled stream"):
+        """STREAM was given up: reset, or its connection closed (libcurl
+        before 8.15 may close a connection it has nothing else on), and
+        never answered."""
+        up.wait_stopped(stream)
+        self.assertIsNone(stream.answered, "%s was answered: %r" % (what, stream))
 
     def outcomes(self, name="h2"):
         m = self.fd.metrics()
@@ -97,11 +116,8 @@ class H2UpstreamTest(harness.TestCase):
         b, sb, _ = self.held()
         c, sc, _ = self.held()
         self.assertEqual({sa.conn.id, sb.conn.id, sc.conn.id}, {1})
-        t0 = a.close()
-        dt = self.up.wait_reset(sa) - t0
-        self.assertLessEqual(dt, PROMPT, "RST_STREAM %.1f ms after the client "
-                             "left" % (dt * 1000))
-        self.assertIn(sa.reset_code, RESET_CODES, "RST_STREAM code")
+        a.close()
+        self.assertReset(self.up, sa)
         e = self.fd.wait_access_log(request_id=rid)
         self.assertEqual((e["status"], e["cancel_reason"]), (499, "client_closed"), e)
         # The others go on, on the same connection, and finish whole.
@@ -136,18 +152,17 @@ class H2UpstreamTest(harness.TestCase):
         a = socket.socket()
         self.addCleanup(a.close)
         a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-        a.settimeout(10)
+        a.settimeout(harness.PATIENCE)
         a.connect(("127.0.0.1", fd.port))
         a.sendall(b"GET /big?size=%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
         fd.wait_metric("fanoutd_upstream_transfers_paused", lambda v: v == 1)
         sa = self.up.wait_for(lambda: [s for s in self.up.streams
-                                       if s.path.startswith("/big")], 5, "A")[0]
+                                       if s.path.startswith("/big")],
+                              what="A")[0]
         b, sb, _ = self.held()
         self.assertIs(sb.conn, sa.conn)
-        t0 = b.close()
-        dt = self.up.wait_reset(sb) - t0
-        self.assertLessEqual(dt, PROMPT, "RST_STREAM %.1f ms after the client "
-                             "left" % (dt * 1000))
+        b.close()
+        self.assertReset(self.up, sb)
         self.assertIsNone(sa.conn.closed, "the connection was shut under A")
         self.assertIsNone(sa.reset)
         buf = b""
@@ -169,29 +184,57 @@ class H2UpstreamTest(harness.TestCase):
         self.assertEqual(self.fd.get("/warm").status, 200)
         a, sa, rid = self.held()
         b, sb, _ = self.held()
-        t0 = a.reset()
-        dt = self.up.wait_reset(sa) - t0
-        self.assertLessEqual(dt, PROMPT)
+        a.reset()
+        self.assertReset(self.up, sa)
         self.assertIsNone(sb.reset)
         self.up.release(sb.tag)
         self.assertEqual(b.read_response().status, 200)
         self.assertEqual(len(self.up.open_connections()), 1)
 
     def test_deadline_resets_the_stream_and_keeps_the_connection(self):
-        self.start(routes={"r": {"match": "/", "upstreams": "h2",
-                                 "deadline": "10s"},
-                           "dl": {"match": "/hold/dl", "upstreams": "h2",
-                                  "deadline": "300ms"}})
+        # The deadline is the trigger, and it must fire once the stream is
+        # open at the upstream.  300 ms is plenty on any usual machine; one
+        # so slow that the deadline came before the stream went out tries
+        # again with ten times that (the checks are the same, only later).
+        deadlines = (0.3, 3.0, 30.0)
+        routes = {"r": {"match": "/", "upstreams": "h2"}}
+        for i, d in enumerate(deadlines):
+            routes["dl%d" % i] = {"match": "/hold/dl%d/" % i, "upstreams": "h2",
+                                  "deadline": d}
+        self.start(routes=routes)
         self.assertEqual(self.fd.get("/warm").status, 200)
         b, sb, _ = self.held()
-        c, s, rid = self.held("dl/" + tag())
-        self.assertEqual(s.conn, sb.conn)
-        r = c.read_response()
-        self.assertEqual(r.status, 504)
-        self.up.wait_reset(s)
-        self.assertIn(s.reset_code, RESET_CODES)
-        e = self.fd.wait_access_log(request_id=rid)
-        self.assertEqual(e["cancel_reason"], "deadline", e)
+        for i, d in enumerate(deadlines):
+            t = "dl%d/%s" % (i, tag())
+            rid = "h2up-" + t.replace("/", "-")
+            c = self.fd.client()
+            self.addCleanup(c.__exit__)
+            t0 = time.monotonic()
+            c.request("GET", "/hold/" + t, [("X-Request-Id", rid)])
+            r = c.read_response()
+            self.assertEqual(r.status, 504, r)
+            self.assertGreaterEqual(r.received - t0, d - TICK,
+                                    "504 before the deadline")
+            e = self.fd.wait_access_log(request_id=rid)
+            self.assertEqual(e["cancel_reason"], "deadline", e)
+            # Was the stream at the upstream when the deadline fired?  Then
+            # the reset is checked with nothing else written on the
+            # connection since (a write would flush a reset left queued).
+            s = [x for x in self.up.streams if x.path == "/hold/" + t]
+            if s:
+                break
+            # Too slow a machine: make sure the stream will not come (a
+            # request after it on the same connection arrives after it, if
+            # it went at all), and try a longer deadline.
+            sync = self.fd.get("/sync%d" % i)
+            self.assertEqual(sync.status, 200, sync)
+            self.assertEqual(len(self.up.connections), 1)
+        else:
+            self.fail("no stream reached the upstream before even a %gs deadline"
+                      % deadlines[-1])
+        s = s[0]
+        self.assertIs(s.conn, sb.conn)
+        self.assertReset(self.up, s, "the stream past its deadline")
         self.assertIsNone(sb.reset)
         self.up.release(sb.tag)
         self.assertEqual(b.read_response().status, 200)
@@ -207,11 +250,8 @@ class H2UpstreamTest(harness.TestCase):
         self.start()
         self.assertEqual(self.fd.get("/warm").status, 200)
         a, sa, rid = self.held()
-        t0 = a.close()
-        dt = self.up.wait_stopped(sa) - t0
-        self.assertLessEqual(dt, PROMPT, "upstream stopped %.1f ms after the "
-                             "client left" % (dt * 1000))
-        self.assertIsNone(sa.answered)
+        a.close()
+        self.assertStopped(self.up, sa)
         e = self.fd.wait_access_log(request_id=rid)
         self.assertEqual((e["status"], e["cancel_reason"]), (499, "client_closed"), e)
         # The daemon serves on, over a new connection if it closed that one.
@@ -222,8 +262,7 @@ class H2UpstreamTest(harness.TestCase):
         slow = self.h2up("slow")
         self.start(upstreams={"fast": fast, "slow": slow},
                    routes={"first": {"match": "/", "mode": "first",
-                                     "upstreams": "fast, slow",
-                                     "deadline": "10s"}})
+                                     "upstreams": "fast, slow"}})
         # Both legs' streams are open before the fast one answers, so the
         # slow one has work to stop.
         t = tag()
@@ -235,8 +274,7 @@ class H2UpstreamTest(harness.TestCase):
         fast.release(t)
         r = c.read_response()
         self.assertEqual((r.status, r.body), (200, b"ok /hold/" + t.encode()))
-        slow.wait_stopped(s)
-        self.assertIsNone(s.answered)
+        self.assertStopped(slow, s, "the loser's stream")
         self.fd.wait_metric("fanoutd_upstream_transfers_in_flight",
                             lambda v: v == 0)
         m = self.fd.metrics()
@@ -256,7 +294,7 @@ class H2UpstreamTest(harness.TestCase):
         for c, _, _ in held:
             c.close()
         for _, s, _ in held:
-            self.up.wait_stopped(s)
+            self.assertStopped(self.up, s)
         self.fd.wait_metric("fanoutd_upstream_transfers_in_flight",
                             lambda v: v == 0)
         self.assertFalse([s for _, s, _ in held if s.answered])
