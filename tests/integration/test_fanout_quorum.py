@@ -1,15 +1,30 @@
 """Mode quorum: an envelope as soon as K legs succeeded (the rest
 superseded and closed at their upstreams); 502 as soon as K can no longer
 be reached, without waiting for the slow legs; the default K is a
-majority."""
+majority.
+
+A slow leg never answers (hang=1): if fanoutd waited for it, the test would
+wait for ever (PATIENCE), and its upstream connection must be closed,
+unanswered.  "Not before the K-th success" is made by holding that leg
+(hold=1) until fanoutd has counted the others, then releasing it: its
+success must be in the envelope, not superseded."""
+
+import time
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean
 
 import harness  # noqa: E402
 
-PROMPT = 0.2
 NAMES = ["a", "b", "c"]
+DEADLINE = 0.4          # route "qdl"
+# fanoutd's timers run on libevent's clock, CLOCK_MONOTONIC_COARSE, which
+# may be up to one kernel tick behind the precise clock the tests read: "not
+# before the deadline" allows that tick
+try:
+    TICK = time.clock_getres(getattr(time, "CLOCK_MONOTONIC_COARSE", 6))
+except (OSError, ValueError):
+    TICK = 0.01
 
 
 class QuorumTest(harness.SharedDaemonTest):
@@ -20,44 +35,69 @@ class QuorumTest(harness.SharedDaemonTest):
         return dict(
             upstreams={n: f[n] for n in cls.FAKES},
             routes={
-                "q": {"match": "/q", "mode": "quorum", "upstreams": NAMES,
-                      "deadline": "10s"},                     # default: 2 of 3
+                "q": {"match": "/q", "mode": "quorum", "upstreams": NAMES},  # 2 of 3
                 "q1": {"match": "/q1", "mode": "quorum", "upstreams": NAMES,
-                       "quorum": "1", "deadline": "10s"},
+                       "quorum": "1"},
                 "q3": {"match": "/q3", "mode": "quorum", "upstreams": NAMES,
-                       "quorum": "3", "deadline": "10s"},
+                       "quorum": "3"},
                 "q4": {"match": "/q4", "mode": "quorum",
-                       "upstreams": ["a", "b", "c", "d"], "deadline": "10s"},  # 3 of 4
+                       "upstreams": ["a", "b", "c", "d"]},  # 3 of 4
                 "qdl": {"match": "/qdl", "mode": "quorum", "upstreams": NAMES,
-                        "deadline": "400ms"},
+                        "deadline": "%dms" % (DEADLINE * 1000)},
             })
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        try:
+            # A daemon's first requests are slow under valgrind (its code
+            # is translated on the first pass): use the deadline route once,
+            # so that its legs reach their fakes before the deadline.
+            cls.fd.get("/qdl/warm?body=warm")
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    def outcome(self, m0, name, outcome):
+        """Wait until fanoutd has counted one more OUTCOME for upstream NAME
+        than in the metrics M0."""
+        return self.fd.wait_metric(
+            "fanoutd_upstream_requests_total",
+            lambda v: v == m0.get("fanoutd_upstream_requests_total", upstream=name,
+                                  outcome=outcome) + 1,
+            upstream=name, outcome=outcome)
+
+    def send(self, target, rid=None):
+        """A request left in flight: returns its client."""
+        c = self.fd.client()
+        self.addCleanup(c.__exit__)
+        c.request("GET", target, [("X-Request-Id", rid)] if rid else [])
+        return c
 
     # ------------------------------------------------------------------
     def test_quorum_reached_answers_and_supersedes_the_rest(self):
         m0 = self.fd.metrics()
         t = self.tag("ok")
         rid = "quorum-" + t
-        r, t0 = self.call("/q/x?tag=%s&a.body=A&b.delay=100&b.body=B&b.wait=c&c.delay=5000" % t,
-                          rid=rid)
+        # a succeeds at once; b is held until fanoutd has counted a's
+        # success and c is at its upstream; c never answers
+        c = self.send("/q/x?tag=%s&a.body=A&b.hold=1&b.body=B&c.hang=1" % t, rid)
+        self.outcome(m0, "a", "ok")
+        creq = self.f["c"].wait_for_tag(t)
+        self.f["b"].release(t)
+        r = c.read_response()
         env = self.assertEnvelope(r, 200, NAMES)
         self.assertEqual(self.assertLegOK(env, "a").get("body"), "A")
+        # one success was not enough: b's is in the envelope
         self.assertEqual(self.assertLegOK(env, "b").get("body"), "B")
         self.assertLegError(env, "c", "cancelled", "superseded")
-        el = r.received - t0
-        self.assertGreaterEqual(el, 0.08, "answered before the second success")
-        self.assertLess(el, 2.5, "waited for the slow leg (%.0f ms)" % (el * 1000))
-        c = self.f["c"].wait_for_tag(t)
-        self.assertClosedWithin(self.f["c"], c, r.received, PROMPT, "superseded leg c")
-        self.assertIsNone(c.responded)
+        self.assertCancelled(self.f["c"], creq, "superseded leg c")
         e = self.fd.wait_access_log(request_id=rid)
         self.assertEqual(e["status"], 200, e)
         ups = {u["name"]: u for u in e["upstreams"]}
         self.assertEqual((ups["c"].get("error"), ups["c"].get("reason")),
                          ("cancelled", "superseded"), e)
-        self.fd.wait_metric("fanoutd_upstream_requests_total",
-                            lambda v: v == m0.get("fanoutd_upstream_requests_total",
-                                                  upstream="c", outcome="cancelled") + 1,
-                            upstream="c", outcome="cancelled")
+        self.outcome(m0, "c", "cancelled")
         self.fd.wait_metric("fanoutd_cancellations_total",
                             lambda v: v == m0.get("fanoutd_cancellations_total",
                                                   reason="superseded") + 1,
@@ -69,9 +109,15 @@ class QuorumTest(harness.SharedDaemonTest):
                                 outcome="error"))
 
     def test_failed_leg_before_quorum_is_in_the_envelope(self):
+        m0 = self.fd.metrics()
         t = self.tag("mix")
-        r, _ = self.call("/q/x?tag=%s&a.status=503&a.body=no&b.body=B&c.delay=150"
-                         "&c.body=C" % t)
+        # c, the second success, is held until fanoutd has counted a's
+        # failure
+        c = self.send("/q/x?tag=%s&a.status=503&a.body=no&b.body=B&c.hold=1"
+                      "&c.body=C" % t)
+        self.outcome(m0, "a", "status")
+        self.f["c"].release(t)
+        r = c.read_response()
         env = self.assertEnvelope(r, 200, NAMES)
         self.assertEqual(self.assertLegError(env, "a", "status").get("status"), 503)
         self.assertEqual(self.assertLegOK(env, "b").get("body"), "B")
@@ -81,91 +127,101 @@ class QuorumTest(harness.SharedDaemonTest):
         m0 = self.fd.metrics()
         t = self.tag("un")
         rid = "quorum-" + t
-        # two fast failures: 2 of 3 can no longer succeed; c would take 5s
-        r, t0 = self.call("/q/x?tag=%s&a.status=500&b.close=1&b.wait=c&c.delay=5000" % t,
-                          rid=rid)
+        # two failures (b's once c is at its upstream): 2 of 3 can no
+        # longer succeed; c never answers
+        r, _ = self.call("/q/x?tag=%s&a.status=500&b.close=1&b.wait=c&c.hang=1" % t,
+                         rid=rid)
         env = self.assertEnvelope(r, 502, NAMES)
         self.assertEqual(self.assertLegError(env, "a", "status").get("status"), 500)
         self.assertIn(env["b"].get("error"), ("reset", "protocol"), env)
         self.assertLegError(env, "c", "cancelled", "superseded")
-        el = r.received - t0
-        self.assertLess(el, 2.5, "502 after %.0f ms: waited for the slow leg"
-                        % (el * 1000))
-        c = self.f["c"].wait_for_tag(t)
-        self.assertClosedWithin(self.f["c"], c, r.received, PROMPT, "slow leg c")
-        self.fd.wait_metric("fanoutd_upstream_requests_total",
-                            lambda v: v == m0.get("fanoutd_upstream_requests_total",
-                                                  upstream="c", outcome="cancelled") + 1,
-                            upstream="c", outcome="cancelled")
+        self.assertCancelled(self.f["c"], self.f["c"].wait_for_tag(t), "slow leg c")
+        self.outcome(m0, "c", "cancelled")
         e = self.fd.wait_access_log(request_id=rid)
         self.assertEqual(e["status"], 502, e)
 
     def test_quorum_of_all_fails_on_the_first_failure(self):
         t = self.tag("q3")
-        r, t0 = self.call("/q3/x?tag=%s&a.status=500&delay=5000&a.delay=0&a.wait=b,c" % t)
+        # a fails once b and c are at their upstreams; they never answer
+        r, _ = self.call("/q3/x?tag=%s&a.status=500&hang=1&a.hang=0&a.wait=b,c" % t)
         env = self.assertEnvelope(r, 502, NAMES)
-        self.assertLess(r.received - t0, 2.5, "waited for the 5s legs")
         for n in ("b", "c"):
             self.assertLegError(env, n, "cancelled", "superseded")
-            self.assertClosedWithin(self.f[n], self.f[n].wait_for_tag(t), r.received,
-                                    PROMPT, "leg %s" % n)
+            self.assertCancelled(self.f[n], self.f[n].wait_for_tag(t), "leg %s" % n)
 
     def test_quorum_of_all_needs_every_leg(self):
+        m0 = self.fd.metrics()
         t = self.tag("q3ok")
-        r, t0 = self.call("/q3/x?tag=%s&body=v&c.delay=300" % t)
+        # c is held until fanoutd has counted a's and b's successes: two of
+        # three must not answer
+        c = self.send("/q3/x?tag=%s&body=v&c.hold=1" % t)
+        self.outcome(m0, "a", "ok")
+        self.outcome(m0, "b", "ok")
+        self.f["c"].release(t)
+        r = c.read_response()
         env = self.assertEnvelope(r, 200, NAMES)
         for n in NAMES:
             self.assertLegOK(env, n)
-        self.assertGreaterEqual(r.received - t0, 0.28, "did not wait for all three")
 
     def test_quorum_one(self):
         t = self.tag("q1")
-        r, t0 = self.call("/q1/x?tag=%s&delay=5000&b.delay=0&b.body=one&b.wait=a,c" % t)
+        # b answers once a and c are at their upstreams; they never answer
+        r, _ = self.call("/q1/x?tag=%s&hang=1&b.hang=0&b.body=one&b.wait=a,c" % t)
         env = self.assertEnvelope(r, 200, NAMES)
         self.assertEqual(self.assertLegOK(env, "b").get("body"), "one")
         for n in ("a", "c"):
             self.assertLegError(env, n, "cancelled", "superseded")
-            self.assertClosedWithin(self.f[n], self.f[n].wait_for_tag(t), r.received,
-                                    PROMPT, "leg %s" % n)
+            self.assertCancelled(self.f[n], self.f[n].wait_for_tag(t), "leg %s" % n)
 
     def test_default_quorum_is_a_majority_of_four(self):
+        m0 = self.fd.metrics()
         t = self.tag("q4")
-        # two at once, the third at 300ms, the fourth never: 3 of 4 needed
-        r, t0 = self.call("/q4/x?tag=%s&body=v&c.delay=300&c.wait=d&d.delay=5000" % t)
+        # a and b at once; c held until fanoutd has counted both and d is
+        # at its upstream; d never answers: 3 of 4 needed
+        c = self.send("/q4/x?tag=%s&body=v&c.hold=1&d.hang=1" % t)
+        self.outcome(m0, "a", "ok")
+        self.outcome(m0, "b", "ok")
+        dreq = self.f["d"].wait_for_tag(t)
+        self.f["c"].release(t)
+        r = c.read_response()
         env = self.assertEnvelope(r, 200, ["a", "b", "c", "d"])
+        # two of four were not enough: c's success is in the envelope
         for n in ("a", "b", "c"):
             self.assertLegOK(env, n)
         self.assertLegError(env, "d", "cancelled", "superseded")
-        el = r.received - t0
-        self.assertGreaterEqual(el, 0.28, "answered with 2 of 4 (%.0f ms)" % (el * 1000))
-        self.assertLess(el, 2.5, "waited for the 5s leg")
-        self.assertClosedWithin(self.f["d"], self.f["d"].wait_for_tag(t), r.received,
-                                PROMPT, "leg d")
+        self.assertCancelled(self.f["d"], dreq, "leg d")
 
     def test_deadline_504(self):
         t = self.tag("dl")
         rid = "quorum-" + t
-        r, t0 = self.call("/qdl/x?tag=%s&a.body=A&delay=5000&a.delay=0&a.wait=b,c" % t, rid=rid)
+        # a succeeds at once, b and c never answer: 2 of 3 never come
+        r, t0 = self.call("/qdl/x?tag=%s&hang=1&a.hang=0&a.body=A" % t, rid=rid)
         self.assertErrorJSON(r, 504)
-        el = r.received - t0
-        self.assertGreater(el, 0.3)
-        self.assertLess(el, 2.0, "the deadline did not cut the 5s legs")
-        for n in ("b", "c"):
-            self.assertClosedWithin(self.f[n], self.f[n].wait_for_tag(t), r.received,
-                                    PROMPT, "leg %s" % n)
+        # the lower bound is the test: no 504 before the deadline
+        dt = r.received - t0
+        self.assertGreaterEqual(dt, DEADLINE - TICK, "504 %.1f ms after the send, "
+                                "before the deadline" % (dt * 1000))
         e = self.fd.wait_access_log(request_id=rid)
         self.assertEqual((e["status"], e["cancel_reason"]), (504, "deadline"), e)
+        ups = {u["name"]: u for u in e["upstreams"]}
+        for n in ("b", "c"):
+            self.assertEqual((ups[n].get("error"), ups[n].get("reason")),
+                             ("cancelled", "deadline"), e)
+            # normally at their upstreams long before the deadline (the
+            # route was warmed); whatever got there is closed
+            for q in self.f[n].requests_tagged(t):
+                self.assertCancelled(self.f[n], q, "leg %s" % n)
 
     def test_client_hangup_closes_every_leg(self):
         t = self.tag("h")
         rid = "quorum-" + t
         c = self.fd.client()
         self.addCleanup(c.__exit__)
-        c.request("GET", "/q/x?delay=5000&tag=" + t, [("X-Request-Id", rid)])
+        c.request("GET", "/q/x?hang=1&tag=" + t, [("X-Request-Id", rid)])
         reqs = {n: self.f[n].wait_for_tag(t) for n in NAMES}
-        t0 = c.abort("rst")
+        c.abort("rst")
         for n in NAMES:
-            self.assertClosedWithin(self.f[n], reqs[n], t0, PROMPT, "leg %s" % n)
+            self.assertCancelled(self.f[n], reqs[n], "leg %s" % n)
         e = self.fd.wait_access_log(request_id=rid)
         self.assertEqual((e["status"], e["cancel_reason"]), (499, "client_closed"), e)
 
