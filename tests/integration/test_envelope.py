@@ -23,12 +23,11 @@ class EnvelopeTest(harness.SharedDaemonTest):
             upstreams={"a": f["a"], "b": f["b"], "c": f["c"]},
             routes={
                 "env": {"match": "/env", "mode": "all", "upstreams": ORDER,
-                        "deadline": "5s", "partial": "allow"},
+                        "partial": "allow"},
                 # quorum and first answer with the same envelope when it fails
                 "q": {"match": "/q", "mode": "quorum", "upstreams": ORDER,
-                      "quorum": "3", "deadline": "5s"},
-                "first": {"match": "/first", "mode": "first", "upstreams": ORDER,
-                          "deadline": "5s"},
+                      "quorum": "3"},
+                "first": {"match": "/first", "mode": "first", "upstreams": ORDER},
             })
 
     def env(self, opts, prefix="/env/x", status=200):
@@ -50,9 +49,21 @@ class EnvelopeTest(harness.SharedDaemonTest):
 
     # ------------------------------------------------------------------
     def test_member_order_is_route_order(self):
-        # c answers last, a first; members still c, a, b
-        r, env = self.env([("a.delay", "0"), ("b.delay", "60"), ("c.delay", "150"),
-                           ("body", "x")])
+        # a answers first, then b, c last (each held until fanoutd has
+        # counted the one before); members still c, a, b
+        m0 = self.fd.metrics()
+        t = self.tag("o")
+        with self.fd.client() as c:
+            c.request("GET", "/env/x?hold=1&body=x&tag=" + t)
+            for n in ("a", "b", "c"):
+                self.f[n].release(t)
+                self.fd.wait_metric(
+                    "fanoutd_upstream_requests_total",
+                    lambda v: v == m0.get("fanoutd_upstream_requests_total",
+                                          upstream=n, outcome="ok") + 1,
+                    upstream=n, outcome="ok")
+            r = c.read_response()
+        env = self.assertEnvelope(r, 200, ORDER)
         self.assertEqual(list(env), ORDER)
         self.assertIn("application/json", r.header("content-type"))
 
