@@ -13,8 +13,9 @@ table and the :status is either a static-table index (0x88 = 200 ...) or a
 literal with the static name :status, whose digits are decoded (plain or
 Huffman-coded).  Anything else gives status None.
 
-Every read is bounded (socket timeouts, a deadline per wait); nothing
-synchronises with sleeps.
+Every read is bounded (socket timeouts, a deadline per wait), by default by
+harness.PATIENCE, which only bounds how long a broken test takes to fail;
+nothing synchronises with sleeps.
 """
 
 import shutil
@@ -252,7 +253,8 @@ class H2Client:
     wide, so a test never has to hand out window itself.  preface=False
     sends nothing at all (the caller writes the preface itself)."""
 
-    def __init__(self, port, host="127.0.0.1", tls=False, timeout=5.0,
+    def __init__(self, port, host="127.0.0.1", tls=False,
+                 timeout=harness.PATIENCE,
                  settings=(), preface=True, alpn=("h2",),
                  server_hostname="localhost", big_window=True):
         self.timeout = timeout
@@ -600,7 +602,7 @@ def make_cert(directory, name="cert", cn="localhost"):
          "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
          "-subj", "/CN=" + cn, "-keyout", key, "-out", cert],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        timeout=30)
+        timeout=harness.PATIENCE)
     if p.returncode != 0:
         raise AssertionError("openssl req failed (%d): %s"
                              % (p.returncode, p.stderr.decode("utf-8", "replace")))
@@ -629,7 +631,8 @@ def client_context(alpn=None, minimum=None, maximum=None):
     return ctx
 
 
-def peer_cert(port, host="127.0.0.1", timeout=5.0, alpn=("http/1.1",)):
+def peer_cert(port, host="127.0.0.1", timeout=harness.PATIENCE,
+              alpn=("http/1.1",)):
     """(DER bytes of the certificate served on PORT, selected ALPN)."""
     raw = socket.create_connection((host, port), timeout=timeout)
     try:
