@@ -4,6 +4,12 @@ The deadline (route "dl") and the upstream timeout (upstream "short") are
 what these tests are about, so they are short; the upstream never answers
 (hang=1), and what is checked is that the 504 does not come before them,
 measured from the client's send.  How late it comes is not checked.
+
+Both start when the request's head is in, and a test of them needs the
+request at the upstream before they fire: nothing but speed orders that.
+So each comes in three lengths, and a test that finds its request did not
+reach the upstream before the 504 runs again with the next (10 times
+longer) one.  Normally the first one does.
 """
 
 import time
@@ -13,8 +19,7 @@ sys.dont_write_bytecode = True  # keep the source tree clean
 
 import harness  # noqa: E402
 
-DEADLINE = 0.3      # route "dl"
-TIMEOUT = 0.3       # upstream "short"
+LIMITS = (0.3, 3, 30)   # route deadlines and upstream timeouts, in turn
 HEADER_ROUTE_MS = 7 * 60 * 1000     # route "hdr": 7m, unlike any default
 # fanoutd's timers run on libevent's clock, CLOCK_MONOTONIC_COARSE, which
 # may be up to one kernel tick behind the precise clock the tests read: "not
@@ -25,25 +30,29 @@ except (OSError, ValueError):
     TICK = 0.01
 
 
+def ms(limit):
+    return "%dms" % (limit * 1000)
+
+
 class DeadlineTest(harness.SharedDaemonTest):
     FAKES = ("slow",)
 
     @classmethod
     def config(cls, f):
         cls.up = f["slow"]
-        return dict(
-            upstreams={
-                "slow": cls.up,
-                "short": {"url": cls.up, "timeout": "%dms" % (TIMEOUT * 1000)},
-            },
-            routes={
-                "dl": {"match": "/dl", "upstreams": "slow",
-                       "deadline": "%dms" % (DEADLINE * 1000)},
-                "hdr": {"match": "/hdr", "upstreams": "slow",
-                        "deadline": "%dms" % HEADER_ROUTE_MS},
-                "to": {"match": "/to", "upstreams": "short"},
-                "other": {"match": "/other", "upstreams": "slow"},
-            })
+        upstreams = {"slow": cls.up}
+        routes = {
+            "hdr": {"match": "/hdr", "upstreams": "slow",
+                    "deadline": "%dms" % HEADER_ROUTE_MS},
+            "other": {"match": "/other", "upstreams": "slow"},
+        }
+        for limit in LIMITS:
+            routes["dl-" + ms(limit)] = {"match": "/dl-%s/" % ms(limit),
+                                         "upstreams": "slow", "deadline": ms(limit)}
+            upstreams["short-" + ms(limit)] = {"url": cls.up, "timeout": ms(limit)}
+            routes["to-" + ms(limit)] = {"match": "/to-%s/" % ms(limit),
+                                         "upstreams": "short-" + ms(limit)}
+        return dict(upstreams=upstreams, routes=routes)
 
     @classmethod
     def setUpClass(cls):
@@ -56,13 +65,33 @@ class DeadlineTest(harness.SharedDaemonTest):
 
     @classmethod
     def warm_up(cls):
-        # The deadline and the timeout start when the head is in; the tests
-        # need the request at the upstream before they fire.  A daemon's
-        # first requests are slow under valgrind (its first pass through
-        # the code is translated: 465 ms from send to upstream seen once),
-        # so each route is used once first.  Their answers do not matter.
-        for path in ("/other/w", "/to/w", "/dl/w", "/hdr/w"):
+        # A daemon's first requests are slow under valgrind (its first pass
+        # through the code is translated: 465 ms from send to upstream seen
+        # once), so each route is used once first: the shortest deadline
+        # and timeout then do.  Their answers do not matter.
+        for path in ("/other/w", "/to-%s/w" % ms(LIMITS[0]),
+                     "/dl-%s/w" % ms(LIMITS[0]), "/hdr/w"):
             cls.fd.get(path + "?body=warm")
+
+    def expire(self, kind):
+        """A request on the KIND ("dl": route deadline, "to": upstream
+        timeout) routes that the upstream never answers, until one reached
+        the upstream before its 504.  Returns (response, t_sent, request at
+        the upstream, limit, request id)."""
+        for limit in LIMITS:
+            tag = self.tag(kind)
+            rid = "deadline-" + tag
+            with self.fd.client() as c:
+                t0 = time.monotonic()
+                c.request("GET", "/%s-%s/x?hang=1&tag=%s" % (kind, ms(limit), tag),
+                          [("X-Request-Id", rid)])
+                r = c.read_response()
+            reqs = self.up.requests_tagged(tag)
+            if reqs:
+                return r, t0, reqs[0], limit, rid
+            sys.stderr.write("%s %s: the 504 came before the request reached the "
+                             "upstream; again with a longer one\n" % (kind, ms(limit)))
+        self.fail("%s: every 504 came before the request reached the upstream" % kind)
 
     def assertNotBefore(self, r, t0, limit, what):
         dt = r.received - t0
@@ -72,16 +101,11 @@ class DeadlineTest(harness.SharedDaemonTest):
 
     def test_route_deadline_504_and_upstream_closed(self):
         m0 = self.fd.metrics()
-        rid = "deadline-1"
-        with self.fd.client() as c:
-            t0 = time.monotonic()
-            c.request("GET", "/dl/x?hang=1&tag=dl1", [("X-Request-Id", rid)])
-            req = self.up.wait_for_tag("dl1")
-            r = c.read_response()
+        r, t0, req, limit, rid = self.expire("dl")
         self.assertErrorJSON(r, 504)
         self.assertEqual(r.header("x-request-id"), rid)
         # the lower bound is the test: no 504 before the deadline
-        self.assertNotBefore(r, t0, DEADLINE, "route deadline")
+        self.assertNotBefore(r, t0, limit, "route deadline")
         self.assertCancelled(self.up, req, "upstream connection after the deadline")
         e = self.fd.wait_access_log(request_id=rid)
         self.assertEqual((e["status"], e["cancel_reason"]), (504, "deadline"), e)
@@ -102,12 +126,12 @@ class DeadlineTest(harness.SharedDaemonTest):
             r = c.read_response()
         self.assertEqual(r.status, 200, r)
         req = self.up.wait_for_tag("dlh")
-        ms = int(req.header("x-request-deadline-ms"))
+        left = int(req.header("x-request-deadline-ms"))
         spent_ms = (req.arrived - t0) * 1000
-        self.assertLessEqual(ms, HEADER_ROUTE_MS)
-        self.assertGreaterEqual(ms, HEADER_ROUTE_MS - spent_ms - 1000,
+        self.assertLessEqual(left, HEADER_ROUTE_MS)
+        self.assertGreaterEqual(left, HEADER_ROUTE_MS - spent_ms - 1000,
                                 "%d ms left of a %d ms deadline after %.0f ms"
-                                % (ms, HEADER_ROUTE_MS, spent_ms))
+                                % (left, HEADER_ROUTE_MS, spent_ms))
 
     def test_upstream_timeout_504_closes_only_that_transfer(self):
         m0 = self.fd.metrics()
@@ -117,15 +141,10 @@ class DeadlineTest(harness.SharedDaemonTest):
         self.addCleanup(other.__exit__)
         other.request("GET", "/other/x?hold=1&body=fine&tag=to-other")
         oreq = self.up.wait_for_tag("to-other")
-        rid = "timeout-1"
-        with self.fd.client() as c:
-            t0 = time.monotonic()
-            c.request("GET", "/to/x?hang=1&tag=to1", [("X-Request-Id", rid)])
-            req = self.up.wait_for_tag("to1")
-            r = c.read_response()
+        r, t0, req, limit, rid = self.expire("to")
         self.assertErrorJSON(r, 504)
         # the lower bound is the test: no 504 before the upstream's timeout
-        self.assertNotBefore(r, t0, TIMEOUT, "upstream timeout")
+        self.assertNotBefore(r, t0, limit, "upstream timeout")
         self.assertCancelled(self.up, req, "upstream connection after its timeout")
         self.assertIsNone(oreq.conn.closed, "the other request's upstream connection "
                           "was closed by this request's timeout")
@@ -146,12 +165,10 @@ class DeadlineTest(harness.SharedDaemonTest):
         # a deadline that fires must not cancel another request in flight:
         # that one is at the upstream first, and held there until the
         # deadline has fired
-        with self.fd.client() as slow, self.fd.client() as other:
+        with self.fd.client() as other:
             other.request("GET", "/other/x?hold=1&body=ok&tag=cc-other")
             oreq = self.up.wait_for_tag("cc-other")
-            slow.request("GET", "/dl/x?hang=1&tag=cc-slow")
-            sreq = self.up.wait_for_tag("cc-slow")
-            rs = slow.read_response()
+            rs, _, sreq, _, _ = self.expire("dl")
             self.assertErrorJSON(rs, 504)
             self.assertCancelled(self.up, sreq, "upstream connection after the deadline")
             self.assertIsNone(oreq.conn.closed, "the other request's upstream "
