@@ -37,6 +37,7 @@ class NotifySocket:
         self.sock.bind(self.path)
         self.sock.settimeout(0.05)
         self.messages = []
+        self._barriers = 0
         self.cond = threading.Condition()
         self._stop = False
         self._t = threading.Thread(target=self._run, daemon=True)
@@ -78,7 +79,25 @@ class NotifySocket:
         with self.cond:
             return len(self.messages)
 
-    def wait_for(self, key, value=None, since=0, timeout=5.0):
+    def barrier(self):
+        """An index after every message sent to this socket so far: a
+        datagram of our own goes into the same queue, behind whatever
+        fanoutd sent before this call, and the index is the one after it
+        once the thread has taken it out.  What comes after the mark was
+        sent after this call, by construction (mark() only knows what the
+        thread has read already)."""
+        with self.cond:
+            self._barriers += 1
+            n = str(self._barriers)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            s.sendto(b"TEST_BARRIER=" + n.encode(), self.path)
+        finally:
+            s.close()
+        i, _, _ = self.wait_for("TEST_BARRIER", n)
+        return i + 1
+
+    def wait_for(self, key, value=None, since=0, timeout=harness.PATIENCE):
         """The first message after index SINCE with KEY (=VALUE); returns
         (index, time, message)."""
         end = time.monotonic() + timeout
@@ -106,7 +125,7 @@ class NotifyFanoutd(harness.Fanoutd):
 
     notify = None
 
-    def wait_ready(self, timeout=5.0):
+    def wait_ready(self, timeout=harness.PATIENCE):
         end = time.monotonic() + timeout
         while True:
             rc = self.proc.poll()
@@ -120,6 +139,34 @@ class NotifyFanoutd(harness.Fanoutd):
             except AssertionError:
                 if time.monotonic() >= end:
                     raise
+
+
+def listening(port):
+    """Whether a socket listens on 127.0.0.1:PORT, from the kernel's table
+    (no probe connection: that would be one more client for fanoutd)."""
+    want = "0100007F:%04X" % port
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[1] == want and fields[3] == "0A":
+                return True
+    return False
+
+
+def wait_drain_taken_in(test, fd):
+    """Wait until fanoutd and every worker of it have taken the SIGTERM in.
+    /healthz says "draining" as soon as the main thread has the signal; the
+    workers learn it a moment later (a job on each loop), and until then an
+    answer they send is not yet a drain's.  A worker closes its client
+    listener in the same job that starts its drain, so once no listener is
+    left on the client port every worker is draining."""
+    h = harness.wait_until(
+        lambda: (lambda r: r if r.status == 503 else None)(fd.healthz()),
+        what="/healthz 503 during the drain")
+    test.assertEqual(h.body.strip(), b"draining")
+    harness.wait_until(lambda: not listening(fd.port),
+                       what="every worker draining (client listeners closed)")
 
 
 # ptrace(2) on one thread: PTRACE_SEIZE then PTRACE_INTERRUPT stops that
@@ -163,7 +210,10 @@ class NotifyTest(harness.TestCase):
         e.update(env or {})
         d = NotifyFanoutd(upstreams={"up": self.up},
                           routes={"r": {"match": "/", "upstreams": "up"}},
-                          server={"drain_timeout": "5s", "workers": str(self.WORKERS)},
+                          # a drain waits for what the test holds: the
+                          # drain timeout must not end it first
+                          server={"drain_timeout": "10m",
+                                  "workers": str(self.WORKERS)},
                           env=e, **kw)
         d.notify = self.ns
         self._daemons.append(d)
@@ -209,41 +259,49 @@ class NotifyTest(harness.TestCase):
     def test_stopping_when_the_drain_starts(self):
         fd = self.start()
         with fd.client() as c:
-            c.request("GET", "/x?delay=800&body=late&tag=st")
+            # held at the upstream until STOPPING=1 is in: the drain cannot
+            # end before it
+            c.request("GET", "/x?hold=1&body=late&tag=st")
             req = self.up.wait_for_tag("st")
-            m = self.ns.mark()
+            m = self.ns.barrier()
             fd.sigterm()
             _, t, kv = self.ns.wait_for("STOPPING", "1", since=m)
             # at the start of the drain, not at the exit
-            self.assertIsNone(req.responded, "STOPPING=1 only after the "
-                              "in-flight request was answered")
+            self.assertIsNone(req.responded)
             self.assertTrue(fd.running(), "STOPPING=1 only at the exit")
-            r = c.read_response(timeout=5)
+            wait_drain_taken_in(self, fd)
+            self.up.release("st")
+            r = c.read_response()
         self.assertEqual((r.status, r.body), (200, b"late"))
-        self.assertEqual(fd.wait_exit(5), 0, fd.stderr_tail())
+        self.assertTrue(r.conn_close, "no Connection: close during the drain: %r" % r)
+        self.assertEqual(fd.wait_exit(), 0, fd.stderr_tail())
         self.assertEqual(self.ns.count("STOPPING"), 1)
         self.assertEqual(self.ns.count("READY", since=m), 0)
 
+    PETS = 6        # gaps between WATCHDOG=1 measured
+
     def test_watchdog_pets(self):
-        # A 1 s period: fanoutd pets every 500 ms. The bounds leave room for
-        # a loaded machine (the receiving thread is late too), not for a
-        # loop that stops petting.
+        """A 1 s period: fanoutd pets twice per period (sd_watchdog_enabled(3)),
+        every 500 ms, from a timer that keeps its schedule.  The interval
+        is what fanoutd says it is; the pets come at about that rate: six
+        gaps take about 3 s, where a pet per period (the bug that gets a
+        healthy service killed) takes 6 s and a busy loop a few ms.  The
+        bounds sit half-way between, and no single gap is timed (a pet may
+        be late on a loaded machine; the schedule is not)."""
         fd = self.start(env={"WATCHDOG_USEC": "1000000"})
-        _, t_ready, _ = self.ns.wait_for("READY", "1")
-        self.ns.wait_for("WATCHDOG", "1")
-        start = self.ns.mark()
-        t0 = time.monotonic()
-        harness.wait_until(lambda: time.monotonic() - t0 >= 2.5, 4.0,
-                           "two and a half seconds")
-        n = self.ns.count("WATCHDOG", since=start)
-        self.assertGreaterEqual(n, 3, "only %d WATCHDOG=1 in 2.5 s with "
-                                "WATCHDOG_USEC=1000000 (a 1 s period)" % n)
-        self.assertLessEqual(n, 25, "%d WATCHDOG=1 in 2.5 s: a busy loop?" % n)
-        # gaps never reach the watchdog period
+        self.ns.wait_for("READY", "1")
+        self.assertRegex(fd.stderr_text(), r"(?m)watchdog enabled interval_ms=500$")
+        first, _, _ = self.ns.wait_for("WATCHDOG", "1")
+        for k in range(self.PETS):
+            first = self.ns.wait_for("WATCHDOG", "1", since=first + 1)[0]
         times = [t for t, kv in self.ns.snapshot() if "WATCHDOG" in kv]
-        gaps = [b - a for a, b in zip(times, times[1:])]
-        self.assertLess(max(gaps), 1.0, "a gap of %.0f ms between WATCHDOG=1"
-                        % (max(gaps) * 1000))
+        span = times[self.PETS] - times[0]
+        self.assertLess(span, self.PETS * 0.75,
+                        "%d WATCHDOG=1 gaps took %.2fs with WATCHDOG_USEC=1000000: "
+                        "not twice per period" % (self.PETS, span))
+        self.assertGreater(span, self.PETS * 0.25,
+                           "%d WATCHDOG=1 gaps took %.2fs: a busy loop?"
+                           % (self.PETS, span))
         self.assertTrue(fd.running())
 
     def test_stuck_worker_stops_the_watchdog(self):
@@ -259,29 +317,37 @@ class NotifyTest(harness.TestCase):
             stopped = ptrace_stop_thread(workers[-1])
         except OSError as e:
             self.skipTest("cannot ptrace a thread here: %s" % e)
+        stuck = lambda: fd.stderr_text().count("worker loop stuck")
         try:
-            harness.wait_until(lambda: fd.log_contains("worker loop stuck"), 5.0,
-                               "the stuck worker noticed")
-            mark = self.ns.mark()
-            t0 = time.monotonic()
-            harness.wait_until(lambda: time.monotonic() - t0 >= 1.5, 3.0,
-                               "a second and a half")
-            self.assertEqual(self.ns.count("WATCHDOG", since=mark), 0,
-                             "WATCHDOG=1 sent while a worker was stuck")
+            harness.wait_until(lambda: stuck() >= 1, what="the stuck worker noticed")
+            # Every pet after this line would come from a timer that saw
+            # the worker stuck.  The window is two more of them (each says
+            # so in the log, where a pet would have gone out).
+            n = stuck()
+            mark = self.ns.barrier()
+            harness.wait_until(lambda: stuck() >= n + 2,
+                               what="two more pets held back")
+            end = self.ns.barrier()
+            got = [kv for _, kv in self.ns.snapshot()[mark:end] if "WATCHDOG" in kv]
+            self.assertEqual(got, [], "WATCHDOG=1 sent while a worker was stuck")
         finally:
             ptrace_release_thread(stopped)
         # released, it is petted again
-        self.ns.wait_for("WATCHDOG", "1", since=self.ns.mark(), timeout=3.0)
+        self.ns.wait_for("WATCHDOG", "1", since=self.ns.barrier())
 
     def test_no_watchdog_unless_asked(self):
         for env in ({}, {"WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"}):
             with self.subTest(env=env):
                 fd = self.start(env=env)
                 self.ns.wait_for("READY", "1")
-                t0 = time.monotonic()
-                harness.wait_until(lambda: time.monotonic() - t0 >= 0.5, 2.0,
-                                   "half a second")
-                self.assertEqual(self.ns.count("WATCHDOG"), 0, self.ns.snapshot())
+                # the timer would be armed before READY=1
+                self.assertNotIn("watchdog enabled", fd.stderr_text())
+                # an observation window of five 100 ms pet intervals (what
+                # WATCHDOG_USEC=200000 would ask for), not a synchronisation
+                time.sleep(0.5)
+                end = self.ns.barrier()
+                self.assertEqual([kv for _, kv in self.ns.snapshot()[:end]
+                                  if "WATCHDOG" in kv], [], self.ns.snapshot())
                 fd.cleanup()
 
 
@@ -308,7 +374,7 @@ class AccessLogRotationTest(harness.TestCase):
 
     def reopened(self, fd, n):
         harness.wait_until(lambda: fd.stderr_text().count("access log reopened") >= n,
-                           3.0, "'access log reopened' #%d in the log" % n)
+                           what="'access log reopened' #%d in the log" % n)
 
     def test_sigusr1_after_rename_starts_a_new_file(self):
         fd = self.start()
@@ -318,22 +384,22 @@ class AccessLogRotationTest(harness.TestCase):
         os.rename(fd.access_log, rotated)
         # until SIGUSR1 the daemon still writes to the renamed file
         fd.get("/two")
-        harness.wait_until(lambda: "/two" in (self.paths(rotated) or []), 3.0,
-                           "/two in the renamed file")
+        harness.wait_until(lambda: "/two" in (self.paths(rotated) or []),
+                           what="/two in the renamed file")
         self.assertFalse(os.path.exists(fd.access_log))
         fd.sigusr1()
         self.reopened(fd, 1)
         fd.get("/three")
-        harness.wait_until(lambda: self.paths(fd.access_log) == ["/three"], 3.0,
-                           "/three alone in a new file at the original path")
+        harness.wait_until(lambda: self.paths(fd.access_log) == ["/three"],
+                           what="/three alone in a new file at the original path")
         self.assertEqual(self.paths(rotated), ["/one", "/two"])
         # a second rotation works the same
         os.rename(fd.access_log, rotated + ".2")
         fd.sigusr1()
         self.reopened(fd, 2)
         fd.get("/four")
-        harness.wait_until(lambda: self.paths(fd.access_log) == ["/four"], 3.0,
-                           "/four alone in the newest file")
+        harness.wait_until(lambda: self.paths(fd.access_log) == ["/four"],
+                           what="/four alone in the newest file")
         self.assertEqual(self.paths(rotated + ".2"), ["/three"])
 
     def test_sigusr1_without_rename_appends(self):
@@ -344,7 +410,7 @@ class AccessLogRotationTest(harness.TestCase):
         self.reopened(fd, 1)
         fd.get("/two")
         harness.wait_until(lambda: self.paths(fd.access_log) == ["/one", "/two"],
-                           3.0, "both lines (a reopen must not truncate)")
+                           what="both lines (a reopen must not truncate)")
 
     def test_sigusr1_with_access_log_on_stderr(self):
         fd = self.start(access_log="-")
@@ -353,9 +419,9 @@ class AccessLogRotationTest(harness.TestCase):
         self.assertEqual(fd.get("/x?body=a").status, 200)
         harness.wait_until(lambda: re.search(r'(?m)^\{.*"path":"/x\?body=a"',
                                              fd.stderr_text()),
-                           3.0, "the access line on stderr")
+                           what="the access line on stderr")
         fd.sigterm()
-        self.assertEqual(fd.wait_exit(5), 0, fd.stderr_tail())
+        self.assertEqual(fd.wait_exit(), 0, fd.stderr_tail())
 
 
 # ----------------------------------------------------------------------
@@ -366,13 +432,16 @@ class DrainDetailTest(harness.TestCase):
 
     def start(self, **server):
         self.up = self.fake("up")
-        opts = {"keepalive_timeout": "30s", "drain_timeout": "10s",
-                "workers": str(self.WORKERS)}
+        # the drain waits for what the test holds at the upstream: its
+        # timeout is what would end it otherwise, far away
+        opts = {"drain_timeout": "10m", "workers": str(self.WORKERS)}
         opts.update(server)
         return self.daemon(upstreams={"up": self.up},
-                           routes={"r": {"match": "/", "upstreams": "up",
-                                         "deadline": "30s"}},
+                           routes={"r": {"match": "/", "upstreams": "up"}},
                            server=opts)
+
+    def draining(self, fd):
+        wait_drain_taken_in(self, fd)
 
     def test_idle_connections_close_at_once_while_a_request_is_in_flight(self):
         fd = self.start()
@@ -386,35 +455,40 @@ class DrainDetailTest(harness.TestCase):
             idle.append(c)
         busy = fd.client()
         self.addCleanup(busy.sock.close)
-        busy.request("GET", "/busy?delay=1500&body=done&tag=busy")
+        # held at the upstream until every idle connection is seen closed:
+        # "at once" means while a request is still in flight (the other
+        # things that would close them, the keep-alive and drain timeouts,
+        # are minutes away)
+        busy.request("GET", "/busy?hold=1&body=done&tag=busy")
         req = self.up.wait_for_tag("busy")
-        t0 = time.monotonic()
         fd.sigterm()
         for c in idle:
-            t = c.wait_eof(timeout=3)
-            self.assertLess(t - t0, 0.5, "an idle keep-alive connection was "
-                            "kept %.0f ms into the drain" % ((t - t0) * 1000))
+            c.wait_eof()
             self.assertEqual(bytes(c.buf), b"", "an idle connection got bytes")
-        self.assertIsNone(req.responded, "the busy request ended first: "
-                          "the test proves nothing")
+        self.assertIsNone(req.responded)
         # the admin side still answers during the drain
         h = fd.healthz()
         self.assertEqual((h.status, h.body.strip()), (503, b"draining"))
         m = fd.metrics()
         self.assertEqual(m.get("fanoutd_requests_in_flight"), 1)
         self.assertEqual(m.get("fanoutd_connections_active"), 1)
-        r = busy.read_response(timeout=5)
+        # (with two workers, the busy connection's may not be the one that
+        # closed the idle ones)
+        self.draining(fd)
+        self.up.release("busy")
+        r = busy.read_response()
         self.assertEqual((r.status, r.body), (200, b"done"), r)
-        self.assertTrue(r.conn_close, r)
-        busy.wait_eof(timeout=2)
-        self.assertEqual(fd.wait_exit(5), 0, fd.stderr_tail())
+        self.assertTrue(r.conn_close, "no Connection: close on a response "
+                        "sent during the drain: %r" % r)
+        busy.wait_eof()
+        self.assertEqual(fd.wait_exit(), 0, fd.stderr_tail())
 
     def _arriving(self, fd, c, conn_no):
         """Wait until fanoutd has read the first bytes of a request on
         connection CONN_NO (its state left idle, or it is new)."""
         harness.wait_until(
             lambda: re.search(r"connection (open|state) conn=%d\b" % conn_no,
-                              fd.stderr_text()), 2.0, "connection %d seen" % conn_no)
+                              fd.stderr_text()), what="connection %d seen" % conn_no)
 
     def test_request_arriving_on_a_new_connection_is_served(self):
         fd = self.start()
@@ -422,15 +496,14 @@ class DrainDetailTest(harness.TestCase):
             c.send(b"GET /x?body=arrived HTTP/1.1\r\nHost: a\r\n")
             self._arriving(fd, c, 1)
             fd.sigterm()
-            harness.wait_until(lambda: fd.healthz().status == 503, 2.0,
-                               "/healthz 503 after SIGTERM")
+            self.draining(fd)
             c.send(b"X-Late: 1\r\n\r\n")
-            r = c.read_response(timeout=5)
+            r = c.read_response()
             self.assertEqual((r.status, r.body), (200, b"arrived"), r)
             self.assertTrue(r.conn_close, "no Connection: close on a response "
                             "sent during the drain: %r" % r)
-            c.wait_eof(timeout=2)
-        self.assertEqual(fd.wait_exit(5), 0, fd.stderr_tail())
+            c.wait_eof()
+        self.assertEqual(fd.wait_exit(), 0, fd.stderr_tail())
 
     def test_request_arriving_on_a_kept_alive_connection_is_served(self):
         fd = self.start()
@@ -440,36 +513,40 @@ class DrainDetailTest(harness.TestCase):
             c.send(b"GET /second?body=2 HTTP/1.1\r\nHost: a\r\n")
             harness.wait_until(
                 lambda: re.search(r"(?m)connection state conn=1 idle -> head",
-                                  fd.stderr_text()), 2.0,
-                "fanoutd reading the second request's head")
+                                  fd.stderr_text()),
+                what="fanoutd reading the second request's head")
             fd.sigterm()
-            harness.wait_until(lambda: fd.healthz().status == 503, 2.0,
-                               "/healthz 503 after SIGTERM")
+            self.draining(fd)
             c.send(b"\r\n")
-            r = c.read_response(timeout=5)
+            r = c.read_response()
             self.assertEqual((r.status, r.body), (200, b"2"), r)
-            self.assertTrue(r.conn_close, r)
-            c.wait_eof(timeout=2)
-        self.assertEqual(fd.wait_exit(5), 0, fd.stderr_tail())
+            self.assertTrue(r.conn_close, "no Connection: close on a response "
+                            "sent during the drain: %r" % r)
+            c.wait_eof()
+        self.assertEqual(fd.wait_exit(), 0, fd.stderr_tail())
 
     def test_every_response_after_the_drain_started_says_close(self):
-        # two connections busy at SIGTERM: both answers carry Connection:
+        # two connections busy at SIGTERM, answered (one after the other)
+        # only once the drain was taken in: both answers carry Connection:
         # close and neither connection is reused
         fd = self.start()
         cs = []
         for i in range(2):
             c = fd.client()
             self.addCleanup(c.sock.close)
-            c.request("GET", "/x?delay=%d&body=b%d&tag=cc%d" % (300 + 200 * i, i, i))
+            c.request("GET", "/x?hold=1&body=b%d&tag=cc%d" % (i, i))
             self.up.wait_for_tag("cc%d" % i)
             cs.append(c)
         fd.sigterm()
+        self.draining(fd)
         for i, c in enumerate(cs):
-            r = c.read_response(timeout=5)
+            self.up.release("cc%d" % i)
+            r = c.read_response()
             self.assertEqual((r.status, r.body), (200, b"b%d" % i), r)
-            self.assertTrue(r.conn_close, r)
-            c.wait_eof(timeout=2)
-        self.assertEqual(fd.wait_exit(5), 0, fd.stderr_tail())
+            self.assertTrue(r.conn_close, "no Connection: close on a response "
+                            "sent during the drain: %r" % r)
+            c.wait_eof()
+        self.assertEqual(fd.wait_exit(), 0, fd.stderr_tail())
 
 
 
