@@ -199,7 +199,7 @@ def check_histogram(name, samples):
 
 
 def scrape(fd):
-    r = harness.http_get(fd.admin_port, "/metrics", timeout=2.0)
+    r = harness.http_get(fd.admin_port, "/metrics")
     if r.status != 200:
         raise AssertionError("/metrics answered %d" % r.status)
     return r
@@ -220,6 +220,22 @@ def sample(fams, family, sname=None, **labels):
             return v
     raise AssertionError("no sample %s%r in %r" % (sname or family, labels,
                                                     fams[family]["samples"]))
+
+
+def tcp_queues(local_port, remote_port):
+    """(tx_queue, rx_queue) of the TCP socket 127.0.0.1:LOCAL_PORT ->
+    127.0.0.1:REMOTE_PORT from the kernel's table, or None: tx_queue is
+    what it sent and the peer's kernel has not acknowledged, rx_queue what
+    arrived and its process has not read yet."""
+    want = ("0100007F:%04X" % local_port, "0100007F:%04X" % remote_port)
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if (fields[1], fields[2]) == want and fields[3] == "01":
+                tx, rx = fields[4].split(":")
+                return int(tx, 16), int(rx, 16)
+    return None
 
 
 SPEC_FAMILIES = {
@@ -279,8 +295,10 @@ class MetricsTest(harness.TestCase):
     def start(self, **kw):
         self.up = self.fake("up")
         self.b = self.fake("b")
-        self.t = self.fake("t")     # only ever one request: a fresh connection
+        self.t = self.fake("t")
         self.refused_port = self.refused()
+        # "tight" and "dl" are about their timeouts: only requests that
+        # never get an answer are sent there
         opts = dict(
             upstreams={"up": self.up, "b": self.b,
                        "gone": self.refused_port,
@@ -291,29 +309,53 @@ class MetricsTest(harness.TestCase):
                     "dead": {"match": "/dead", "upstreams": "gone"},
                     "tmo": {"match": "/tmo", "upstreams": "tight"},
                     "dl": {"match": "/dl", "upstreams": "up", "deadline": "200ms"},
-                    "dlall": {"match": "/cut", "mode": "all", "upstreams": "up",
-                              "deadline": "200ms"}},
-            server={"keepalive_timeout": "30s"})
+                    "cut": {"match": "/cut", "mode": "all", "upstreams": "up"}})
         opts.update(kw)
         return self.daemon(**opts)
 
     def traffic(self, fd):
-        """Something of every kind; returns when all of it is counted."""
+        """Something of every kind; returns when all of it is counted, with
+        {route: the time its one request was sent} for "dl" and "slow"."""
+        sent = {}
         for i in range(7):
             self.assertEqual(fd.get("/r?body=x").status, 200)
         self.assertEqual(fd.get("/r?status=503").status, 503)
         self.assertEqual(fd.get("/fan?body=y").status, 200)
         self.assertEqual(fd.get("/nowhere").status, 404)
         self.assertEqual(fd.get("/dead").status, 502)
-        self.assertEqual(fd.get("/tmo?delay=2000").status, 504)
-        self.assertEqual(fd.get("/dl?delay=2000").status, 504)
+        self.assertEqual(fd.get("/tmo?hang=1").status, 504)
+        sent["dl"] = time.monotonic()
+        self.assertEqual(fd.get("/dl?hang=1").status, 504)
+        # the 300 ms are a lower bound of the request's duration, by
+        # construction (the upstream holds the answer that long)
+        sent["slow"] = time.monotonic()
         self.assertEqual(fd.get("/slow?delay=300").status, 200)
         with fd.client() as c:
-            c.request("GET", "/r?delay=5000&tag=gone")
+            c.request("GET", "/r?hang=1&tag=gone")
             req = self.up.wait_for_tag("gone")
             c.close()
-        self.up.wait_closed(req)
+        self.assertCancelled(self.up, req)
         fd.wait_metric("fanoutd_requests_total", lambda v: v == 1, route="r", code="499")
+        return sent
+
+    def assertOneObservation(self, fams, name, lo, hi, **labels):
+        """Histogram NAME{LABELS} holds one observation, of a value known to
+        lie in [LO, HI] (a lower bound by construction, an upper one
+        measured by the test around it): every bucket below LO is empty,
+        every bucket from HI up holds it, and _sum is the value.  Buckets
+        between the two are not looked at: where the value falls there
+        is the machine's speed, not fanoutd's doing."""
+        d = buckets(fams, name, **labels)
+        what = "%s%r with a value in [%.3f, %.3f]: %r" % (name, labels, lo, hi, d)
+        self.assertEqual(d.pop("+Inf"), 1, what)
+        for le, n in d.items():
+            if float(le) < lo:
+                self.assertEqual(n, 0, what)
+            elif float(le) >= hi:
+                self.assertEqual(n, 1, what)
+        self.assertTrue(any(float(le) < lo for le in d), "no bucket below %r" % lo)
+        s = sample(fams, name, name + "_sum", **labels)
+        self.assertTrue(lo <= s <= hi, "%s: _sum %r" % (what, s))
 
     def test_fresh_daemon_exports_every_spec_family(self):
         fd = self.start()
@@ -379,8 +421,9 @@ class MetricsTest(harness.TestCase):
 
     def test_counters_and_histograms_count(self):
         fd = self.start()
-        self.traffic(fd)
+        sent = self.traffic(fd)
         fams = parse_exposition(scrape(fd).body.decode("utf-8"))
+        scraped = time.monotonic()
         req = lambda route, code: sample(fams, "fanoutd_requests_total",
                                          route=route, code=str(code))
         ups = lambda u, o: sample(fams, "fanoutd_upstream_requests_total",
@@ -406,41 +449,51 @@ class MetricsTest(harness.TestCase):
         c = lambda reason: sample(fams, "fanoutd_cancellations_total", reason=reason)
         self.assertEqual((c("client_closed"), c("deadline"), c("shutdown"),
                           c("superseded")), (1, 1, 0, 0))
-        # every counted cancellation has its latency observed, promptly
+        # every counted cancellation has its latency observed (how fast is
+        # the benchmark's business: bench/cancel_latency.py)
         cl = buckets(fams, "fanoutd_cancel_latency_seconds")
         self.assertEqual(cl.get("+Inf"), 2, cl)
         self.assertEqual(sample(fams, "fanoutd_cancel_latency_seconds",
                                 "fanoutd_cancel_latency_seconds_count"), 2)
-        self.assertEqual(cl.get("0.1"), 2, "a cancellation took 100 ms or more "
-                         "to release its transfers: %r" % cl)
         # route r: 7 + 1 (503) + 1 (499)
         d = buckets(fams, "fanoutd_request_duration_seconds", route="r")
         self.assertEqual(d["+Inf"], 9)
         self.assertEqual(sample(fams, "fanoutd_request_duration_seconds",
                                 "fanoutd_request_duration_seconds_count", route="r"), 9)
-        # one request of ~300 ms: above le=0.25, within le=0.5
-        d = buckets(fams, "fanoutd_request_duration_seconds", route="slow")
-        self.assertEqual((d["0.25"], d["0.5"], d["+Inf"]), (0, 1, 1), d)
-        s = sample(fams, "fanoutd_request_duration_seconds",
-                   "fanoutd_request_duration_seconds_sum", route="slow")
-        self.assertTrue(0.3 <= s < 0.5, "slow route _sum %r for a 300 ms request" % s)
-        # the deadline route was cut at 200 ms
-        d = buckets(fams, "fanoutd_request_duration_seconds", route="dl")
-        self.assertEqual((d["0.1"], d["0.25"]), (0, 1), d)
+        # One request held 300 ms at the upstream: 300 ms or more, and no
+        # more than the time from its send to the scrape that showed it.
+        self.assertOneObservation(fams, "fanoutd_request_duration_seconds",
+                                  0.3, scraped - sent["slow"], route="slow")
+        # The deadline route's request was cut at its 200 ms deadline (the
+        # deadline's own timer may round a few ms: 10% off the bound).
+        self.assertOneObservation(fams, "fanoutd_request_duration_seconds",
+                                  0.18, scraped - sent["dl"], route="dl")
+
+    def tighten(self, fd, *names):
+        """Give upstreams NAMES the 200 ms timeout only now: the requests
+        that warmed their connections up had to succeed, and a timeout
+        that short is not what a success may be held to on a slow machine.
+        A reload keeps the workers' connection pools."""
+        for n in names:
+            fd.upstreams[n] = dict(fd.upstreams[n], timeout="200ms")
+        fd.reload("ok")
 
     def test_timeout_on_a_reused_upstream_connection_is_a_timeout(self):
         # The whole-transfer timeout hits on a kept-alive upstream
         # connection, where no connect happened in this transfer: still a
         # timeout (504, outcome timeout), not a connect failure (502).
         fd = self.start()
+        fd.upstreams["tight"] = {"url": self.t.url}
+        fd.reload("ok")
         # One client connection for both: it stays on one worker, whose
         # curl pool holds the upstream connection (each worker has its own).
         c = fd.client()
         self.addCleanup(c.__exit__)
         self.assertEqual(c.get("/tmo?body=warm").status, 200)
         self.t.wait_requests(1)
+        self.tighten(fd, "tight")
         rid = "reused-timeout-1"
-        r = c.get("/tmo?delay=2000&tag=rt", [("X-Request-Id", rid)])
+        r = c.get("/tmo?hang=1&tag=rt", [("X-Request-Id", rid)])
         req = self.t.wait_for_tag("rt")
         self.assertEqual(req.conn, self.t.requests[0].conn,
                          "not a reused connection: the test proves nothing")
@@ -459,17 +512,18 @@ class MetricsTest(harness.TestCase):
         # connection must not be sent a second time to another upstream
         t2 = self.fake("t2")
         fd = self.start()
-        fd.upstreams["t1"] = {"url": self.t.url, "timeout": "200ms"}
-        fd.upstreams["t2"] = {"url": t2.url, "timeout": "200ms"}
+        fd.upstreams["t1"] = {"url": self.t.url}
+        fd.upstreams["t2"] = {"url": t2.url}
         fd.routes["pair"] = {"match": "/pair", "upstreams": "t1, t2"}
         fd.reload("ok")
         for i in range(2):      # round robin: one pooled connection to each
             self.assertEqual(fd.get("/pair?body=warm").status, 200)
         self.t.wait_requests(1)
         t2.wait_requests(1)
+        self.tighten(fd, "t1", "t2")
         with fd.client() as c:
-            c.request("POST", "/pair?delay=2000&tag=once", body="pay 100")
-            r = c.read_response(timeout=5)
+            c.request("POST", "/pair?hang=1&tag=once", body="pay 100")
+            r = c.read_response()
         got = [f.name for f in (self.t, t2)
                if any(q.tag == "once" for q in f.requests)]
         self.assertEqual(len(got), 1, "one POST reached %r" % got)
@@ -478,7 +532,7 @@ class MetricsTest(harness.TestCase):
     def test_gauges_follow_the_work(self):
         fd = self.start()
         with fd.client() as c:
-            c.request("GET", "/fan?delay=10000&tag=g")
+            c.request("GET", "/fan?hang=1&tag=g")
             self.up.wait_for_tag("g")
             self.b.wait_for_tag("g")
             m = fd.metrics()
@@ -488,20 +542,34 @@ class MetricsTest(harness.TestCase):
             c.close()
         for g in ("fanoutd_requests_in_flight", "fanoutd_upstream_transfers_in_flight",
                   "fanoutd_connections_active"):
-            fd.wait_metric(g, lambda v: v == 0, 3.0)
+            fd.wait_metric(g, lambda v: v == 0)
         self.assertEqual(fd.metric("fanoutd_cancellations_total", reason="client_closed"), 1)
 
     def test_bytes_discarded_counts_a_cut_response(self):
-        # 5000 body bytes arrive at once, the rest never; the 200 ms deadline
-        # then throws away what had arrived. Mode all collects the legs (mode
-        # proxy would have streamed those bytes to the client already).
+        # 5000 body bytes arrive at once, the rest never; once fanoutd has
+        # read them, the client leaves and the cancel throws away what had
+        # arrived. Mode all collects the legs (mode proxy would have
+        # streamed those bytes to the client already).
         fd = self.start()
-        r = fd.get("/cut?size=100000&partial=5000&tag=p")
-        self.assertErrorJSON(r, 504)
-        req = self.up.wait_for_tag("p")
-        self.assertIsNotNone(req.partial_sent)
-        self.up.wait_closed(req)
-        v = fd.wait_metric("fanoutd_upstream_bytes_discarded_total", lambda v: v > 0, 3.0)
+        with fd.client() as c:
+            c.request("GET", "/cut?size=100000&partial=5000&tag=p")
+            req = self.up.wait_for_tag("p")
+
+            def read_by_fanoutd():
+                # all the upstream sent has reached fanoutd's socket, and
+                # fanoutd has read it (curl hands what it reads to the
+                # transfer before it returns to the loop)
+                if req.partial_sent is None:
+                    return False
+                up = tcp_queues(self.up.port, req.conn.peer[1])
+                down = tcp_queues(req.conn.peer[1], self.up.port)
+                return up is not None and down is not None and \
+                    up[0] == 0 and down[1] == 0
+            harness.wait_until(read_by_fanoutd, what="fanoutd to read the 5000 bytes")
+            self.assertEqual(fd.metric("fanoutd_upstream_bytes_discarded_total"), 0)
+            c.close()
+        self.assertCancelled(self.up, req)
+        v = fd.wait_metric("fanoutd_upstream_bytes_discarded_total", lambda v: v > 0)
         self.assertGreaterEqual(v, 5000)
         self.assertLess(v, 100000)
 
