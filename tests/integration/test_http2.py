@@ -43,7 +43,7 @@ class Http2Test(harness.TestCase):
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 harness.wait_until(lambda: cls._up() or cls.proc.poll() is not None,
-                                   5, "nghttpd listening")
+                                   what="nghttpd listening")
             except AssertionError:
                 pass
             if cls.proc.poll() is None and cls._up():
@@ -55,7 +55,8 @@ class Http2Test(harness.TestCase):
     def _up(cls):
         import socket
         try:
-            socket.create_connection(("127.0.0.1", cls.port), 0.2).close()
+            socket.create_connection(("127.0.0.1", cls.port),
+                                     harness.PATIENCE).close()
             return True
         except OSError:
             return False
@@ -93,7 +94,7 @@ class Http2Test(harness.TestCase):
 
     def test_large_body(self):
         fd = self.start()
-        r = fd.get("/big.bin", timeout=20)
+        r = fd.get("/big.bin")
         self.assertEqual(r.status, 200)
         self.assertEqual(r.body, self.big)
 
