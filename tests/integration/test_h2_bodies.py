@@ -15,6 +15,9 @@ import sys
 sys.dont_write_bytecode = True  # keep the source tree clean
 
 import harness  # noqa: E402
+import h2raw  # noqa: E402
+
+PATIENCE = harness.PATIENCE
 
 
 def md5(b):
@@ -35,33 +38,34 @@ class H2BodiesTest(harness.TestCase):
                         "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
                         "-subj", "/CN=localhost", "-keyout", cls.key,
                         "-out", cls.cert], check=True, capture_output=True,
-                       timeout=30)
+                       timeout=PATIENCE)
 
     @classmethod
     def tearDownClass(cls):
         shutil.rmtree(cls.dir, ignore_errors=True)
 
     def start(self):
+        # listens in clear text (fd.port) and with TLS (fd.tls_port); ports
+        # chosen by the harness, so that a start that lost one is retried
         self.up = self.fake("up")
-        port, tls_port = harness.free_port(), harness.free_port()
-        fd = self.daemon(
-            port=port,
+        fd = h2raw.TlsFanoutd(
+            cert=self.cert, key=self.key,
             upstreams={"up": self.up},
             routes={"p": {"match": "/", "upstreams": "up"},
                     "a": {"match": "/all", "mode": "all", "upstreams": "up"}},
-            server={"max_body_size": "4m",
-                    "listen": "127.0.0.1:%d, 127.0.0.1:%d tls" % (
-                        port, tls_port),
-                    "tls_cert": self.cert, "tls_key": self.key})
-        return fd, tls_port
+            server={"max_body_size": "4m"})
+        self._daemons.append(fd)
+        self.addCleanup(fd.cleanup)
+        fd.start()
+        return fd, fd.tls_port
 
     def curl(self, url, *args, tls=False):
         out = os.path.join(self.dir, "out-%d" % os.getpid())
-        cmd = ["curl", "-sS", "-m", "20", "-o", out, "-w",
+        cmd = ["curl", "-sS", "-m", "%d" % PATIENCE, "-o", out, "-w",
                "%{http_code} %{http_version}"]
         cmd += ["--http2", "-k"] if tls else ["--http2-prior-knowledge"]
         r = subprocess.run(cmd + list(args) + [url], capture_output=True,
-                           timeout=30)
+                           timeout=PATIENCE + 10)
         try:
             with open(out, "rb") as f:
                 body = f.read()
