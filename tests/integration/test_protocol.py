@@ -11,9 +11,11 @@ sys.dont_write_bytecode = True  # keep the source tree clean
 import harness  # noqa: E402
 
 
-def raw_exchange(port, data, timeout=3.0):
-    """Send DATA on a fresh connection, read until the peer closes or
-    TIMEOUT passes; returns everything read."""
+def raw_exchange(port, data, timeout=harness.PATIENCE):
+    """Send DATA on a fresh connection, read until the peer closes (or
+    resets); returns everything read.  A peer that keeps the connection
+    open TIMEOUT seconds is a failure: every exchange sent here ends with
+    an error answer, which closes the connection."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
         s.sendall(data)
@@ -21,8 +23,11 @@ def raw_exchange(port, data, timeout=3.0):
         while True:
             try:
                 d = s.recv(65536)
-            except (socket.timeout, ConnectionResetError):
+            except ConnectionResetError:
                 break
+            except socket.timeout:
+                raise AssertionError("fanoutd kept the connection open %.0fs "
+                                     "(got %r)" % (timeout, out[:200]))
             if not d:
                 break
             out += d
@@ -41,8 +46,7 @@ class ProtocolTest(harness.SharedDaemonTest):
             upstreams={"up": f["up"]},
             routes={"pub": {"match": "/public/", "upstreams": "up"},
                     "all": {"match": "/all/", "mode": "first",
-                            "upstreams": "up"}},
-            server={"keepalive_timeout": "10s"})
+                            "upstreams": "up"}})
 
     def test_head_error_has_no_body_and_the_next_answer_follows(self):
         with self.fd.client() as c:
