@@ -81,7 +81,7 @@ class TlsUpstreamTest(harness.TestCase):
             t = "tu%d" % next(_tags)
             c = fd.client()
             self.addCleanup(c.__exit__)
-            c.request("GET", "/hold?hang=1&tag=" + t)
+            c.request("GET", "/hold?hold=1&body=kept-%s&tag=%s" % (t, t))
             held.append((c, self.fake_up.wait_for_tag(t)))
         # one TLS connection carries the three streams
         self.assertEqual(
@@ -107,6 +107,12 @@ class TlsUpstreamTest(harness.TestCase):
         self.assertEqual(
             self.tls_up.metrics().sum("fanoutd_connections_by_proto_total"),
             m0.sum("fanoutd_connections_by_proto_total"))
+        # and they finish whole
+        for cl, r in ((b, rb), (c, rc)):
+            self.fake_up.release(r.tag)
+            resp = cl.read_response()
+            self.assertEqual((resp.status, resp.body),
+                             (200, ("kept-" + r.tag).encode()), resp)
 
 
 if __name__ == "__main__":
