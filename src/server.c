@@ -400,12 +400,19 @@ server_sigusr1_cb(evutil_socket_t sig, short what, void *arg)
 int
 server_start(struct config *conf, unsigned long nofile)
 {
-	struct worker	*w;
-	unsigned	 i;
+	struct event_config	*cfg;
+	struct worker		*w;
+	unsigned		 i;
 
 	server->conf = config_ref(conf);
 	server->nofile = nofile;
-	if ((server->base = event_base_new()) == NULL) {
+	/* drain_timeout on the precise clock, like the workers' timers. */
+	if ((cfg = event_config_new()) != NULL) {
+		event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+		server->base = event_base_new_with_config(cfg);
+		event_config_free(cfg);
+	}
+	if (server->base == NULL) {
 		log_error("cannot set up the event loop");
 		return (-1);
 	}

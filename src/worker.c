@@ -81,6 +81,12 @@ worker_new(unsigned id, struct config *conf, unsigned long pool)
 	if ((cfg = event_config_new()) == NULL)
 		goto fail;
 	event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	/*
+	 * Timers on CLOCK_MONOTONIC, not libevent's default of the coarse
+	 * clock (a tick of 4 ms on a HZ=250 kernel): a deadline, a hedge_delay
+	 * or a drain_timeout never fires before it is due.
+	 */
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
 	w->base = event_base_new_with_config(cfg);
 	event_config_free(cfg);
 	if (w->base == NULL)

@@ -323,6 +323,15 @@ class FakeUpstream:
         """Answer every held request, and any that comes later."""
         self.release(None)
 
+    def waiting(self):
+        """The requests whose wait= has not happened yet, on connections
+        still open."""
+        with self.cond:
+            parked = list(self._parked)
+        return [req for _, conn, req, _, names in parked
+                if conn.closed is None and
+                not all(_has_tag(n, req.tag) for n in names)]
+
     def held(self):
         """The requests held now (hold=1, not yet released)."""
         with self.cond:
@@ -606,7 +615,11 @@ class FakeUpstream:
         now = time.monotonic()
         for p in list(self._parked):
             deadline, conn, req, spec, names = p
-            if all(_has_tag(n, req.tag) for n in names):
+            if conn.closed is not None:
+                # fanoutd gave the leg up (a deadline, a cancel): nothing
+                # is waiting for this answer any more
+                self._parked.remove(p)
+            elif all(_has_tag(n, req.tag) for n in names):
                 self._parked.remove(p)
                 self._answer(conn, req, spec)
             elif now >= deadline:

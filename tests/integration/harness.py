@@ -899,6 +899,13 @@ class TestCase(unittest.TestCase):
             new = list(getattr(u, "failures", ())[seen:])
             if new:
                 self.fail("fake upstream: " + "; ".join(new))
+            # a wait= still pending when its test is over never happened
+            # in that test: the test's ordering is wrong, say so here rather
+            # than PATIENCE later in another test
+            left = u.waiting() if hasattr(u, "waiting") else []
+            if left:
+                self.fail("fake upstream %s: the test ended with wait= never "
+                          "met for %r" % (u.name, left))
 
     def refused(self):
         r = RefusedPort()
