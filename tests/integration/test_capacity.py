@@ -25,12 +25,18 @@ WORKERS = int(os.environ.get("FANOUTD_TEST_WORKERS") or 1)
 IDLE_CONNS = int(os.environ.get("FANOUTD_IDLE_CONNS", "10000"))
 
 
-def cpu_seconds(pid):
-    """utime + stime of PID, in seconds."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[0] is the state (field 3): utime, stime are fields 14, 15
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def runnable_seconds(pid):
+    """{tid: seconds spent on a CPU or waiting in a run queue for one} for
+    each thread of PID (/proc/PID/task/TID/schedstat)."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                on_cpu, waiting = f.read().split()[:2]
+        except (FileNotFoundError, ProcessLookupError):
+            continue            # a thread that ended meanwhile
+        out[tid] = (int(on_cpu) + int(waiting)) / 1e9
+    return out
 
 
 def fd_count(pid):
@@ -50,19 +56,20 @@ def raise_nofile(want):
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def get_many(port, n, batch=250, path="/idle?body=k", deadline=60.0):
+def get_many(port, n, batch=250, path="/idle?body=k", patience=harness.PATIENCE):
     """Open N keep-alive connections, one GET on each, answers read; the
     sockets are returned open.  Batches keep the listen backlog from
-    overflowing."""
+    overflowing.  Fails when PATIENCE seconds pass without a single answer
+    (however long the whole takes: that is the machine's speed)."""
     socks = []
     sel = selectors.DefaultSelector()
     req = ("GET %s HTTP/1.1\r\nHost: fanoutd.test\r\n\r\n" % path).encode()
-    end = time.monotonic() + deadline
+    end = time.monotonic() + patience
     try:
         for start in range(0, n, batch):
             pending = {}
             for _ in range(min(batch, n - start)):
-                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s = socket.create_connection(("127.0.0.1", port), timeout=patience)
                 s.sendall(req)
                 s.setblocking(False)
                 socks.append(s)
@@ -71,8 +78,8 @@ def get_many(port, n, batch=250, path="/idle?body=k", deadline=60.0):
             while pending:
                 left = end - time.monotonic()
                 if left <= 0:
-                    raise AssertionError("%d of %d answers missing after %.0fs"
-                                         % (len(pending), n, deadline))
+                    raise AssertionError("%d of %d answers missing, none for %.0fs"
+                                         % (len(pending), n, patience))
                 for key, _ in sel.select(min(left, 1.0)):
                     s = key.fileobj
                     try:
@@ -95,6 +102,7 @@ def get_many(port, n, batch=250, path="/idle?body=k", deadline=60.0):
                     if len(buf) >= need:
                         sel.unregister(s)
                         del pending[s]
+                        end = time.monotonic() + patience
         return socks
     except BaseException:
         for s in socks:
@@ -114,8 +122,8 @@ class MaxConnectionsTest(harness.TestCase):
         up = self.fake("a")
         fd = self.daemon(upstreams={"a": up},
                          routes={"r": {"match": "/", "upstreams": "a"}},
-                         server={"max_connections": "20", "keepalive_timeout": "30s",
-                                 "header_timeout": "30s"})
+                         server={"max_connections": "20"})
+        paused = lambda: fd.stderr_text().count("max_connections reached, accepting paused")
         held = []
         for i in range(20):
             c = fd.client()
@@ -123,12 +131,17 @@ class MaxConnectionsTest(harness.TestCase):
             r = c.get("/held?body=h%d" % i)
             self.assertEqual(r.status, 200, r)
             held.append(c)
-        fd.wait_metric("fanoutd_connections_active", lambda v: v == 20, timeout=3)
+        fd.wait_metric("fanoutd_connections_active", lambda v: v == 20)
         for round_ in range(2):
+            # accepting stopped when the 20th came in
+            harness.wait_until(lambda: paused() >= round_ + 1,
+                               what="'accepting paused' #%d" % (round_ + 1))
             accepted = fd.metric("fanoutd_connections_total")
             extra = fd.client()
             self.addCleanup(extra.__exit__)
             extra.request("GET", "/late?body=late%d" % round_)
+            # an observation window: the answer a listener still accepting
+            # would give in a few ms must not come
             with self.assertRaises(harness.ResponseTimeout,
                                    msg="connection 21 was served while 20 were open"):
                 extra.read_response(timeout=0.3)
@@ -138,19 +151,19 @@ class MaxConnectionsTest(harness.TestCase):
             self.assertEqual(m.get("fanoutd_connections_active"), 20)
             self.assertEqual(m.get("fanoutd_connections_total"), accepted,
                              "connection 21 was accepted")
-            t0 = time.monotonic()
+            # served once one of the 20 goes (nothing else would ever serve
+            # it: the timeouts that could close another are minutes away)
             held.pop(0).close()
-            r = extra.read_response(timeout=3)
+            r = extra.read_response()
             self.assertEqual((r.status, r.body), (200, b"late%d" % round_), r)
-            self.assertLess(time.monotonic() - t0, 2.0)
             held.append(extra)
-            fd.wait_metric("fanoutd_connections_active", lambda v: v == 20, timeout=3)
+            fd.wait_metric("fanoutd_connections_active", lambda v: v == 20)
         # the held connections still work (keep-alive)
         r = held[0].get("/again?body=again")
         self.assertEqual(r.status, 200, r)
         for c in held:
             c.close()
-        fd.wait_metric("fanoutd_connections_active", lambda v: v == 0, timeout=5)
+        fd.wait_metric("fanoutd_connections_active", lambda v: v == 0)
 
 
 class DescriptorLimitTest(harness.TestCase):
@@ -162,9 +175,16 @@ class DescriptorLimitTest(harness.TestCase):
         if hard != resource.RLIM_INFINITY and hard <= 256:
             raise unittest.SkipTest("hard RLIMIT_NOFILE is only %d" % hard)
         fd = self.daemon(
+            start=False,
             upstreams={"a": "http://127.0.0.1:9"},
             routes={"r": {"match": "/", "upstreams": "a"}},
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+        # Not under a wrapper (FANOUTD_TEST_WRAPPER): valgrind keeps
+        # RLIMIT_NOFILE to itself (it takes descriptors above the soft limit
+        # for its own use and shows its client a hard limit equal to the
+        # soft one), so what is tested here cannot be seen under it.
+        fd.wrapper = []
+        fd.start()
         with open("/proc/%d/limits" % fd.pid) as f:
             line = [x for x in f if x.startswith("Max open files")][0]
         got_soft, got_hard = line.split()[3:5]
@@ -188,7 +208,7 @@ class IdleConnectionsTest(harness.TestCase):
         fd = self.daemon(upstreams={"a": up},
                          routes={"r": {"match": "/", "upstreams": "a"}},
                          server={"max_connections": str(n + 100),
-                                 "keepalive_timeout": "120s", "log_level": "info"})
+                                 "log_level": "info"})
         with open("/proc/%d/limits" % fd.pid) as f:
             line = [x for x in f if x.startswith("Max open files")][0]
         limit = line.split()[3]
@@ -197,14 +217,14 @@ class IdleConnectionsTest(harness.TestCase):
         socks = get_many(fd.port, n)
         try:
             t_open = time.monotonic() - t0
-            fd.wait_metric("fanoutd_connections_active", lambda v: v == n, timeout=10)
+            fd.wait_metric("fanoutd_connections_active", lambda v: v == n)
             self.assertGreaterEqual(fd_count(fd.pid), n)
             # a new connection is still served, and so is an old one
-            r = fd.get("/new?body=new", timeout=5)
+            r = fd.get("/new?body=new")
             self.assertEqual((r.status, r.body), (200, b"new"), r)
             s = socks[n // 2]
             s.setblocking(True)
-            s.settimeout(5)
+            s.settimeout(harness.PATIENCE)
             s.sendall(b"GET /old?body=old HTTP/1.1\r\nHost: x\r\n\r\n")
             data = b""
             while not data.endswith(b"old"):
@@ -212,15 +232,15 @@ class IdleConnectionsTest(harness.TestCase):
                 self.assertTrue(chunk, "an idle kept-alive connection was closed")
                 data += chunk
             self.assertTrue(data.startswith(b"HTTP/1.1 200"), data[:100])
-            fd.wait_metric("fanoutd_connections_active", lambda v: v == n, timeout=5)
+            fd.wait_metric("fanoutd_connections_active", lambda v: v == n)
         finally:
             for s in socks:
                 s.close()
-        fd.wait_metric("fanoutd_connections_active", lambda v: v == 0, timeout=20)
+        fd.wait_metric("fanoutd_connections_active", lambda v: v == 0)
+        # how long it took is the machine's business (shown, not checked)
         elapsed = time.monotonic() - t0
         sys.stderr.write("\n%d connections opened in %.1fs, whole test %.1fs\n"
                          % (n, t_open, elapsed))
-        self.assertLess(elapsed, 60.0)
 
 
 class EmfileTest(harness.TestCase):
@@ -234,7 +254,6 @@ class EmfileTest(harness.TestCase):
         fd = self.daemon(
             upstreams={"a": up},
             routes={"r": {"match": "/", "upstreams": "a"}},
-            server={"header_timeout": "30s", "keepalive_timeout": "30s"},
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (lim, lim)))
         r = fd.get("/warm?body=w")
         self.assertEqual(r.status, 200, r)
@@ -250,21 +269,35 @@ class EmfileTest(harness.TestCase):
         socks = []
         for _ in range(n):
             s = socket.socket()
-            s.settimeout(5)
+            s.settimeout(harness.PATIENCE)
             s.connect(("127.0.0.1", port))
             socks.append(s)
             self.addCleanup(s.close)
         return socks
 
+    # How long assertNoSpin() watches: a few of the listener's 100 ms
+    # back-offs.
+    SPIN_WINDOW = 0.5
+
     def assertNoSpin(self, fd, what):
-        cpu0 = cpu_seconds(fd.pid)
+        """No thread of fanoutd spins.  A thread in a busy loop is always
+        either on a CPU or waiting in a run queue for one: its share of the
+        window is about all of it, however slow or loaded the machine (the
+        CPU time it gets is not: that depends on what else runs).  A thread
+        that waits in epoll for its back-off timer is neither, most of the
+        time; a half is far from both."""
+        a = runnable_seconds(fd.pid)
         t0 = time.monotonic()
         # a measuring interval, not synchronisation
-        time.sleep(1.0)
-        used = cpu_seconds(fd.pid) - cpu0
+        time.sleep(self.SPIN_WINDOW)
+        b = runnable_seconds(fd.pid)
         wall = time.monotonic() - t0
-        self.assertLess(used, 0.3, "fanoutd used %.2fs of CPU in %.2fs %s (busy loop)"
-                        % (used, wall, what))
+        share = {tid: (b[tid] - a[tid]) / wall for tid in a if tid in b}
+        self.assertLess(max(share.values()), 0.5,
+                        "a thread of fanoutd was running or runnable %.0f%% of %.2fs %s "
+                        "(a busy loop); per thread: %r" % (
+                            100 * max(share.values()), wall, what,
+                            {k: round(v, 2) for k, v in share.items()}))
 
     def served_again(self, fd):
         """The first 200 once the held connections are gone. While the
@@ -272,9 +305,9 @@ class EmfileTest(harness.TestCase):
         descriptor for its upstream and get 503 over_capacity: that is the
         daemon recovering, not failing, so it is asked again (bounded)."""
         def ok():
-            r = fd.get("/again?body=back", timeout=2)
+            r = fd.get("/again?body=back")
             return r if r.status == 200 else None
-        return harness.wait_until(ok, 10, "fanoutd to serve again")
+        return harness.wait_until(ok, what="fanoutd to serve again")
 
     def test_emfile_logged_once_no_busy_loop(self):
         """At RLIMIT_NOFILE 64, 100 connections: accept fails with EMFILE;
@@ -283,7 +316,7 @@ class EmfileTest(harness.TestCase):
         fd = self.start_low()
         self.assertEqual(self.accept_failures(fd), [])
         socks = self.hold(fd.port, self.CONNS)
-        harness.wait_until(lambda: self.accept_failures(fd), 5, "an accept failure log line")
+        harness.wait_until(lambda: self.accept_failures(fd), what="an accept failure log line")
         self.assertNoSpin(fd, "while out of descriptors")
         lines = self.accept_failures(fd)
         self.assertTrue(any("EMFILE" in x or "Too many open files" in x for x in lines), lines)
@@ -295,7 +328,7 @@ class EmfileTest(harness.TestCase):
             s.close()
         r = self.served_again(fd)
         self.assertEqual((r.status, r.body), (200, b"back"), r)
-        fd.wait_metric("fanoutd_connections_active", lambda v: v == 0, timeout=10)
+        fd.wait_metric("fanoutd_connections_active", lambda v: v == 0)
 
     def test_emfile_second_episode_logged_again(self):
         """Two episodes, two log lines: 'once per episode', not once per
@@ -303,13 +336,13 @@ class EmfileTest(harness.TestCase):
         fd = self.start_low()
         for episode in (1, 2):
             socks = self.hold(fd.port, self.CONNS)
-            harness.wait_until(lambda: len(self.accept_failures(fd)) >= episode, 5,
-                               "accept failure %d" % episode)
+            harness.wait_until(lambda: len(self.accept_failures(fd)) >= episode,
+                               what="accept failure %d" % episode)
             for s in socks:
                 s.close()
             r = self.served_again(fd)
             self.assertEqual(r.status, 200, r)
-            fd.wait_metric("fanoutd_connections_active", lambda v: v == 0, timeout=10)
+            fd.wait_metric("fanoutd_connections_active", lambda v: v == 0)
         self.assertLessEqual(len(self.accept_failures(fd)), 4 * WORKERS)
 
     def test_emfile_with_admin_connection_no_busy_loop(self):
@@ -317,14 +350,16 @@ class EmfileTest(harness.TestCase):
         listener too (a metrics scrape): still no busy loop."""
         fd = self.start_low()
         socks = self.hold(fd.port, self.CONNS)
-        harness.wait_until(lambda: self.accept_failures(fd), 5, "an accept failure log line")
-        admin = socket.create_connection(("127.0.0.1", fd.admin_port), timeout=5)
+        harness.wait_until(lambda: self.accept_failures(fd), what="an accept failure log line")
+        admin = socket.create_connection(("127.0.0.1", fd.admin_port),
+                                         timeout=harness.PATIENCE)
         self.addCleanup(admin.close)
         admin.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         n0 = len(self.accept_failures(fd))
         self.assertNoSpin(fd, "with an admin connection pending")
         n1 = len(self.accept_failures(fd))
-        self.assertLessEqual(n1 - n0, 2, "%d accept failures logged in 1s" % (n1 - n0))
+        self.assertLessEqual(n1 - n0, 2, "%d accept failures logged in %.1fs"
+                             % (n1 - n0, self.SPIN_WINDOW))
         for s in socks:
             s.close()
         r = self.served_again(fd)
@@ -349,7 +384,7 @@ class OutOfDescriptorsTest(harness.TestCase):
         up = self.fake("up")
         fd = self.daemon(
             upstreams={"up": up},
-            routes={"r": {"match": "/", "upstreams": "up", "deadline": "20s"}},
+            routes={"r": {"match": "/", "upstreams": "up"}},
             server={"max_connections": "1000", "log_level": "info",
                     "workers": "1"},
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
@@ -357,7 +392,7 @@ class OutOfDescriptorsTest(harness.TestCase):
         self.assertTrue(fd.log_contains("may need"), "no warning at start "
                         "about the descriptor limit")
         K, M = 24, 6
-        clients = [harness.Client(fd.port, timeout=10) for _ in range(K)]
+        clients = [harness.Client(fd.port) for _ in range(K)]
         for c in clients:
             self.addCleanup(c.__exit__)
         fd.wait_metric("fanoutd_connections_active", lambda v: v == K)
@@ -372,12 +407,12 @@ class OutOfDescriptorsTest(harness.TestCase):
         def settled():
             ready, _, _ = select.select([c.sock for c in pending], [], [], 0.05)
             for c in [c for c in pending if c.sock in ready]:
-                r = c.read_response(timeout=5)
+                r = c.read_response()
                 statuses.append(r.status)
                 bodies.append(r.body)
                 pending.remove(c)
             return len(statuses) + len(up.snapshot()) >= K
-        harness.wait_until(settled, 15, "every request answered or held "
+        harness.wait_until(settled, what="every request answered or held "
                            "at the upstream")
         held = len(up.snapshot())
         self.assertNotIn(502, statuses)
@@ -391,10 +426,10 @@ class OutOfDescriptorsTest(harness.TestCase):
         # The held ones end with their clients; descriptors come back.
         for c in clients:
             c.close()
-        up.wait_for(lambda: not up.open_connections(), 10,
-                    "held upstream connections closed")
+        up.wait_for(lambda: not up.open_connections(),
+                    what="held upstream connections closed")
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (300, 300))
-        fd.wait_metric("fanoutd_requests_in_flight", lambda v: v == 0, timeout=10)
+        fd.wait_metric("fanoutd_requests_in_flight", lambda v: v == 0)
 
 
 if __name__ == "__main__":
