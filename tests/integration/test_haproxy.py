@@ -9,6 +9,12 @@ awaited), seen DOWN by HAProxy, started again on the same ports and seen UP,
 before the next.  Every request must be answered 200 with the right body,
 and every instance, old and new, must have served some.
 
+HAProxy's own check intervals and timeouts (contrib/haproxy.cfg) are part
+of the scenario; the test's own waits are for events (a status on the
+stats page, an exit, an access-log line), bounded by PATIENCE, and fanoutd
+runs with timeouts that cannot fire (harness.CALM_*), so that no request of
+the load can fail for fanoutd being slow.
+
 Skips (exit 77) when haproxy is not installed.
 """
 
@@ -31,8 +37,7 @@ N = 3
 THREADS = 4
 RATE = 75              # requests per second per thread (paced, not a sync)
 PER_CONNECTION = 20    # requests on one client keep-alive connection
-MAX_REQUESTS = 6000    # a hard bound, whatever happens
-BUDGET = 60.0          # seconds for the whole test
+MAX_REQUESTS = 100000  # a hard bound on the load, whatever happens
 
 # contrib/haproxy.cfg's ports, rewritten to free ones
 CFG_FRONT, CFG_STATS = 8080, 8404
@@ -122,7 +127,7 @@ class Load:
         for t in self.threads:
             t.start()
 
-    def finish(self, timeout=15):
+    def finish(self, timeout=harness.PATIENCE):
         self.stop.set()
         for t in self.threads:
             t.join(timeout)
@@ -147,10 +152,10 @@ class Load:
             body = "ok-%d" % n
             try:
                 if c is None:
-                    c = harness.Client(self.port, timeout=5)
+                    c = harness.Client(self.port)
                     on_conn = 0
                 c.request("GET", "/load?body=%s" % body)
-                r = c.read_response(timeout=10)
+                r = c.read_response()
                 on_conn += 1
                 if r.status != 200 or r.body != body.encode():
                     with self.lock:
@@ -186,10 +191,11 @@ class HAProxyRollingRestartTest(harness.TestCase):
             self.contrib = f.read()
 
     def instance(self, port, admin_port):
+        # A drain ends when its requests are answered: its timeout must not
+        # cut one of the load's short on a slow machine.
         d = harness.Fanoutd(upstreams={"up": self.up},
-                            routes={"r": {"match": "/", "upstreams": "up",
-                                          "deadline": "10s"}},
-                            server={"drain_timeout": "2s", "log_level": "info"},
+                            routes={"r": {"match": "/", "upstreams": "up"}},
+                            server={"drain_timeout": "10m", "log_level": "info"},
                             port=port, admin_port=admin_port)
         self._daemons.append(d)
         self.addCleanup(d.cleanup)
@@ -197,14 +203,14 @@ class HAProxyRollingRestartTest(harness.TestCase):
         return d
 
     def stats(self):
-        r = harness.http_get(self.stats_port, "/stats;csv", timeout=2)
+        r = harness.http_get(self.stats_port, "/stats;csv")
         if r.status != 200:
             raise AssertionError("stats page answered %d" % r.status)
         text = r.body.decode("utf-8", "replace").lstrip("# ")
         rows = list(csv.DictReader(io.StringIO(text)))
         return {row["svname"]: row for row in rows if row.get("pxname") == "fanoutd"}
 
-    def wait_status(self, server, want, timeout=10):
+    def wait_status(self, server, want, timeout=harness.PATIENCE):
         def check():
             st = self.stats()[server]["status"]
             return st if st == want else None
@@ -221,7 +227,7 @@ class HAProxyRollingRestartTest(harness.TestCase):
         return sum(1 for e in d.access_log_lines() if e["path"].startswith("/load"))
 
     def test_rolling_restart_under_load_loses_nothing(self):
-        t_begin = time.monotonic()
+        t_begin = time.monotonic()      # for the report, not checked
         self.up = self.fake("up")
         # instances first, on free ports that then stay theirs
         self.gen = [[] for _ in range(N)]   # every process per slot, in order
@@ -234,7 +240,7 @@ class HAProxyRollingRestartTest(harness.TestCase):
 
         # the shipped file as it is, then with our ports
         p = subprocess.run([self.exe, "-c", "-f", CONTRIB], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, timeout=30)
+                           stderr=subprocess.STDOUT, timeout=harness.PATIENCE)
         self.assertEqual(p.returncode, 0, "haproxy -c -f contrib/haproxy.cfg:\n%s"
                          % p.stdout.decode("utf-8", "replace"))
         self.assertRegex(self.contrib, r"(?m)^\s*option httpchk GET /healthz\s*$")
@@ -249,7 +255,7 @@ class HAProxyRollingRestartTest(harness.TestCase):
         self.addCleanup(self.hap.stop)
         self.hap.start()
         harness.wait_until(lambda: self.hap.proc.poll() is not None or self.stats(),
-                           10, "haproxy's stats page")
+                           what="haproxy's stats page")
         self.assertIsNone(self.hap.proc.poll(), "haproxy exited:\n%s" % self.hap.log_tail())
         for i in range(N):
             self.wait_status("f%d" % (i + 1), "UP")
@@ -258,14 +264,14 @@ class HAProxyRollingRestartTest(harness.TestCase):
         load.start()
         self.addCleanup(load.finish)
         try:
-            harness.wait_until(lambda: load.total >= 300, 15, "300 requests before "
+            harness.wait_until(lambda: load.total >= 300, what="300 requests before "
                                "the restarts")
             for i in range(N):
                 name = "f%d" % (i + 1)
                 old = self.gen[i][-1]
                 served_before = self.served(old)
                 old.sigterm()
-                rc = old.wait_exit(5)
+                rc = old.wait_exit()
                 self.assertEqual(rc, 0, "%s exited %r after SIGTERM:\n%s"
                                  % (name, rc, old.stderr_tail()))
                 self.wait_status(name, "DOWN")
@@ -273,17 +279,15 @@ class HAProxyRollingRestartTest(harness.TestCase):
                 self.gen[i].append(new)
                 self.wait_status(name, "UP")
                 # traffic reaches the new process before the next restart
-                harness.wait_until(lambda: self.served(new) > 0, 10,
-                                   "requests served by the new %s" % name)
+                harness.wait_until(lambda: self.served(new) > 0,
+                                   what="requests served by the new %s" % name)
                 print("%s restarted: old served %d (before SIGTERM: %d); "
                       "requests so far %d, failed %d"
                       % (name, self.served(old), served_before, load.total,
                          len(load.failures)))
-                self.assertLess(time.monotonic() - t_begin, BUDGET,
-                                "the test is over its time budget")
             n = load.total
-            harness.wait_until(lambda: load.total >= n + 300, 15,
-                               "300 requests after the last restart")
+            harness.wait_until(lambda: load.total >= n + 300,
+                               what="300 requests after the last restart")
         finally:
             stopped = load.finish()
         self.assertTrue(stopped, "client threads did not stop")
