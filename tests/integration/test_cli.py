@@ -141,13 +141,13 @@ class CliTest(harness.TestCase):
 
     def test_unbindable_listen_port_exits_2(self):
         path = self.good_config(port=self._busy_port())
-        p = run_cli(["-c", path], timeout=10)
+        p = run_cli(["-c", path])
         self.assertEqual(p.returncode, 2, p)
         self.assertTrue(p.stderr.strip(), "no reason on stderr")
 
     def test_unbindable_admin_port_exits_2(self):
         path = self.good_config(admin=self._busy_port())
-        p = run_cli(["-c", path], timeout=10)
+        p = run_cli(["-c", path])
         self.assertEqual(p.returncode, 2, p)
         self.assertTrue(p.stderr.strip(), "no reason on stderr")
 
