@@ -6,12 +6,16 @@ mid-head, mid-body, while the upstreams hold the answer back, and
 mid-response.  Afterwards nothing is left: no request or transfer in
 flight, no client connection, the daemon's descriptors back at their
 baseline, every upstream connection that carried an abandoned request
-closed (for the requests whose upstreams hold the answer for 30 s: closed
-within 2 s of the client leaving, unanswered; for abandoned bodies: closed),
-nothing forwarded from half a head, one access-log line per request (499
-client_closed for the abandoned waiting ones), every mode still serving,
-and a clean exit (under ASan/LSan: no report;
-under valgrind memcheck: no error and no definite or indirect leak).
+closed (for the requests whose upstreams never answer: closed, unanswered;
+for abandoned bodies: closed), nothing forwarded from half a head, one
+access-log line per request (499 client_closed for the abandoned waiting
+ones), every mode still serving, and a clean exit (under ASan/LSan: no
+report; under valgrind memcheck: no error and no definite or indirect leak).
+
+Every timeout of the daemon is the harness's 10 minutes (churn_config sets
+none: CI once saw a mode-first request's three legs all hit a 1 s connect
+timeout under valgrind), and every wait of the test is bounded by PATIENCE
+alone: how fast the daemon cleans up is not the test.
 
 FANOUTD_CHURN_N (default 2000), FANOUTD_CHURN_SEED (default: random, printed)
 and FANOUTD_CHURN_PARALLEL (default 50) tune the run.  The valgrind run is
@@ -92,17 +96,17 @@ class Op:
 class Churn:
     """Runs the churn against one daemon and checks what it left."""
 
-    def __init__(self, test, fd, fakes, n, parallel, seed, slack=1.0):
+    def __init__(self, test, fd, fakes, n, parallel, seed):
         self.t = test
         self.fd = fd
         self.fakes = fakes
         self.n = n
         self.parallel = parallel
         self.rng = random.Random(seed)
-        self.slack = slack          # tolerance multiplier (valgrind: larger)
         self.errors = []
         self.lock = threading.Lock()
         self.arrived = {}           # tag -> Event, set by the fakes' handler
+        self._index, self._indexed = {}, 0     # tagged()
         kinds = [k for k, w in KINDS for _ in range(w)]
         self.ops = [Op(i, self.rng.choice(MODES), self.rng.choice(kinds),
                        self.rng.choice(HOWS), self.rng) for i in range(n)]
@@ -115,7 +119,19 @@ class Churn:
         return None
 
     def tagged(self, tag):
-        return [r for f in self.fakes for r in f.requests_tagged(tag)]
+        """The requests tagged TAG at every fake.  Indexed, and the index
+        made again whenever the fakes have recorded more (a scan of every
+        request for each of thousands of tags took half a minute)."""
+        n = sum(len(f.requests) for f in self.fakes)
+        if n != self._indexed:
+            index = {}
+            for f in self.fakes:
+                with f.cond:
+                    reqs = list(f.requests)
+                for r in reqs:
+                    index.setdefault(r.tag, []).append(r)
+            self._index, self._indexed = index, sum(len(x) for x in index.values())
+        return list(self._index.get(tag, ()))
 
     def err(self, op, msg):
         with self.lock:
@@ -134,13 +150,13 @@ class Churn:
         if op.how == "half":
             # half_close = cancel: fanoutd ends the connection
             try:
-                c.wait_eof(timeout=10 * self.slack)
+                c.wait_eof()
             except AssertionError as e:
                 self.err(op, "after a half-close: %s" % e)
 
     def _run_op(self, op):
         target = "/%s/r?tag=%s" % (op.mode, op.tag)
-        with self.fd.client(timeout=10 * self.slack) as c:
+        with self.fd.client() as c:
             if op.kind == "head":
                 raw = harness.build_request("GET", target + "&body=x")
                 c.send(raw[:max(1, int((len(raw) - 4) * op.cut))])
@@ -157,15 +173,16 @@ class Churn:
                 time.sleep(op.wait_s)
                 self._abort(c, op)
             elif op.kind == "wait_long":
-                c.send(harness.build_request("GET", target + "&delay=30000"))
-                if not self.arrived[op.tag].wait(10 * self.slack):
-                    self.err(op, "did not reach an upstream within %.0fs" % (10 * self.slack))
+                # the upstreams never answer: only the abort ends it
+                c.send(harness.build_request("GET", target + "&hang=1"))
+                if not self.arrived[op.tag].wait(harness.PATIENCE):
+                    self.err(op, "did not reach an upstream within %.0fs" % harness.PATIENCE)
                 op.reached = True
                 self._abort(c, op)
             elif op.kind == "resp":
                 c.send(harness.build_request("GET", target + "&size=%d" % RESP_SIZE))
                 got = 0
-                c.sock.settimeout(10 * self.slack)
+                c.sock.settimeout(harness.PATIENCE)
                 while got < 1 + op.read_more:
                     data = c.sock.recv(min(65536, 1 + op.read_more - got))
                     if not data:
@@ -175,7 +192,7 @@ class Churn:
                 self._abort(c, op)
             elif op.kind == "none":
                 c.request("GET", target + "&body=ok")
-                r = c.read_response(timeout=10 * self.slack)
+                r = c.read_response()
                 op.status = r.status
                 if r.status != 200:
                     self.err(op, "answered %r" % r)
@@ -205,62 +222,70 @@ class Churn:
         return min(samples)
 
     def check(self, base_fds):
-        t, fd, slack = self.t, self.fd, self.slack
+        t, fd = self.t, self.fd
         t.assertEqual(self.errors, [], "%d client-side failures" % len(self.errors))
         for g in ("fanoutd_requests_in_flight", "fanoutd_upstream_transfers_in_flight",
                   "fanoutd_connections_active"):
-            fd.wait_metric(g, lambda v: v == 0, timeout=15 * slack)
+            fd.wait_metric(g, lambda v: v == 0)
         by_kind = {}
         for op in self.ops:
             by_kind.setdefault(op.kind, []).append(op)
         problems = []
-        # wait_long: every leg that carried it was closed, unanswered
+        # wait_long: every leg that carried it was closed, unanswered (the
+        # upstreams never answer them: only a cancel closes them)
         legs = [r for op in by_kind.get("wait_long", []) for r in self.tagged(op.tag)]
         try:
             for f in self.fakes:
-                f.wait_connections_closed([r.conn for r in legs if r.conn in f.connections],
-                                          timeout=10 * slack)
+                f.wait_connections_closed([r.conn for r in legs if r.conn in f.connections])
         except AssertionError as e:
             problems.append("upstream connections of abandoned requests left open: %s" % e)
-        t_abort = {op.tag: op.t_abort for op in by_kind.get("wait_long", [])}
         for r in legs:
             if r.responded is not None:
                 problems.append("%r answered by the upstream after its client left" % r)
-            elif r.conn.closed is not None and t_abort.get(r.tag) is not None and \
-                    r.conn.closed - t_abort[r.tag] > 2.0 * slack:
-                problems.append("%r: its upstream connection closed %.0f ms after the "
-                                "client left" % (r, (r.conn.closed - t_abort[r.tag]) * 1000))
         # body: a leg started on a partial body must not stay open
         legs_b = [r for op in by_kind.get("body", []) for r in self.tagged(op.tag)
                   if r.complete is None]
         try:
             for f in self.fakes:
-                f.wait_connections_closed([r.conn for r in legs_b if r.conn in f.connections],
-                                          timeout=10 * slack)
+                f.wait_connections_closed([r.conn for r in legs_b if r.conn in f.connections])
         except AssertionError as e:
             problems.append("upstream connections of abandoned bodies left open: %s" % e)
         # head: never forwarded
         for op in by_kind.get("head", []):
             if self.tagged(op.tag):
                 problems.append("%r forwarded with half a head" % op)
-        # (The fakes' clocks are read in their threads, which 50 client
-        # threads can starve of the GIL for a few hundred ms: so the short
-        # waits are checked by their outcome, not by their timing.)
+        # (Nothing is checked by its timing: the fakes' clocks are read in
+        # their threads, which 50 client threads can starve of the GIL, and
+        # how fast the daemon is is not the test.)
         # one access-log line per request, 499 for the abandoned waiting ones
         if not os.path.exists(fd.access_log):
             t.fail("the access log %s is gone (its directory %s): did something "
                    "else remove it?" % (fd.access_log, "exists" if os.path.isdir(fd.tmp)
                                         else "is gone too"))
-        entries = fd.access_log_lines()
+        # fanoutd counts a request out of fanoutd_requests_in_flight just
+        # before it writes its access-log line: wait for the lines of the
+        # requests that must have one
+        logged = [op.tag for kind in ("wait_long", "none") for op in by_kind.get(kind, [])]
+        box = {}
+
+        def all_logged():
+            box["entries"] = fd.access_log_lines()
+            box["by_tag"] = by_tag = {}
+            for e in box["entries"]:
+                m = re.search(r"[?&]tag=(ch\d+)(?:&|$)", e.get("path") or "")
+                if m:
+                    by_tag.setdefault(m.group(1), []).append(e)
+            return all(tag in by_tag for tag in logged)
+        try:
+            harness.wait_until(all_logged, what="the access-log lines of %d requests"
+                               % len(logged))
+        except AssertionError as e:
+            problems.append(str(e))
+        entries, by_tag = box["entries"], box["by_tag"]
         ids = [e.get("request_id") for e in entries]
         dup = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
         if dup:
             problems.append("request ids logged more than once: %r" % dup[:10])
-        by_tag = {}
-        for e in entries:
-            m = re.search(r"[?&]tag=(ch\d+)(?:&|$)", e.get("path") or "")
-            if m:
-                by_tag.setdefault(m.group(1), []).append(e)
         for op in by_kind.get("wait_long", []):
             es = by_tag.get(op.tag, [])
             if len(es) != 1:
@@ -290,7 +315,7 @@ class Churn:
             box["fds"] = rest + box["up"]
             return rest <= base_fds
         try:
-            harness.wait_until(settled, 10 * slack, "the descriptor count to settle")
+            harness.wait_until(settled, what="the descriptor count to settle")
         except AssertionError:
             t.fail("fanoutd has %d descriptors with %d upstream connections open: "
                    "%d beyond its baseline of %d (leaked descriptors):\n%s"
@@ -299,31 +324,49 @@ class Churn:
                              for x in os.listdir("/proc/%d/fd" % fd.pid))))
         # and every mode still serves
         for mode in MODES:
-            r = fd.get("/%s/r?body=after" % mode, timeout=10 * slack)
+            r = fd.get("/%s/r?body=after" % mode)
             t.assertEqual(r.status, 200, "%s after the churn: %r" % (mode, r))
 
 
 def churn_config(fakes, log_level="info"):
+    """The daemon's configuration.  It sets no timeout: the harness gives
+    every one (header, body, keep-alive, connect, upstream, deadline) 10
+    minutes, so none can fire during a churn."""
     names = [f.name for f in fakes]
-    ups = {f.name: {"url": f.url, "timeout": "40s"} for f in fakes}
+    ups = {f.name: {"url": f.url} for f in fakes}
     routes = {}
     for mode in MODES:
-        r = {"match": "/%s/" % mode, "mode": mode, "deadline": "40s",
-             "upstreams": names}
+        r = {"match": "/%s/" % mode, "mode": mode, "upstreams": names}
         if mode == "hedge":
             r["hedge_delay"] = "50ms"
         if mode == "quorum":
             r["quorum"] = "2"
         routes[mode] = r
     return dict(upstreams=ups, routes=routes,
-                server={"header_timeout": "20s", "body_timeout": "20s",
-                        "keepalive_timeout": "30s", "max_body_size": "1m",
-                        "half_close": "cancel", "log_level": log_level})
+                server={"max_body_size": "1m", "half_close": "cancel",
+                        "log_level": log_level})
+
+
+TIMEOUT_KEYS = ("header_timeout", "body_timeout", "keepalive_timeout",
+                "connect_timeout", "timeout", "deadline")
+
+
+def assert_calm(test, fd):
+    """Every timeout in FD's configuration is there, and is the harness's
+    10 minutes: nothing but the churn's aborts ends a request."""
+    seen = {}
+    for line in fd.render_config().splitlines():
+        k, sep, v = line.partition("=")
+        if sep and k.strip() in TIMEOUT_KEYS:
+            seen.setdefault(k.strip(), set()).add(v.strip())
+    test.assertEqual(sorted(seen), sorted(TIMEOUT_KEYS), fd.render_config())
+    for k, vs in seen.items():
+        test.assertEqual(vs, {"10m"}, "%s: %s\n%s" % (k, vs, fd.render_config()))
 
 
 class AbortChurnTest(harness.TestCase):
 
-    def churn(self, n, parallel, slack=1.0, **daemon_kw):
+    def churn(self, n, parallel, **daemon_kw):
         seed = int(os.environ.get("FANOUTD_CHURN_SEED", random.randrange(1 << 30)))
         sys.stderr.write("\nchurn: %d requests, %d at a time, seed %d "
                          "(FANOUTD_CHURN_SEED=%d reproduces)\n" % (n, parallel, seed, seed))
@@ -333,14 +376,15 @@ class AbortChurnTest(harness.TestCase):
         kw = churn_config(fakes)
         kw.update(daemon_kw)
         fd = self.daemon(start=False, **kw)
-        ch = box["ch"] = Churn(self, fd, fakes, n, parallel, seed, slack)
-        fd.start(ready_timeout=5.0 * slack)
+        ch = box["ch"] = Churn(self, fd, fakes, n, parallel, seed)
+        fd.start()
+        assert_calm(self, fd)
         # warm-up: every mode once, so that the upstream connections exist
         for mode in MODES:
-            r = fd.get("/%s/r?body=warm" % mode, timeout=10 * slack)
+            r = fd.get("/%s/r?body=warm" % mode)
             self.assertEqual(r.status, 200, r)
         harness.wait_until(lambda: fd.metric("fanoutd_connections_active") == 0,
-                           5 * slack, "the warm-up connections to close")
+                           what="the warm-up connections to close")
         base = ch.baseline()
         took = ch.run()
         sys.stderr.write("churn: %d requests in %.1fs\n" % (n, took))
@@ -378,8 +422,7 @@ class ValgrindChurnTest(harness.TestCase):
         wrapper = ["valgrind", "--error-exitcode=99", "--leak-check=full",
                    "--errors-for-leak-kinds=definite,indirect", "--track-fds=no",
                    "--num-callers=30"]
-        fd = AbortChurnTest.churn(self, n, 20, slack=10.0, wrapper=wrapper,
-                                  stop_grace=60.0)
+        fd = AbortChurnTest.churn(self, n, 20, wrapper=wrapper)
         try:
             fd.stop()
         except AssertionError as e:
