@@ -16,8 +16,10 @@ A_DEADLINE_MS = 8 * 60 * 1000
 # (DEADLINE_MARGIN_MS); what a hop may take beyond the time measured from
 # the client's send is allowed this much
 MARGINS_MS = 1000
-# fanoutd's timers run on libevent's clock, CLOCK_MONOTONIC_COARSE, up to one
-# kernel tick behind the precise clock the tests read
+# libevent times fanoutd's timers with CLOCK_MONOTONIC_COARSE where that clock
+# ticks every millisecond or faster: a timer may then fire up to one tick
+# before the precise clock the tests read says it is due.  "Not before" allows
+# one tick of that clock (4 ms here, where libevent keeps the precise clock).
 try:
     TICK = time.clock_getres(getattr(time, "CLOCK_MONOTONIC_COARSE", 6))
 except (OSError, ValueError):

@@ -21,9 +21,10 @@ import harness  # noqa: E402
 
 LIMITS = (0.3, 3, 30)   # route deadlines and upstream timeouts, in turn
 HEADER_ROUTE_MS = 7 * 60 * 1000     # route "hdr": 7m, unlike any default
-# fanoutd's timers run on libevent's clock, CLOCK_MONOTONIC_COARSE, which
-# may be up to one kernel tick behind the precise clock the tests read: "not
-# before the deadline" allows that tick
+# libevent times fanoutd's timers with CLOCK_MONOTONIC_COARSE where that clock
+# ticks every millisecond or faster: a timer may then fire up to one tick
+# before the precise clock the tests read says it is due.  "Not before" allows
+# one tick of that clock (4 ms here, where libevent keeps the precise clock).
 try:
     TICK = time.clock_getres(getattr(time, "CLOCK_MONOTONIC_COARSE", 6))
 except (OSError, ValueError):

@@ -10,8 +10,10 @@ from harness import build_request  # noqa: E402
 
 DEADLINE = 0.3          # route "dl": a deadline that fires
 KEEPALIVE = 0.5         # KeepaliveTimeoutTest's keepalive_timeout
-# fanoutd's timers run on libevent's clock, CLOCK_MONOTONIC_COARSE, up to one
-# kernel tick behind the precise clock the tests read
+# libevent times fanoutd's timers with CLOCK_MONOTONIC_COARSE where that clock
+# ticks every millisecond or faster: a timer may then fire up to one tick
+# before the precise clock the tests read says it is due.  "Not before" allows
+# one tick of that clock (4 ms here, where libevent keeps the precise clock).
 try:
     TICK = time.clock_getres(getattr(time, "CLOCK_MONOTONIC_COARSE", 6))
 except (OSError, ValueError):

@@ -30,8 +30,10 @@ from fakeupstream import FakeUpstream  # noqa: E402
 # the hung upstreams' timeout, by variant suffix: "hung", "hung3", "hung30"
 VARIANTS = (("", 0.3), ("3", 3), ("30", 30))
 MAX_RESPONSE = 1024
-# fanoutd's and curl's timers fire on libevent's clock, CLOCK_MONOTONIC_COARSE,
-# up to one kernel tick behind the precise clock the tests read
+# libevent times fanoutd's timers with CLOCK_MONOTONIC_COARSE where that clock
+# ticks every millisecond or faster: a timer may then fire up to one tick
+# before the precise clock the tests read says it is due.  "Not before" allows
+# one tick of that clock (4 ms here, where libevent keeps the precise clock).
 try:
     TICK = time.clock_getres(getattr(time, "CLOCK_MONOTONIC_COARSE", 6))
 except (OSError, ValueError):
