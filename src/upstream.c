@@ -784,12 +784,16 @@ transfer_unqueue_reset(struct upstreams *u, struct sockwatch *sw)
 }
 
 /*
- * Remove the easy handle from the multi, then reset it for the pool or
+ * Remove the easy handle from the multi, then keep it for the pool or
  * clean it up: never the other way round (see the top of this file).
  * open: the transfer ends with its HTTP/2 stream, if any, still open.
+ * spoilt: the transfer failed inside curl. Such a handle is not pooled:
+ * curl 8.14 keeps some failures on the handle, and after a streamed body
+ * could not be rewound for a retry (CURLE_SEND_FAIL_REWIND) every later
+ * transfer on it failed the same way at once, without a request sent.
  */
 static void
-transfer_release(struct transfer *x, int open)
+transfer_release(struct transfer *x, int open, int spoilt)
 {
 	struct upstreams	*u = x->u;
 	struct sockwatch	*sw;
@@ -807,7 +811,7 @@ transfer_release(struct transfer *x, int open)
 		x->conn->owner = NULL;
 		x->conn = NULL;
 	}
-	if (u->npool < EASY_POOL_MAX) {
+	if (!spoilt && u->npool < EASY_POOL_MAX) {
 		u->pool[u->npool++] = x->easy;
 	} else
 		curl_easy_cleanup(x->easy);
@@ -1076,7 +1080,7 @@ transfer_abort(struct transfer *x)
 	size_t	discarded;
 
 	discarded = evbuffer_get_length(x->body);
-	transfer_release(x, 1);
+	transfer_release(x, 1, 0);
 	transfer_free(x);
 	return (discarded);
 }
@@ -1133,7 +1137,8 @@ transfer_done(struct transfer *x, CURLcode rc)
 	/* What curl ends on its own side while the stream is open; an
 	 * upstream's reset or a broken connection leaves none to reset. */
 	transfer_release(x, rc == CURLE_OPERATION_TIMEDOUT ||
-	    rc == CURLE_WRITE_ERROR || rc == CURLE_FILESIZE_EXCEEDED);
+	    rc == CURLE_WRITE_ERROR || rc == CURLE_FILESIZE_EXCEEDED,
+	    rc != CURLE_OK);
 	/* The callee may move the body out with evbuffer_add_buffer(). */
 	x->cb(x, &res, x->arg);
 	transfer_free(x);

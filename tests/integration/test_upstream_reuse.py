@@ -121,6 +121,28 @@ class UpstreamReuseTest(harness.SharedDaemonTest):
         # nor does the connection that had it carry anything again
         self.post_elsewhere(req.conn, "after a stale answer on a resting connection")
 
+    def test_a_post_lost_with_its_reused_connection_spoils_nothing(self):
+        # A POST on a resting connection that the upstream closes without
+        # answering cannot be sent again (its body was streamed): a 502.
+        # The transfer's curl handle must not carry that failure into the
+        # next transfers: with libcurl 8.14 a pooled handle did, and every
+        # later request on the worker was a 502 that never left fanoutd.
+        tag = self.tag("warm")
+        r = self.get("tag=%s&body=warm" % tag)
+        warm = self.request_for(tag)
+        tag = self.tag("lost")
+        r, _ = self.call("/x?close=1&tag=" + tag, method="POST", body=b"p" * 500)
+        self.assertEqual(r.status, 502, r)
+        lost = self.request_for(tag)
+        self.assertIs(lost.conn, warm.conn, "the POST did not go on the resting "
+                      "connection: nothing here is tested")
+        for i in range(3):
+            tag = self.tag("after")
+            r, _ = self.call("/x?body=a%d&tag=%s" % (i, tag))
+            self.assertEqual((r.status, r.body), (200, b"a%d" % i),
+                             "request %d after the lost POST: %r" % (i, r))
+            self.request_for(tag)
+
     def test_paused_answers_on_reused_connections_arrive_whole(self):
         # large answers on reused connections, read by a client that takes
         # its time: curl pauses them, sometimes before any socket callback
