@@ -627,7 +627,10 @@ conn_head(struct conn *c, int status, struct evbuffer *headers,
 	size_t		 textlen = strlen(text);
 	int		 keep, http10 = llhttp_get_http_minor(&c->parser) == 0;
 
-	if (how != CONN_KEEP || c->w->draining ||
+	/* server_draining(), not only the worker's flag: the drain is
+	 * announced (/healthz, STOPPING=1) before each worker has run its
+	 * drain job, and an answer in between must say close too. */
+	if (how != CONN_KEEP || c->w->draining || server_draining() ||
 	    (content_length < 0 && http10))
 		c->close_after = 1;
 	/* Answered before its body was all read (mode proxy may): the rest
