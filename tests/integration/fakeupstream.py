@@ -492,7 +492,7 @@ class FakeUpstream:
         conn._inbuf += data
         try:
             self._parse(conn)
-        except _Bad as e:
+        except _Bad:
             self._queue_raw(conn, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
                                   b"Connection: close\r\n\r\n", close=True)
             return

@@ -35,10 +35,6 @@ from h2raw import (CANCEL, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM,  # noqa: 
                    NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM)
 
 PATIENCE = harness.PATIENCE
-# fanoutd's timers run on libevent's clock, CLOCK_MONOTONIC_COARSE: one tick
-# (1-10 ms) behind the test's, so a timeout may seem to fire that much early
-TICK = 0.01
-
 
 def requests_at(up, pred=lambda r: True):
     """The requests fanoutd made to the fake upstream UP that PRED takes."""
@@ -647,9 +643,7 @@ class H2DrainTest(H2Base):
         st = c.response(sid)
         self.assertEqual(st.status, 503, st)
         # the lower bound is the test: no 503 before drain_timeout
-        self.assertGreaterEqual(st.ended_at - t0, 0.3 - TICK,
-                                "503 %.0f ms after SIGTERM, before the drain "
-                                "timeout" % ((st.ended_at - t0) * 1000))
+        self.assertNotBefore(st.ended_at, t0, 0.3, "503 after SIGTERM")
         self.assertCancelled(self.up, req)
         self.assertEqual(fd.wait_exit(), 0, fd.stderr_tail())
         e = fd.wait_access_log(request_id="rid-dt")
@@ -677,8 +671,7 @@ class H2DeadlineAndLimitsTest(H2Base):
                             headers=[("grpc-timeout", value), ("x-request-id", rid)])
             st = c.response(sid)
             self.assertEqual(st.status, 504, st)
-            self.assertGreaterEqual(st.ended_at - t0, secs - TICK,
-                                    "504 before the grpc-timeout %s" % value)
+            self.assertNotBefore(st.ended_at, t0, secs, "504")
             self.assertEqual(json.loads(st.body).get("request_id"), rid, st)
             e = fd.wait_access_log(request_id=rid)
             self.assertEqual((e["status"], e["cancel_reason"]), (504, "deadline"), e)

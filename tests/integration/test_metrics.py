@@ -573,5 +573,6 @@ class MetricsTest(harness.TestCase):
         self.assertGreaterEqual(v, 5000)
         self.assertLess(v, 100000)
 
+
 if __name__ == "__main__":
     harness.main()

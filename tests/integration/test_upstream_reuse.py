@@ -108,7 +108,7 @@ class UpstreamReuseTest(harness.SharedDaemonTest):
 
     def test_stale_response_on_a_resting_connection(self):
         tag = self.tag("junk")
-        r1 = self.get("tag=%s&body=one&after=junk" % tag)
+        self.get("tag=%s&body=one&after=junk" % tag)
         req = self.request_for(tag)
         self.up.wait_for(lambda: req.after_sent is not None,
                          what="a stale 408 sent on the resting connection")
