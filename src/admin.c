@@ -17,11 +17,11 @@
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
-#include "server.h"
 
 struct admin {
 	struct evhttp	*http;
 	struct lset	 set;
+	const int	*draining;	/* the process's drain flag (atomic) */
 };
 
 static void
@@ -36,6 +36,7 @@ admin_reply(struct evhttp_request *req, int code, const char *reason,
 static void
 admin_cb(struct evhttp_request *req, void *arg)
 {
+	struct admin	*a = arg;
 	struct evbuffer	*body;
 	const char	*path;
 
@@ -51,7 +52,7 @@ admin_cb(struct evhttp_request *req, void *arg)
 		evbuffer_add_printf(body, "method not allowed\n");
 		admin_reply(req, 405, "Method Not Allowed", "text/plain", body);
 	} else if (strcmp(path, "/healthz") == 0) {
-		if (server_draining()) {
+		if (__atomic_load_n(a->draining, __ATOMIC_RELAXED)) {
 			evbuffer_add_printf(body, "draining\n");
 			admin_reply(req, 503, "Service Unavailable",
 			    "text/plain", body);
@@ -71,10 +72,15 @@ admin_cb(struct evhttp_request *req, void *arg)
 }
 
 /* evhttp installs no error callback: without one, EMFILE spins. */
+/* The one admin listener of the process: evhttp keeps the listeners'
+ * argument for itself, so their error callback finds the set here. */
+static struct admin	*the_admin;
+
 static void
 admin_accept_error_cb(struct evconnlistener *el, void *arg)
 {
-	lset_accept_error(&server->admin->set, EVUTIL_SOCKET_ERROR());
+	if (the_admin != NULL)
+		lset_accept_error(&the_admin->set, EVUTIL_SOCKET_ERROR());
 }
 
 static void *
@@ -103,7 +109,8 @@ admin_detach(void *arg, void *handle, struct evconnlistener *el)
 static const struct lset_ops admin_ops = { admin_attach, admin_detach };
 
 struct admin *
-admin_new(struct event_base *base, const struct config *conf)
+admin_new(struct event_base *base, const struct config *conf,
+    const int *draining)
 {
 	struct admin	*a;
 
@@ -114,6 +121,8 @@ admin_new(struct event_base *base, const struct config *conf)
 		return (NULL);
 	}
 	evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	a->draining = draining;
+	the_admin = a;
 	evhttp_set_gencb(a->http, admin_cb, a);
 	evhttp_set_timeout(a->http, 10);
 	if (lset_init(&a->set, base, &admin_ops, a, " (admin)") == -1) {
@@ -139,6 +148,8 @@ admin_free(struct admin *a)
 {
 	if (a == NULL)
 		return;
+	if (the_admin == a)
+		the_admin = NULL;
 	/* evhttp_free closes the bound sockets. */
 	evhttp_free(a->http);
 	if (a->set.retry != NULL)

@@ -8,7 +8,9 @@ struct event_base;
 struct lset;
 struct config;
 
-struct admin	*admin_new(struct event_base *, const struct config *);
+/* draining: the process's drain flag, read atomically (/healthz 503). */
+struct admin	*admin_new(struct event_base *, const struct config *,
+		    const int *draining);
 struct lset	*admin_set(struct admin *);
 void		 admin_free(struct admin *);
 

@@ -19,8 +19,8 @@
 #include "fanout.h"
 #include "log.h"
 #include "metrics.h"
+#include "loop.h"
 #include "request.h"
-#include "server.h"
 
 static int
 leg_succeeded(const struct leg *l)
@@ -192,7 +192,7 @@ hedge_timer_cb(evutil_socket_t fd, short what, void *arg)
 static void
 hedge_start(struct request *r)
 {
-	if ((r->hedge_timer = evtimer_new(r->w->base, hedge_timer_cb, r)) == NULL) {
+	if ((r->hedge_timer = evtimer_new(r->loop->base, hedge_timer_cb, r)) == NULL) {
 		request_error(r, 503, "out_of_memory");
 		return;
 	}

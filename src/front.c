@@ -36,8 +36,8 @@
 #include "h2.h"
 #include "log.h"
 #include "metrics.h"
+#include "loop.h"
 #include "request.h"
-#include "server.h"
 #include "tls.h"
 #include "util.h"
 
@@ -76,8 +76,8 @@ struct strbuf {
 struct conn {
 	struct front		 front;		/* HTTP/1: the request's view */
 	TAILQ_ENTRY(conn)	 entry;
-	struct worker		*w;
-	struct grave		 grave;		/* worker_defer_free() */
+	struct loop		*loop;
+	struct grave		 grave;		/* loop_defer_free() */
 	struct config		*conf;		/* a reference */
 	int			 fd;
 	struct bufferevent	*bev;		/* TLS: OpenSSL does the I/O */
@@ -268,7 +268,7 @@ conn_free(void *arg)
 }
 
 void
-front_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa,
+front_accept(struct loop *l, evutil_socket_t fd, struct sockaddr *sa,
     socklen_t salen, int tls)
 {
 	struct conn	*c;
@@ -280,9 +280,9 @@ front_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa,
 		close(fd);
 		return;
 	}
-	c->w = w;
+	c->loop = l;
 	c->id = __atomic_add_fetch(&conn_ids, 1, __ATOMIC_RELAXED);
-	c->conf = config_ref(w->conf);
+	c->conf = config_ref(l->conf);
 	if (getnameinfo(sa, salen, c->peer, sizeof c->peer, NULL, 0,
 	    NI_NUMERICHOST) != 0)
 		snprintf(c->peer, sizeof c->peer, "unknown");
@@ -292,8 +292,8 @@ front_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa,
 	c->front.ops = &conn_ops;
 	c->fd = fd;
 	c->tls = tls != 0;
-	c->kick = event_new(w->base, -1, 0, conn_kick_cb, c);
-	c->timer = evtimer_new(w->base, conn_timer_cb, c);
+	c->kick = event_new(l->base, -1, 0, conn_kick_cb, c);
+	c->timer = evtimer_new(l->base, conn_timer_cb, c);
 	if (tls) {
 		/*
 		 * OpenSSL through a bufferevent. Its callbacks are deferred to
@@ -302,7 +302,7 @@ front_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa,
 		 */
 		if (c->conf->tls_ctx != NULL &&
 		    (ssl = SSL_new(c->conf->tls_ctx)) != NULL)
-			c->bev = bufferevent_openssl_socket_new(w->base, fd, ssl,
+			c->bev = bufferevent_openssl_socket_new(l->base, fd, ssl,
 			    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE |
 			    BEV_OPT_DEFER_CALLBACKS);
 		if (c->bev == NULL) {
@@ -318,9 +318,9 @@ front_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa,
 		ok = c->bev != NULL &&
 		    bufferevent_enable(c->bev, EV_READ | EV_WRITE) == 0;
 	} else {
-		c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST,
+		c->rev = event_new(l->base, fd, EV_READ | EV_PERSIST,
 		    conn_read_cb, c);
-		c->wev = event_new(w->base, fd, EV_WRITE | EV_PERSIST,
+		c->wev = event_new(l->base, fd, EV_WRITE | EV_PERSIST,
 		    conn_write_cb, c);
 		c->in = evbuffer_new();
 		c->out = evbuffer_new();
@@ -336,9 +336,9 @@ front_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa,
 	llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
 	c->parser.data = c;
 
-	TAILQ_INSERT_TAIL(&w->conns, c, entry);
-	w->nconns++;	/* this worker's thread only */
-	server_conn_opened();
+	TAILQ_INSERT_TAIL(&l->conns, c, entry);
+	l->nconns++;
+	l->conn_opened(l->owner);
 	metrics_gauge_add(G_CONNECTIONS_ACTIVE, 1);
 	metrics_counter_add(C_CONNECTIONS_TOTAL, 1);
 
@@ -371,9 +371,10 @@ conn_close(struct conn *c, enum cancel_reason why)
 	 * /metrics must not find the connection still there. */
 	metrics_gauge_add(G_CONNECTIONS_ACTIVE, -1);
 	conn_release(c);
-	TAILQ_REMOVE(&c->w->conns, c, entry);
-	worker_defer_free(c->w, &c->grave, conn_free, c);
-	worker_conn_gone(c->w);
+	TAILQ_REMOVE(&c->loop->conns, c, entry);
+	c->loop->nconns--;
+	loop_defer_free(c->loop, &c->grave, conn_free, c);
+	c->loop->conn_gone(c->loop->owner);
 }
 
 /* Start on the next request: pipelined bytes may already be waiting. */
@@ -394,7 +395,7 @@ conn_next_request(struct conn *c)
 		conn_close(c, CANCEL_CLIENT_CLOSED);
 		return;
 	}
-	if (c->w->draining && evbuffer_get_length(in) == 0) {
+	if (loop_draining(c->loop) && evbuffer_get_length(in) == 0) {
 		conn_close(c, CANCEL_SHUTDOWN);
 		return;
 	}
@@ -515,7 +516,7 @@ conn_start_h2(struct conn *c)
 	if (evbuffer_get_length(c->in) > 0)
 		h2_session_input(c->h2, c->in);
 	/* Draining: what already came is served, and GOAWAY says so. */
-	if (c->w->draining && c->state == CONN_H2)
+	if (loop_draining(c->loop) && c->state == CONN_H2)
 		h2_session_drain(c->h2);
 }
 
@@ -602,7 +603,7 @@ conn_reject(struct conn *c, int status, const char *error)
 	c->linger = 1;
 	if (c->req == NULL) {
 		/* Nothing parsed yet (e.g. garbage as the first byte). */
-		c->req = request_new(c->w, &c->front, c->conf, c->peer);
+		c->req = request_new(c->loop, &c->front, c->conf, c->peer);
 		if (c->req == NULL) {
 			conn_close(c, CANCEL_CLIENT_CLOSED);
 			return;
@@ -627,10 +628,7 @@ conn_head(struct conn *c, int status, struct evbuffer *headers,
 	size_t		 textlen = strlen(text);
 	int		 keep, http10 = llhttp_get_http_minor(&c->parser) == 0;
 
-	/* server_draining(), not only the worker's flag: the drain is
-	 * announced (/healthz, STOPPING=1) before each worker has run its
-	 * drain job, and an answer in between must say close too. */
-	if (how != CONN_KEEP || c->w->draining || server_draining() ||
+	if (how != CONN_KEEP || loop_draining(c->loop) ||
 	    (content_length < 0 && http10))
 		c->close_after = 1;
 	/* Answered before its body was all read (mode proxy may): the rest
@@ -1088,10 +1086,10 @@ conn_finish(struct conn *c, int now)
 	event_active(c->kick, EV_TIMEOUT, 0);
 }
 
-struct worker *
-conn_worker(struct conn *c)
+struct loop *
+conn_loop(struct conn *c)
 {
-	return (c->w);
+	return (c->loop);
 }
 
 static const struct front_ops conn_ops = {
@@ -1106,12 +1104,12 @@ static const struct front_ops conn_ops = {
 };
 
 void
-front_drain(struct worker *w)
+front_drain(struct loop *l)
 {
 	struct conn	*c, *next;
 	char		 peek;
 
-	for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
+	for (c = TAILQ_FIRST(&l->conns); c != NULL; c = next) {
 		next = TAILQ_NEXT(c, entry);
 		if (c->state == CONN_H2) {
 			h2_session_drain(c->h2);
@@ -1130,11 +1128,11 @@ front_drain(struct worker *w)
 }
 
 void
-front_stop(struct worker *w)
+front_stop(struct loop *l)
 {
 	struct conn	*c, *next;
 
-	for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
+	for (c = TAILQ_FIRST(&l->conns); c != NULL; c = next) {
 		next = TAILQ_NEXT(c, entry);
 		if (c->state == CONN_H2) {
 			/* Each stream answered 503, then the connection goes. */
@@ -1170,16 +1168,16 @@ on_message_begin(llhttp_t *p)
 	struct conn	*c = p->data;
 
 	/* Each request runs on the configuration current when it began. */
-	if (c->conf != c->w->conf) {
+	if (c->conf != c->loop->conf) {
 		config_unref(c->conf);
-		c->conf = config_ref(c->w->conf);
+		c->conf = config_ref(c->loop->conf);
 	}
 	c->head_bytes = 0;
 	c->body_bytes = 0;
 	c->hname.len = c->hvalue.len = 0;
 	c->value_spans = 0;
 	c->trailers = 0;
-	if ((c->req = request_new(c->w, &c->front, c->conf, c->peer)) == NULL) {
+	if ((c->req = request_new(c->loop, &c->front, c->conf, c->peer)) == NULL) {
 		c->error_status = 503;
 		c->error_text = "out_of_memory";
 		return (-1);

@@ -13,7 +13,7 @@
 
 #include <event2/util.h>
 
-struct worker;
+struct loop;
 struct conn;
 struct front;
 struct evbuffer;
@@ -26,7 +26,7 @@ enum conn_after {
 };
 
 void	front_init(void);
-void	front_accept(struct worker *, evutil_socket_t, struct sockaddr *,
+void	front_accept(struct loop *, evutil_socket_t, struct sockaddr *,
 	    socklen_t, int tls);
 
 /*
@@ -90,11 +90,11 @@ struct evbuffer	*conn_output(struct conn *);
 void		 conn_send(struct conn *);
 /* Close once what is queued is written (or at once: now). */
 void		 conn_finish(struct conn *, int now);
-struct worker	*conn_worker(struct conn *);
+struct loop	*conn_loop(struct conn *);
 
 /* SIGTERM: close idle connections, mark the rest to close when done. */
-void	front_drain(struct worker *);
+void	front_drain(struct loop *);
 /* Drain over: cancel in-flight requests (shutdown), close the rest. */
-void	front_stop(struct worker *);
+void	front_stop(struct loop *);
 
 #endif

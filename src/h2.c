@@ -9,7 +9,7 @@
  * Lifetimes. nghttp2 calls us back from inside mem_recv and mem_send;
  * nothing done there may free the session or close the connection: the
  * connection is only ever closed from the loop (conn_finish), and streams
- * are freed through the worker's graveyard. Requests are dispatched after
+ * are freed through the loop's graveyard. Requests are dispatched after
  * a whole read has been taken in, not from inside nghttp2's callbacks: a
  * HEADERS and RST_STREAM that arrive together never start upstream work,
  * which is what makes a rapid-reset flood cost nothing upstream.
@@ -41,8 +41,8 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "loop.h"
 #include "request.h"
-#include "server.h"
 #include "util.h"
 
 #define OUT_HIGH		(128 * 1024)	/* stop taking frames above */
@@ -100,7 +100,7 @@ TAILQ_HEAD(h2_streams, h2_stream);
 
 struct h2_session {
 	struct conn		*c;
-	struct worker		*w;
+	struct loop		*loop;
 	struct config		*conf;		/* a reference: the limits */
 	const char		*peer;
 	int			 tls;
@@ -162,9 +162,9 @@ stream_new(struct h2_session *s, int32_t id)
 	st->s = s;
 	st->id = id;
 	st->out = evbuffer_new();
-	st->timer = evtimer_new(s->w->base, stream_timer_cb, st);
+	st->timer = evtimer_new(s->loop->base, stream_timer_cb, st);
 	/* Each request runs on the configuration current when it began. */
-	r = request_new(s->w, &st->front, s->w->conf, s->peer);
+	r = request_new(s->loop, &st->front, s->loop->conf, s->peer);
 	if (st->out == NULL || st->timer == NULL || r == NULL) {
 		if (r != NULL)
 			request_conn_gone(r, CANCEL_CLIENT_CLOSED);
@@ -229,7 +229,7 @@ stream_gone(struct h2_stream *st, enum cancel_reason why)
 	s->nstreams--;
 	evtimer_del(st->timer);
 	stream_detach(st, why);
-	worker_defer_free(s->w, &st->grave, stream_free, st);
+	loop_defer_free(s->loop, &st->grave, stream_free, st);
 }
 
 /* Reset a stream of ours: nghttp2 closes it once the frame is out. */
@@ -945,13 +945,13 @@ h2_session_new(struct conn *c, struct config *conf, const char *peer, int tls)
 	struct h2_session	*s;
 	nghttp2_option		*opt = NULL;
 	nghttp2_settings_entry	 iv[4];
-	struct worker		*w = conn_worker(c);
+	struct loop		*l = conn_loop(c);
 
 	pthread_once(&once, h2_callbacks_init);
 	if (h2_callbacks == NULL || (s = calloc(1, sizeof *s)) == NULL)
 		return (NULL);
 	s->c = c;
-	s->w = w;
+	s->loop = l;
 	s->conf = config_ref(conf);
 	s->peer = peer;
 	s->tls = tls;
@@ -960,8 +960,8 @@ h2_session_new(struct conn *c, struct config *conf, const char *peer, int tls)
 	s->reset_tokens = (uint64_t)conf->h2_max_streams * 1000;
 	TAILQ_INIT(&s->streams);
 	TAILQ_INIT(&s->ready);
-	s->send_ev = event_new(w->base, -1, 0, h2_send_cb, s);
-	s->timer = evtimer_new(w->base, h2_timer_cb, s);
+	s->send_ev = event_new(l->base, -1, 0, h2_send_cb, s);
+	s->timer = evtimer_new(l->base, h2_timer_cb, s);
 	if (s->send_ev == NULL || s->timer == NULL ||
 	    nghttp2_option_new(&opt) != 0)
 		goto fail;

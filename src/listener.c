@@ -16,15 +16,17 @@
 #include "front.h"
 #include "listener.h"
 #include "log.h"
-#include "server.h"
+#include "loop.h"
 #include "util.h"
 
 #define ACCEPT_BACKOFF_MS	100
 #define RECHECK_MS		50
 
 struct listener {
-	struct worker	*w;
-	struct lset	 set;
+	struct loop			*loop;
+	const struct listener_hooks	*hooks;
+	void				*arg;
+	struct lset			 set;
 	char		 what[32];	/* for the logs */
 	struct event	*recheck;	/* while paused at max_connections */
 };
@@ -253,17 +255,16 @@ listener_accept_cb(struct evconnlistener *el, evutil_socket_t fd,
 {
 	struct listener_port	*lp = arg;
 	struct listener		*ls = lp->ls;
-	struct worker		*w = ls->w;
 
 	lset_accept_ok(&ls->set);
-	front_accept(w, fd, sa, salen, lp->tls);
-	if (server_conns_full() && !ls->set.paused) {
+	front_accept(ls->loop, fd, sa, salen, lp->tls);
+	if (ls->hooks->full(ls->arg) && !ls->set.paused) {
 		log_info("max_connections reached, accepting paused%s "
-		    "connections=%u", ls->what, w->nconns);
+		    "connections=%u", ls->what, ls->loop->nconns);
 		listener_pause(ls);
 		/* The others too, before their listeners take more; one
 		 * may still slip in on each meanwhile. */
-		server_pause_accepting(w);
+		ls->hooks->paused(ls->arg);
 	}
 }
 
@@ -305,20 +306,23 @@ static const struct lset_ops listener_ops = {
 };
 
 struct listener *
-listener_new(struct worker *w, const struct config *conf)
+listener_new(struct loop *loop, unsigned id, const struct config *conf,
+    const struct listener_hooks *hooks, void *arg)
 {
 	struct listener	*ls;
 
 	if ((ls = calloc(1, sizeof *ls)) == NULL)
 		return (NULL);
-	ls->w = w;
-	snprintf(ls->what, sizeof ls->what, " worker=%u", w->id);
-	if (lset_init(&ls->set, w->base, &listener_ops, ls, ls->what) == -1) {
+	ls->loop = loop;
+	ls->hooks = hooks;
+	ls->arg = arg;
+	snprintf(ls->what, sizeof ls->what, " worker=%u", id);
+	if (lset_init(&ls->set, loop->base, &listener_ops, ls, ls->what) == -1) {
 		free(ls);
 		return (NULL);
 	}
 	ls->set.reuseport = 1;
-	if ((ls->recheck = evtimer_new(w->base, listener_recheck_cb, ls)) ==
+	if ((ls->recheck = evtimer_new(loop->base, listener_recheck_cb, ls)) ==
 	    NULL || lset_update(&ls->set, conf->listen, conf->nlisten) == -1) {
 		listener_free(ls);
 		return (NULL);
@@ -355,7 +359,7 @@ listener_recheck_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (!ls->set.paused)
 		return;
-	if (!server_conns_full())
+	if (!ls->hooks->full(ls->arg))
 		listener_resume(ls);
 	else
 		evtimer_add(ls->recheck, &tv);

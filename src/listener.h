@@ -14,7 +14,7 @@
 
 #include "config.h"
 
-struct worker;
+struct loop;
 struct evconnlistener;
 struct event_base;
 
@@ -72,8 +72,20 @@ void	lset_commit(struct lset *, struct lset_change *);
 void	lset_abort(struct lset *, struct lset_change *);
 void	lset_clear(struct lset *);
 
-/* The client listeners of a worker. */
-struct listener	*listener_new(struct worker *, const struct config *);
+/*
+ * The client listeners of one event loop; what they accept goes to the
+ * front end (front_accept). At max_connections, which counts every
+ * loop's connections, the owner's hooks say so: full() whether one more
+ * connection fits, paused() that this listener stopped accepting (the
+ * others should too).
+ */
+struct listener_hooks {
+	int	(*full)(void *);
+	void	(*paused)(void *);
+};
+
+struct listener	*listener_new(struct loop *, unsigned id, const struct config *,
+		    const struct listener_hooks *, void *);
 struct lset	*listener_set(struct listener *);
 void		 listener_free(struct listener *);
 /* Stop or resume accepting (max_connections); the sockets stay bound. */

@@ -17,7 +17,6 @@
 
 #include "log.h"
 #include "notify.h"
-#include "server.h"
 
 static struct event	*watchdog;
 
@@ -32,6 +31,7 @@ notify_send(const char *msg)
 }
 
 static uint64_t	watchdog_ms;	/* half the watchdog period */
+static int	(*loops_alive)(uint64_t);
 
 /*
  * The main loop pets only when every worker's loop turned lately too: a
@@ -40,7 +40,7 @@ static uint64_t	watchdog_ms;	/* half the watchdog period */
 static void
 watchdog_cb(evutil_socket_t fd, short what, void *arg)
 {
-	if (server_workers_alive(watchdog_ms))
+	if (loops_alive(watchdog_ms))
 		notify_send("WATCHDOG=1");
 }
 #else
@@ -52,12 +52,13 @@ notify_send(const char *msg)
 #endif
 
 void
-notify_init(struct event_base *base)
+notify_init(struct event_base *base, int (*alive)(uint64_t))
 {
 #ifdef HAVE_SYSTEMD
 	uint64_t	usec = 0;
 	struct timeval	tv;
 
+	loops_alive = alive;
 	if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
 		return;
 	/* Twice per period, as sd_watchdog_enabled(3) advises. */
@@ -74,6 +75,7 @@ notify_init(struct event_base *base)
 	    (unsigned long long)usec / 1000);
 #else
 	(void)base;
+	(void)alive;
 #endif
 }
 

@@ -8,7 +8,7 @@
  * aborts that leg's transfer (curl closes the upstream connection) and
  * records the leg as cancelled; then the request's own callback answers the
  * client, or not, and ends the request. One path, request_end(), logs and
- * releases; the memory goes after the current callback (worker graveyard),
+ * releases; the memory goes after the current callback (the loop's graveyard),
  * so nothing up the stack can touch freed memory.
  */
 #include <stdio.h>
@@ -25,8 +25,8 @@
 #include "front.h"
 #include "log.h"
 #include "metrics.h"
+#include "loop.h"
 #include "request.h"
-#include "server.h"
 #include "util.h"
 
 static void	request_on_cancel(struct cancel *, enum cancel_reason, void *);
@@ -54,7 +54,7 @@ static const char *const leg_outcome_metric[] = {
 };
 
 struct request *
-request_new(struct worker *w, struct front *front, struct config *conf,
+request_new(struct loop *l, struct front *front, struct config *conf,
     const char *client)
 {
 	struct request	*r;
@@ -65,7 +65,7 @@ request_new(struct worker *w, struct front *front, struct config *conf,
 		free(r);
 		return (NULL);
 	}
-	r->w = w;
+	r->loop = l;
 	r->front = front;
 	r->conf = config_ref(conf);
 	r->state = REQ_READING;
@@ -257,7 +257,7 @@ request_head_done(struct request *r)
 	if (http_client_deadline(&r->headers, &client) && client < deadline)
 		deadline = client;
 	r->deadline_ms = now_ms() + deadline;
-	r->deadline_timer = evtimer_new(r->w->base, request_deadline_cb, r);
+	r->deadline_timer = evtimer_new(r->loop->base, request_deadline_cb, r);
 	if (r->deadline_timer == NULL) {
 		r->reject = 503;
 		r->reject_error = "out_of_memory";
@@ -321,7 +321,7 @@ request_conn_gone(struct request *r, enum cancel_reason why)
 			event_free(r->deadline_timer);
 		r->deadline_timer = NULL;
 		cancel_detach(&r->cancel);
-		worker_defer_free(r->w, &r->grave, request_free, r);
+		loop_defer_free(r->loop, &r->grave, request_free, r);
 		return;
 	}
 	request_cancel(r, why);
@@ -455,7 +455,7 @@ request_end(struct request *r, int status, unsigned long long bytes)
 	    now_us() - r->started_us);
 	metrics_request_proto(r->h2 ? 2 : r->http_minor);
 	log_debug("request done request_id=%s status=%d", r->id, status);
-	worker_defer_free(r->w, &r->grave, request_free, r);
+	loop_defer_free(r->loop, &r->grave, request_free, r);
 }
 
 /* ---- legs --------------------------------------------------------------- */
@@ -755,7 +755,7 @@ leg_start(struct leg *l)
 	tr.body = tr.bodylen ? evbuffer_pullup(r->body, -1) : NULL;
 	if (rt->mode == MODE_PROXY)
 		tr.stream = &leg_stream;
-	l->xfer = transfer_start(r->w->upstreams, &tr, leg_transfer_done, l);
+	l->xfer = transfer_start(r->loop->upstreams, &tr, leg_transfer_done, l);
 	http_headers_clear(&out);
 	free(stripped);
 	if (l->xfer == NULL)

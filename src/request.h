@@ -14,11 +14,11 @@
 
 #include "cancel.h"
 #include "http.h"
-#include "server.h"
+#include "loop.h"
 #include "upstream.h"
 
 struct front;
-struct worker;
+struct loop;
 struct config;
 struct route_conf;
 struct upstream_conf;
@@ -61,8 +61,8 @@ struct leg {
 };
 
 struct request {
-	struct worker		*w;
-	struct grave		 grave;		/* worker_defer_free() */
+	struct loop		*loop;
+	struct grave		 grave;		/* loop_defer_free() */
 	struct front		*front;		/* NULL once the client is gone */
 	struct config		*conf;		/* a reference */
 	const struct route_conf	*route;
@@ -105,7 +105,7 @@ struct request {
 	struct event		*hedge_timer;
 };
 
-struct request	*request_new(struct worker *, struct front *, struct config *,
+struct request	*request_new(struct loop *, struct front *, struct config *,
 		    const char *client);
 /* "HTTP/1.0", "HTTP/1.1" or "HTTP/2.0", for logs and metrics. */
 const char	*request_proto(const struct request *);

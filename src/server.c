@@ -21,22 +21,38 @@
 #include "accesslog.h"
 #include "admin.h"
 #include "config.h"
-#include "front.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
 #include "server.h"
-#include "upstream.h"
 #include "util.h"
+#include "worker.h"
 
 /* After the drain is over: at most this long to flush the last answers. */
 #define STOP_GRACE_MS	1000
 
-static struct server	 the_server;
-struct server		*server = &the_server;
+static struct server {
+	struct config		*conf;
+	struct event_base	*base;		/* the main thread's */
+	struct worker		**workers;
+	unsigned		 nworkers;
+	struct admin		*admin;
+	struct event		*sig_term;
+	struct event		*sig_int;
+	struct event		*sig_hup;
+	struct event		*sig_usr1;
+	struct event		*drain_timer;
+	struct event		*idle_check;	/* workers poke it when idle */
+	int			 draining;	/* SIGTERM seen (atomic) */
+	int			 stopping;	/* drain over (main thread) */
+	unsigned		 idle_workers;	/* atomic */
+	unsigned		 nconns;	/* all workers' (atomic) */
+	unsigned		 max_conns;	/* in effect (atomic) */
+	unsigned long		 nofile;	/* the descriptor limit */
+} the_server, *server = &the_server;
 
-int
+static int
 server_draining(void)
 {
 	return (__atomic_load_n(&server->draining, __ATOMIC_RELAXED));
@@ -47,19 +63,21 @@ server_draining(void)
 /* Descriptors for everything but connections: listeners, logs, ... */
 #define FD_RESERVE	64
 
-void
+/* ---- what the workers ask of all of them together (any thread) ------------ */
+
+static void
 server_conn_opened(void)
 {
 	__atomic_add_fetch(&server->nconns, 1, __ATOMIC_RELAXED);
 }
 
-void
+static void
 server_conn_closed(void)
 {
 	__atomic_sub_fetch(&server->nconns, 1, __ATOMIC_RELAXED);
 }
 
-int
+static int
 server_conns_full(void)
 {
 	return (__atomic_load_n(&server->nconns, __ATOMIC_RELAXED) >=
@@ -102,15 +120,15 @@ server_max_conns(const struct config *conf)
 	return (conf->max_connections);
 }
 
-int
+/* 1 when every worker's loop turned within max_ms (the watchdog asks). */
+static int
 server_workers_alive(uint64_t max_ms)
 {
 	uint64_t	now = now_ms(), beat;
 	unsigned	i;
 
 	for (i = 0; i < server->nworkers; i++) {
-		beat = __atomic_load_n(&server->workers[i]->beat_ms,
-		    __ATOMIC_RELAXED);
+		beat = worker_beat(server->workers[i]);
 		if (now > beat && now - beat > max_ms) {
 			log_warnx("worker loop stuck for %llu ms, not telling "
 			    "the watchdog worker=%u",
@@ -121,86 +139,35 @@ server_workers_alive(uint64_t max_ms)
 	return (1);
 }
 
-/* ---- on a worker's thread --------------------------------------------------- */
-
+/* Worker from reached max_connections: the others stop accepting too. */
 static void
-worker_pause_job(struct worker *w, void *arg)
-{
-	if (w->listener != NULL && !listener_paused(w->listener) &&
-	    server_conns_full())
-		listener_pause(w->listener);
-}
-
-void
-server_pause_accepting(struct worker *from)
+server_worker_paused(struct worker *from)
 {
 	unsigned	i;
 
 	for (i = 0; i < server->nworkers; i++) {
 		if (server->workers[i] != from)
-			worker_call(server->workers[i], worker_pause_job, NULL, 0);
+			worker_call(server->workers[i], worker_pause, NULL, 0);
 	}
 }
 
+/* A worker has drained: the last one ends the process's loop. */
 static void
-worker_check_idle(struct worker *w)
+server_worker_idle(struct worker *w)
 {
-	if (!w->draining || w->nconns > 0 || w->stopping < 0)
-		return;
-	w->stopping = -1;	/* reported */
 	__atomic_add_fetch(&server->idle_workers, 1, __ATOMIC_ACQ_REL);
 	event_active(server->idle_check, EV_TIMEOUT, 0);
 }
 
-void
-worker_conn_gone(struct worker *w)
-{
-	w->nconns--;
-	server_conn_closed();
-	/* Other workers' paused listeners find out from their own timers. */
-	if (w->listener != NULL && listener_paused(w->listener) &&
-	    !server_conns_full())
-		listener_resume(w->listener);
-	worker_check_idle(w);
-}
+static const struct worker_hooks server_worker_hooks = {
+	server_conn_opened,
+	server_conn_closed,
+	server_conns_full,
+	server_worker_paused,
+	server_worker_idle,
+};
 
-static void *
-worker_main(void *arg)
-{
-	struct worker	*w = arg;
-	int		 i;
-
-	log_debug("worker started worker=%u", w->id);
-	event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
-	/*
-	 * A TLS connection's bufferevent, freed in the last pass, goes in
-	 * deferred callbacks of its own: let them run, or it is never freed.
-	 */
-	for (i = 0; i < 4; i++)
-		event_base_loop(w->base, EVLOOP_NONBLOCK);
-	log_debug("worker stopped worker=%u", w->id);
-	return (NULL);
-}
-
-static void
-worker_drain_job(struct worker *w, void *arg)
-{
-	w->draining = 1;
-	listener_free(w->listener);
-	w->listener = NULL;
-	front_drain(w);
-	worker_check_idle(w);
-}
-
-static void
-worker_stop_job(struct worker *w, void *arg)
-{
-	if (w->stopping == 0)
-		w->stopping = 1;
-	/* Answers 503 to what is in flight, closes everything else. */
-	front_stop(w);
-	worker_check_idle(w);
-}
+/* ---- reload, in two steps on every worker -------------------------------- */
 
 struct reload_job {
 	struct config		*conf;
@@ -265,7 +232,7 @@ server_stop(void)
 	}
 	/* The second time (grace over, or asked again) closes what is left. */
 	for (i = 0; i < server->nworkers; i++)
-		worker_call(server->workers[i], worker_stop_job, NULL, 0);
+		worker_call(server->workers[i], worker_stop, NULL, 0);
 }
 
 static void
@@ -294,7 +261,7 @@ server_sigterm_cb(evutil_socket_t sig, short what, void *arg)
 	__atomic_store_n(&server->draining, 1, __ATOMIC_RELAXED);
 	notify_stopping();
 	for (i = 0; i < server->nworkers; i++)
-		worker_call(server->workers[i], worker_drain_job, NULL, 0);
+		worker_call(server->workers[i], worker_drain, NULL, 0);
 	tv.tv_sec = ms / 1000;
 	tv.tv_usec = (ms % 1000) * 1000;
 	evtimer_add(server->drain_timer, &tv);
@@ -423,13 +390,15 @@ server_start(struct config *conf, unsigned long nofile)
 		return (-1);
 	for (i = 0; i < server->nworkers; i++) {
 		if ((w = server->workers[i] = worker_new(i, conf,
-		    server_pool_size())) == NULL)
+		    server_pool_size(), &server_worker_hooks,
+		    &server->draining)) == NULL)
 			return (-1);
 		/* Bound here, before the thread runs: start-up fails whole. */
-		if ((w->listener = listener_new(w, conf)) == NULL)
+		if (worker_listen(w, conf) == -1)
 			return (-1);
 	}
-	if ((server->admin = admin_new(server->base, conf)) == NULL)
+	if ((server->admin = admin_new(server->base, conf,
+	    &server->draining)) == NULL)
 		return (-1);
 	server->sig_term = evsignal_new(server->base, SIGTERM, server_sigterm_cb,
 	    NULL);
@@ -466,25 +435,19 @@ server_run(void)
 	sigfillset(&set);
 	pthread_sigmask(SIG_BLOCK, &set, &old);
 	for (started = 0; started < server->nworkers; started++) {
-		if (pthread_create(&server->workers[started]->thread, NULL,
-		    worker_main, server->workers[started]) != 0) {
-			log_error("cannot start worker thread worker=%u",
-			    started);
+		if (worker_start(server->workers[started]) == -1)
 			break;
-		}
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 
 	if (started == server->nworkers) {
-		notify_init(server->base);
+		notify_init(server->base, server_workers_alive);
 		notify_ready();
 		log_info("fanoutd ready workers=%u", server->nworkers);
 		event_base_dispatch(server->base);
 	}
-	for (i = 0; i < started; i++) {
-		event_base_loopbreak(server->workers[i]->base);
-		pthread_join(server->workers[i]->thread, NULL);
-	}
+	for (i = 0; i < started; i++)
+		worker_join(server->workers[i]);
 }
 
 void

@@ -1,5 +1,5 @@
 /*
- * worker.c: one event loop on its own thread.
+ * worker.c: one event loop on its own thread (see worker.h).
  *
  * Cross-thread calls go through event_base_once() on the worker's base,
  * which libevent makes safe (and wakes the loop) once evthread is set up
@@ -12,11 +12,12 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "front.h"
 #include "listener.h"
 #include "log.h"
-#include "server.h"
 #include "upstream.h"
 #include "util.h"
+#include "worker.h"
 
 struct worker_job {
 	struct worker	*w;
@@ -39,64 +40,112 @@ worker_heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 	__atomic_store_n(&w->beat_ms, now_ms(), __ATOMIC_RELAXED);
 }
 
+uint64_t
+worker_beat(const struct worker *w)
+{
+	return (__atomic_load_n(&w->beat_ms, __ATOMIC_RELAXED));
+}
+
+/* Drained and not yet said so: tell the server, once. */
 static void
-worker_reaper_cb(evutil_socket_t fd, short what, void *arg)
+worker_check_idle(struct worker *w)
+{
+	if (!w->loop.draining || w->loop.nconns > 0 || w->stopping < 0)
+		return;
+	w->stopping = -1;
+	w->hooks->idle(w);
+}
+
+static void
+worker_conn_opened(void *arg)
 {
 	struct worker	*w = arg;
-	struct grave	*g;
 
-	while ((g = SLIST_FIRST(&w->graveyard)) != NULL) {
-		SLIST_REMOVE_HEAD(&w->graveyard, entry);
-		g->fn(g->ptr);	/* frees g too: it is part of the object */
-	}
+	w->hooks->conn_opened();
 }
 
-void
-worker_defer_free(struct worker *w, struct grave *g, void (*fn)(void *),
-    void *ptr)
+/* A client connection has gone: resume accepting, maybe end a drain. */
+static void
+worker_conn_gone(void *arg)
 {
-	g->fn = fn;
-	g->ptr = ptr;
-	SLIST_INSERT_HEAD(&w->graveyard, g, entry);
-	event_active(w->reaper, EV_TIMEOUT, 0);
+	struct worker	*w = arg;
+
+	w->hooks->conn_closed();
+	/* Other workers' paused listeners find out from their own timers. */
+	if (w->listener != NULL && listener_paused(w->listener) &&
+	    !w->hooks->conns_full())
+		listener_resume(w->listener);
+	worker_check_idle(w);
 }
+
+/* The listener's questions, answered for all the workers together. */
+static int
+worker_listener_full(void *arg)
+{
+	struct worker	*w = arg;
+
+	return (w->hooks->conns_full());
+}
+
+static void
+worker_listener_paused(void *arg)
+{
+	struct worker	*w = arg;
+
+	w->hooks->paused(w);
+}
+
+static const struct listener_hooks worker_listener_hooks = {
+	worker_listener_full,
+	worker_listener_paused,
+};
 
 struct worker *
-worker_new(unsigned id, struct config *conf, unsigned long pool)
+worker_new(unsigned id, struct config *conf, unsigned long pool,
+    const struct worker_hooks *hooks, const int *announced)
 {
 	struct worker		*w;
 	struct event_config	*cfg;
+	struct event_base	*base;
 
 	if ((w = calloc(1, sizeof *w)) == NULL)
 		return (NULL);
 	w->id = id;
-	TAILQ_INIT(&w->conns);
-	SLIST_INIT(&w->graveyard);
-	w->conf = config_ref(conf);
+	w->hooks = hooks;
 	/*
 	 * With the changelist, an fd whose events are deleted and added
 	 * again within one pass of the loop (curl re-arming a socket, a
 	 * bufferevent flushing what it was just given) costs no epoll_ctl.
-	 */
-	if ((cfg = event_config_new()) == NULL)
-		goto fail;
-	event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-	/*
 	 * Timers on CLOCK_MONOTONIC, not libevent's default of the coarse
 	 * clock (a tick of 4 ms on a HZ=250 kernel): a deadline, a hedge_delay
 	 * or a drain_timeout never fires before it is due.
 	 */
+	if ((cfg = event_config_new()) == NULL) {
+		free(w);
+		return (NULL);
+	}
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
 	event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
-	w->base = event_base_new_with_config(cfg);
+	base = event_base_new_with_config(cfg);
 	event_config_free(cfg);
-	if (w->base == NULL)
-		goto fail;
-	if ((w->reaper = event_new(w->base, -1, 0, worker_reaper_cb, w)) == NULL)
-		goto fail;
-	if ((w->upstreams = upstreams_new(w->base, pool)) == NULL)
+	if (base == NULL) {
+		free(w);
+		return (NULL);
+	}
+	if (loop_init(&w->loop, base) == -1) {
+		event_base_free(base);
+		free(w);
+		return (NULL);
+	}
+	w->loop.conf = config_ref(conf);
+	w->loop.announced = announced;
+	w->loop.conn_opened = worker_conn_opened;
+	w->loop.conn_gone = worker_conn_gone;
+	w->loop.owner = w;
+	if ((w->loop.upstreams = upstreams_new(base, pool)) == NULL)
 		goto fail;
 	w->beat_ms = now_ms();
-	if ((w->heartbeat = event_new(w->base, -1, EV_PERSIST,
+	if ((w->heartbeat = event_new(base, -1, EV_PERSIST,
 	    worker_heartbeat_cb, w)) == NULL ||
 	    event_add(w->heartbeat, &(struct timeval){ 0, HEARTBEAT_MS * 1000 }))
 		goto fail;
@@ -107,6 +156,14 @@ fail:
 	return (NULL);
 }
 
+int
+worker_listen(struct worker *w, const struct config *conf)
+{
+	w->listener = listener_new(&w->loop, w->id, conf,
+	    &worker_listener_hooks, w);
+	return (w->listener == NULL ? -1 : 0);
+}
+
 void
 worker_free(struct worker *w)
 {
@@ -115,25 +172,87 @@ worker_free(struct worker *w)
 	listener_free(w->listener);
 	if (w->heartbeat != NULL)
 		event_free(w->heartbeat);
-	if (w->upstreams != NULL)
-		upstreams_free(w->upstreams);
-	if (w->reaper != NULL) {
-		worker_reaper_cb(-1, 0, w);
-		event_free(w->reaper);
-	}
-	if (w->base != NULL)
-		event_base_free(w->base);
-	config_unref(w->conf);
+	if (w->loop.upstreams != NULL)
+		upstreams_free(w->loop.upstreams);
+	loop_clear(&w->loop);
+	if (w->loop.base != NULL)
+		event_base_free(w->loop.base);
+	config_unref(w->loop.conf);
 	free(w);
 }
 
-void
-worker_set_conf(struct worker *w, struct config *conf)
+static void *
+worker_main(void *arg)
 {
-	struct config	*old = w->conf;
+	struct worker	*w = arg;
+	int		 i;
 
-	w->conf = config_ref(conf);
+	log_debug("worker started worker=%u", w->id);
+	event_base_loop(w->loop.base, EVLOOP_NO_EXIT_ON_EMPTY);
+	/*
+	 * A TLS connection's bufferevent, freed in the last pass, goes in
+	 * deferred callbacks of its own: let them run, or it is never freed.
+	 */
+	for (i = 0; i < 4; i++)
+		event_base_loop(w->loop.base, EVLOOP_NONBLOCK);
+	log_debug("worker stopped worker=%u", w->id);
+	return (NULL);
+}
+
+int
+worker_start(struct worker *w)
+{
+	if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+		log_error("cannot start worker thread worker=%u", w->id);
+		return (-1);
+	}
+	return (0);
+}
+
+void
+worker_join(struct worker *w)
+{
+	event_base_loopbreak(w->loop.base);
+	pthread_join(w->thread, NULL);
+}
+
+/* ---- jobs, on the worker's thread --------------------------------------- */
+
+void
+worker_set_conf(struct worker *w, void *arg)
+{
+	struct config	*old = w->loop.conf;
+
+	w->loop.conf = config_ref(arg);
 	config_unref(old);
+}
+
+void
+worker_pause(struct worker *w, void *arg)
+{
+	if (w->listener != NULL && !listener_paused(w->listener) &&
+	    w->hooks->conns_full())
+		listener_pause(w->listener);
+}
+
+void
+worker_drain(struct worker *w, void *arg)
+{
+	w->loop.draining = 1;
+	listener_free(w->listener);
+	w->listener = NULL;
+	front_drain(&w->loop);
+	worker_check_idle(w);
+}
+
+void
+worker_stop(struct worker *w, void *arg)
+{
+	if (w->stopping == 0)
+		w->stopping = 1;
+	/* Answers 503 to what is in flight, closes everything else. */
+	front_stop(&w->loop);
+	worker_check_idle(w);
 }
 
 static void
@@ -170,7 +289,7 @@ worker_call(struct worker *w, void (*fn)(struct worker *, void *), void *arg,
 	job->fn = fn;
 	job->arg = arg;
 	job->sync = sync;
-	if (event_base_once(w->base, -1, EV_TIMEOUT, worker_job_cb, job,
+	if (event_base_once(w->loop.base, -1, EV_TIMEOUT, worker_job_cb, job,
 	    &now) == -1)
 		fatalx("worker_call: event_base_once failed");
 	if (!sync)

@@ -23,8 +23,9 @@
 #include "config.h"
 #include "front.h"
 #include "log.h"
+#include "loop.h"
 #include "metrics.h"
-#include "server.h"
+#include "upstream.h"
 
 int	LLVMFuzzerInitialize(int *, char ***);
 int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
@@ -61,14 +62,20 @@ static const char fuzz_config[] =
 	"upstreams = a, b\n"
 	"deadline = 100ms\n";
 
-static struct worker	*w;
+static struct loop	 loop;		/* what a worker would hand down */
 unsigned long		 answers;	/* reads that returned data */
+
+static void
+fuzz_conn_counted(void *arg)
+{
+}
 
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	struct config	*conf;
-	char		*errors = NULL;
+	struct config		*conf;
+	struct event_base	*base;
+	char			*errors = NULL;
 
 	if ((conf = config_load_string("fuzz.ini", fuzz_config, &errors)) == NULL)
 		fatalx("fuzz config: %s", errors);
@@ -79,10 +86,11 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	metrics_init();
 	front_init();
 	accesslog_open("off");
-	server->conf = conf;
-	if ((w = worker_new(0, conf, 16)) == NULL)
-		fatalx("worker_new");
-	server->max_conns = 1000;
+	if ((base = event_base_new()) == NULL || loop_init(&loop, base) == -1 ||
+	    (loop.upstreams = upstreams_new(base, 16)) == NULL)
+		fatalx("cannot set up the loop");
+	loop.conf = conf;
+	loop.conn_opened = loop.conn_gone = fuzz_conn_counted;
 	return (0);
 }
 
@@ -95,7 +103,7 @@ spin(int fd, int max)
 	ssize_t	n;
 
 	for (i = 0; i < max; i++) {
-		event_base_loop(w->base, EVLOOP_NONBLOCK);
+		event_base_loop(loop.base, EVLOOP_NONBLOCK);
 		if (fd != -1 && (n = read(fd, buf, sizeof buf)) > 0) {
 			if (getenv("FUZZ_DEBUG") != NULL)
 				fprintf(stderr, "%.*s\n", (int)n, buf);
@@ -103,7 +111,7 @@ spin(int fd, int max)
 			idle = 0;
 		} else if (++idle >= 3 &&
 		    metrics_gauge_get(G_REQUESTS_IN_FLIGHT) == 0 &&
-		    (fd != -1 || w->nconns == 0))
+		    (fd != -1 || loop.nconns == 0))
 			break;
 	}
 }
@@ -123,7 +131,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
 	memset(&sun, 0, sizeof sun);
 	sun.sun_family = AF_UNIX;
-	front_accept(w, sv[0], (struct sockaddr *)&sun, sizeof sun, 0);
+	front_accept(&loop, sv[0], (struct sockaddr *)&sun, sizeof sun, 0);
 #ifdef FUZZ_PREFIX
 	/* The input goes after this: see fuzz_h2.c. */
 	if (write(sv[1], FUZZ_PREFIX, sizeof FUZZ_PREFIX - 1) !=

@@ -1,0 +1,78 @@
+/*
+ * worker.h: one event loop on its own thread.
+ *
+ * A worker has its own loop (loop.h: event_base, curl multi, client
+ * connections, graveyard) and its own SO_REUSEPORT listeners: nothing is
+ * shared on the hot path but atomics for metrics and the read-only,
+ * reference-counted configuration. The main thread (server.c) talks to a
+ * worker only by running a function on the worker's loop (worker_call);
+ * what the worker needs to know of all the workers together it asks
+ * through the hooks the server hands it.
+ */
+#ifndef FANOUTD_WORKER_H
+#define FANOUTD_WORKER_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "loop.h"
+
+struct config;
+struct event;
+struct listener;
+struct worker;
+
+struct worker_hooks {
+	/* Client connections of every worker: count one in, one out, and
+	 * whether one more fits (max_connections). Any thread. */
+	void	(*conn_opened)(void);
+	void	(*conn_closed)(void);
+	int	(*conns_full)(void);
+	/* This worker paused accepting at max_connections: the others
+	 * should too. Its own thread. */
+	void	(*paused)(struct worker *);
+	/* This worker has drained: no connection left. Its own thread. */
+	void	(*idle)(struct worker *);
+};
+
+struct worker {
+	unsigned			 id;
+	pthread_t			 thread;
+	struct loop			 loop;
+	struct listener			*listener;
+	const struct worker_hooks	*hooks;
+	struct event			*heartbeat;	/* proves the loop turns */
+	uint64_t			 beat_ms;	/* atomic: last heartbeat */
+	int				 stopping;	/* 1 asked, -1 idle told */
+};
+
+/*
+ * An event loop with its curl multi (keeping up to pool idle upstream
+ * connections), no listeners and no thread yet. announced: the process's
+ * drain flag, read atomically.
+ */
+struct worker	*worker_new(unsigned id, struct config *, unsigned long pool,
+		    const struct worker_hooks *, const int *announced);
+/* Bind the client listeners of conf: 0, or -1 with the reason logged. */
+int		 worker_listen(struct worker *, const struct config *);
+void		 worker_free(struct worker *);
+/* Run the loop on a thread of its own; wait for it to end. */
+int		 worker_start(struct worker *);
+void		 worker_join(struct worker *);
+/* Run fn(w, arg) on w's loop; wait for it when sync. */
+void		 worker_call(struct worker *, void (*)(struct worker *, void *),
+		    void *, int sync);
+/* When w's loop last turned (CLOCK_MONOTONIC ms; any thread). */
+uint64_t	 worker_beat(const struct worker *);
+
+/* Jobs for worker_call. */
+/* SIGTERM: close the listeners and idle connections, finish the rest. */
+void		 worker_drain(struct worker *, void *);
+/* Drain over: cancel what is in flight (shutdown), close what is left. */
+void		 worker_stop(struct worker *, void *);
+/* Another worker reached max_connections: stop accepting while full. */
+void		 worker_pause(struct worker *, void *);
+/* Take a new configuration (arg); new connections and requests take it. */
+void		 worker_set_conf(struct worker *, void *);
+
+#endif
