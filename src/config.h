@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "log.h"
+
 #define CONFIG_MAX_LISTEN	16
 
 struct ssl_ctx_st;
@@ -28,7 +30,6 @@ enum half_close_policy { HALF_CLOSE_CANCEL, HALF_CLOSE_WAIT };
 enum http2_mode { HTTP2_OFF, HTTP2_PRIOR_KNOWLEDGE, HTTP2_ON };
 enum route_mode { MODE_PROXY, MODE_ALL, MODE_FIRST, MODE_HEDGE, MODE_QUORUM };
 enum partial_policy { PARTIAL_FAIL, PARTIAL_ALLOW };
-enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
 
 /* Durations are kept in milliseconds, sizes in bytes. */
 struct upstream_conf {

@@ -3,8 +3,9 @@
  *
  * One nghttp2 server session per connection, fed from the connection's
  * input buffer and writing into its output buffer (nghttp2's mem_recv and
- * mem_send: the socket, plain or TLS, stays front.c's). Each stream is one
- * request, and the stream is the struct front that request answers to.
+ * mem_send: the socket, plain or TLS, is conn.c's, and the session is the
+ * protocol on it, through struct conn_proto). Each stream is one request,
+ * and the stream is the struct front that request answers to.
  *
  * Lifetimes. nghttp2 calls us back from inside mem_recv and mem_send;
  * nothing done there may free the session or close the connection: the
@@ -36,18 +37,16 @@
 #include <nghttp2/nghttp2.h>
 
 #include "config.h"
-#include "front.h"
+#include "conn.h"
 #include "h2.h"
 #include "http.h"
 #include "log.h"
-#include "metrics.h"
 #include "loop.h"
+#include "metrics.h"
 #include "request.h"
 #include "util.h"
 
 #define OUT_HIGH		(128 * 1024)	/* stop taking frames above */
-#define STREAM_HIGH		(256 * 1024)	/* pause the upstream above */
-#define STREAM_LOW		(64 * 1024)	/* resume it below */
 #define MAX_CONTINUATIONS	16
 #define BLOCK_SLACK		(16 * 1024)	/* header block over the list limit */
 #define NV_MAX			128		/* response header fields */
@@ -63,7 +62,6 @@ struct h2_stream {
 
 	/* The request coming in. */
 	size_t			 header_bytes;
-	uint64_t		 body_bytes;
 	size_t			 unconsumed;	/* not yet given back */
 	char			*authority;
 	size_t			 authoritylen;
@@ -124,9 +122,13 @@ struct h2_session {
 static nghttp2_session_callbacks	*h2_callbacks;
 static const struct front_ops		 stream_ops;
 
+static const struct conn_proto	h2_proto;
+
 static void	h2_schedule(struct h2_session *);
 static void	h2_send(struct h2_session *);
 static void	h2_after(struct h2_session *);
+static void	h2_session_gone(struct h2_session *, enum cancel_reason);
+static void	h2_session_free(struct h2_session *);
 static void	stream_timer_cb(evutil_socket_t, short, void *);
 
 #define stream_of(f)	((struct h2_stream *)(void *)(f))
@@ -164,16 +166,13 @@ stream_new(struct h2_session *s, int32_t id)
 	st->out = evbuffer_new();
 	st->timer = evtimer_new(s->loop->base, stream_timer_cb, st);
 	/* Each request runs on the configuration current when it began. */
-	r = request_new(s->loop, &st->front, s->loop->conf, s->peer);
+	r = request_new(s->loop, &st->front, s->loop->conf, s->peer, s->tls, 1);
 	if (st->out == NULL || st->timer == NULL || r == NULL) {
 		if (r != NULL)
 			request_conn_gone(r, CANCEL_CLIENT_CLOSED);
 		stream_free(st);
 		return (NULL);
 	}
-	r->h2 = 1;
-	r->http_minor = 1;
-	r->tls = s->tls;
 	st->req = r;
 	TAILQ_INSERT_TAIL(&s->streams, st, entry);
 	s->nstreams++;
@@ -296,7 +295,7 @@ stream_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len,
 		return (NGHTTP2_ERR_DEFERRED);
 	} else
 		stream_timer(st, st->s->conf->body_timeout_ms);
-	if (st->paused && evbuffer_get_length(st->out) < STREAM_LOW) {
+	if (st->paused && evbuffer_get_length(st->out) < FRONT_STREAM_LOW) {
 		/* Resumed from h2_send: curl may answer at once, and that
 		 * is better not done from inside nghttp2. */
 		st->paused = 0;
@@ -400,7 +399,7 @@ stream_head(struct h2_stream *st, int status, struct evbuffer *headers,
 
 static size_t
 stream_respond(struct front *f, int status, struct evbuffer *headers,
-    struct evbuffer *body, long long content_length, enum conn_after how)
+    struct evbuffer *body, long long content_length, enum front_after how)
 {
 	struct h2_stream	*st = stream_of(f);
 	size_t			 bytes;
@@ -450,7 +449,7 @@ stream_stream_full(struct front *f)
 {
 	struct h2_stream	*st = stream_of(f);
 
-	if (evbuffer_get_length(st->out) < STREAM_HIGH)
+	if (evbuffer_get_length(st->out) < FRONT_STREAM_HIGH)
 		return (0);
 	st->paused = 1;
 	return (1);
@@ -594,17 +593,6 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 	return (0);
 }
 
-static int
-stream_set_target(struct request *r, const uint8_t *v, size_t len)
-{
-	if ((r->target = malloc(len + 1)) == NULL)
-		return (-1);
-	memcpy(r->target, v, len);
-	r->target[len] = '\0';
-	r->targetlen = len;
-	return (0);
-}
-
 /*
  * nghttp2 has checked the field against RFC 9113 8.2 and 8.3 already
  * (lower-case token names, no controls in values, pseudo-headers first
@@ -634,15 +622,13 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame,
 		return (0);
 	if (namelen > 0 && name[0] == ':') {
 		if (strn_eq_ci((const char *)name, namelen, ":method")) {
-			if (valuelen >= sizeof r->method) {
-				st->reject = 501;
-				st->reject_error = "method";
-				return (0);
-			}
-			str_copy(r->method, sizeof r->method,
-			    (const char *)value, valuelen);
+			if (request_set_method(r, (const char *)value,
+			    valuelen) == -1)
+				st->reject = request_refusal(r,
+				    &st->reject_error);
 		} else if (strn_eq_ci((const char *)name, namelen, ":path")) {
-			if (stream_set_target(r, value, valuelen) == -1)
+			if (request_add_target(r, (const char *)value,
+			    valuelen) == -1)
 				return (NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE);
 		} else if (strn_eq_ci((const char *)name, namelen,
 		    ":authority")) {
@@ -667,7 +653,7 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame,
 		evbuffer_add(st->cookies, value, valuelen);
 		return (0);
 	}
-	if (http_headers_add(&r->headers, (const char *)name, namelen,
+	if (request_add_header(r, (const char *)name, namelen,
 	    (const char *)value, valuelen) == -1)
 		return (NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE);
 	return (0);
@@ -677,48 +663,40 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame,
 static int
 stream_head_done(struct h2_session *s, struct h2_stream *st, int end_stream)
 {
-	struct request			*r = st->req;
-	const struct http_header	*cl;
-	uint64_t			 v;
-	size_t				 len;
+	struct request	*r = st->req;
+	size_t		 len;
+	int		 expect;
 
 	st->head_done = 1;
 	st->body_done = end_stream;
 	if (r == NULL)
 		return (0);
-	r->has_body = !end_stream;
 	if (st->reject != 0) {
-		r->reject = st->reject;
-		r->reject_error = st->reject_error;
+		request_refuse(r, st->reject, st->reject_error);
 		stream_queue(st);
 		return (0);
 	}
 	if (http_headers_get(&r->headers, "host") == NULL &&
-	    st->authority != NULL && http_headers_add(&r->headers, "host", 4,
+	    st->authority != NULL && request_add_header(r, "host", 4,
 	    st->authority, st->authoritylen) == -1)
 		return (NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE);
 	if (st->cookies != NULL && (len = evbuffer_get_length(st->cookies)) &&
-	    http_headers_add(&r->headers, "cookie", 6,
+	    request_add_header(r, "cookie", 6,
 	    (const char *)evbuffer_pullup(st->cookies, -1), len) == -1)
 		return (NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE);
-	request_head_done(r);
-	if (r->has_body) {
-		cl = http_headers_get(&r->headers, "content-length");
-		if (cl != NULL && parse_u64(cl->value, cl->valuelen, UINT64_MAX,
-		    &v) == 0 && v > s->conf->max_body_size && r->reject == 0) {
-			r->reject = 413;
-			r->reject_error = "body_too_large";
-		} else {
-			if (request_streams_body(r)) {
-				r->source.size = cl != NULL && parse_u64(cl->value,
-				    cl->valuelen, INT64_MAX, &v) == 0 ?
-				    (long long)v : -1;
-				st->early = 1;
-			}
+	switch (request_head_end(r, 1, !end_stream, &expect)) {
+	case REQUEST_BODY_STREAM:
+		st->early = 1;
+		/* FALLTHROUGH */
+	case REQUEST_BODY_COLLECT:
+	case REQUEST_BODY_NONE:
+		if (!end_stream)
 			stream_timer(st, s->conf->body_timeout_ms);
-		}
+		break;
+	case REQUEST_BODY_REFUSED:
+		break;
 	}
-	if (!r->has_body || st->early || r->reject != 0)
+	if (end_stream || st->early || request_refusal(r, NULL) != 0)
 		stream_queue(st);
 	return (0);
 }
@@ -789,23 +767,21 @@ on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t id,
 	/* The connection's window is given back at once: one slow stream
 	 * must not stall the others. */
 	nghttp2_session_consume_connection(ng, len);
-	if (st == NULL || (r = st->req) == NULL || r->state == REQ_DONE ||
+	if (st == NULL || (r = st->req) == NULL || request_is_done(r) ||
 	    st->reject != 0) {
 		nghttp2_session_consume_stream(ng, id, len);
 		return (0);
 	}
-	st->body_bytes += len;
-	if (st->body_bytes > s->conf->max_body_size) {
-		st->reject = 413;
-		st->reject_error = "body_too_large";
-		r->reject = 413;
-		r->reject_error = "body_too_large";
+	switch (request_body_add(r, data, len)) {
+	case -1:
+		/* Larger than max_body_size: 413, the rest thrown away. */
+		st->reject = request_refusal(r, &st->reject_error);
 		nghttp2_session_consume_stream(ng, id, len);
 		stream_queue(st);
 		return (0);
-	}
-	if (evbuffer_add(r->body, data, len) == -1)
+	case -2:
 		return (NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE);
+	}
 	if (request_body_full(r))
 		st->unconsumed += len;	/* given back by stream_body_resume */
 	else
@@ -938,8 +914,8 @@ h2_arm(struct h2_session *s)
 	}
 }
 
-struct h2_session *
-h2_session_new(struct conn *c, struct config *conf, const char *peer, int tls)
+static struct h2_session *
+h2_session_new(struct conn *c, struct config *conf)
 {
 	static pthread_once_t	 once = PTHREAD_ONCE_INIT;
 	struct h2_session	*s;
@@ -953,8 +929,8 @@ h2_session_new(struct conn *c, struct config *conf, const char *peer, int tls)
 	s->c = c;
 	s->loop = l;
 	s->conf = config_ref(conf);
-	s->peer = peer;
-	s->tls = tls;
+	s->peer = conn_peer(c);
+	s->tls = conn_tls(c);
 	s->flood = -1;
 	s->reset_ms = now_ms();
 	s->reset_tokens = (uint64_t)conf->h2_max_streams * 1000;
@@ -992,7 +968,7 @@ h2_session_new(struct conn *c, struct config *conf, const char *peer, int tls)
 	    nghttp2_session_set_local_window_size(s->ng, NGHTTP2_FLAG_NONE, 0,
 	    (int32_t)conf->h2_connection_window) != 0)
 		goto fail;
-	log_debug("http2 session client=%s tls=%d", peer, tls);
+	log_debug("http2 session client=%s tls=%d", s->peer, s->tls);
 	h2_arm(s);
 	h2_schedule(s);
 	return (s);
@@ -1023,7 +999,7 @@ h2_run_ready(struct h2_session *s)
 		st->queued = 0;
 		if ((r = st->req) == NULL)
 			continue;
-		if (st->reject != 0 && r->state != REQ_READING) {
+		if (st->reject != 0 && request_dispatched(r)) {
 			/* The body grew too large while legs took it. */
 			request_error(r, st->reject, st->reject_error);
 			continue;
@@ -1032,21 +1008,40 @@ h2_run_ready(struct h2_session *s)
 			/* Dispatched once the body is in, or at the end of
 			 * the head when it streams (mode proxy) or is refused. */
 			if (!st->head_done || (!st->body_done && !st->early &&
-			    r->reject == 0))
+			    request_refusal(r, NULL) == 0))
 				continue;
 			st->dispatched = 1;
 			st->more = 0;
-			r->body_streaming = st->early && !st->body_done;
+			if (st->body_done)
+				request_body_end(r);
 			request_dispatch(r);
 			continue;
 		}
-		if (st->more && r->state == REQ_RUNNING) {
+		if (st->more) {
 			st->more = 0;
 			request_body_more(r);
 		}
-		if (st->body_done && r->state == REQ_RUNNING &&
-		    r->body_streaming)
-			request_body_done(r);
+		if (st->body_done)
+			request_body_end(r);
+	}
+}
+
+/*
+ * Write what the socket takes now. Output the client does not take is
+ * its to read within body_timeout (the connection's timer), whatever
+ * stream it is for. Never closes here: a failed write closes the
+ * connection from the loop.
+ */
+static void
+h2_write(struct h2_session *s)
+{
+	switch (conn_write(s->c, NULL)) {
+	case 0:
+		conn_timer(s->c, s->conf->body_timeout_ms);
+		break;
+	case 1:
+		conn_timer(s->c, 0);
+		break;
 	}
 }
 
@@ -1062,7 +1057,7 @@ h2_send(struct h2_session *s)
 
 	if (s->gone)
 		return;
-	out = conn_output(s->c);
+	out = conn_out(s->c);
 	TAILQ_FOREACH(st, &s->streams, entry) {
 		if (st->answered && !st->submitted && st->head != NULL)
 			stream_submit(st);
@@ -1086,7 +1081,7 @@ h2_send(struct h2_session *s)
 			evbuffer_add(out, data, (size_t)n);
 			added += (size_t)n;
 		}
-		conn_send(s->c);
+		h2_write(s);
 	} while (added > 0 && evbuffer_get_length(out) == 0 &&
 	    nghttp2_session_want_write(s->ng));
 	/* Upstreams paused for this client may go on. */
@@ -1117,7 +1112,7 @@ h2_after(struct h2_session *s)
 	h2_arm(s);
 }
 
-void
+static void
 h2_session_input(struct h2_session *s, struct evbuffer *in)
 {
 	struct evbuffer_iovec	 v[8];
@@ -1157,7 +1152,7 @@ h2_session_input(struct h2_session *s, struct evbuffer *in)
 	h2_after(s);
 }
 
-void
+static void
 h2_session_output_drained(struct h2_session *s)
 {
 	if (s->gone)
@@ -1166,7 +1161,7 @@ h2_session_output_drained(struct h2_session *s)
 	h2_after(s);
 }
 
-void
+static void
 h2_session_drain(struct h2_session *s)
 {
 	if (s->gone || s->draining)
@@ -1179,7 +1174,7 @@ h2_session_drain(struct h2_session *s)
 	h2_after(s);
 }
 
-void
+static void
 h2_session_stop(struct h2_session *s)
 {
 	struct h2_stream	*st, *next;
@@ -1191,7 +1186,7 @@ h2_session_stop(struct h2_session *s)
 		next = TAILQ_NEXT(st, entry);
 		if (st->req == NULL)
 			continue;
-		if (st->req->state == REQ_RUNNING)
+		if (request_dispatched(st->req))
 			request_cancel(st->req, CANCEL_SHUTDOWN);
 		else
 			stream_detach(st, CANCEL_SHUTDOWN);
@@ -1200,7 +1195,7 @@ h2_session_stop(struct h2_session *s)
 	conn_finish(s->c, 0);
 }
 
-void
+static void
 h2_session_gone(struct h2_session *s, enum cancel_reason why)
 {
 	struct h2_stream	*st;
@@ -1220,7 +1215,7 @@ h2_session_gone(struct h2_session *s, enum cancel_reason why)
 	s->send_ev = s->timer = NULL;
 }
 
-void
+static void
 h2_session_free(struct h2_session *s)
 {
 	if (s == NULL)
@@ -1228,4 +1223,111 @@ h2_session_free(struct h2_session *s)
 	h2_session_gone(s, CANCEL_CLIENT_CLOSED);
 	config_unref(s->conf);
 	free(s);
+}
+
+/* ---- what the connection tells us (conn_proto) ---------------------------- */
+
+static void
+h2_ready(void *p, const unsigned char *alpn, unsigned len)
+{
+}
+
+static void
+h2_input(void *p)
+{
+	struct h2_session	*s = p;
+
+	h2_session_input(s, conn_in(s->c));
+}
+
+static void
+h2_written(void *p, int done)
+{
+	struct h2_session	*s = p;
+
+	if (!done) {
+		conn_timer(s->c, s->conf->body_timeout_ms);
+		return;
+	}
+	conn_timer(s->c, 0);
+	h2_session_output_drained(s);
+}
+
+static void
+h2_eof(void *p, int reset)
+{
+	struct h2_session	*s = p;
+
+	log_debug("client %s client=%s state=h2", reset ? "reset" : "closed",
+	    s->peer);
+	conn_close(s->c, CANCEL_CLIENT_CLOSED);
+}
+
+/* The client took none of the output within body_timeout. */
+static void
+h2_timeout(void *p)
+{
+	struct h2_session	*s = p;
+
+	conn_close(s->c, CANCEL_CLIENT_CLOSED);
+}
+
+static void
+h2_kick(void *p)
+{
+}
+
+static void
+h2_drain(void *p)
+{
+	h2_session_drain(p);
+}
+
+static void
+h2_stop(void *p)
+{
+	h2_session_stop(p);
+}
+
+static void
+h2_gone(void *p, enum cancel_reason why)
+{
+	h2_session_gone(p, why);
+}
+
+static void
+h2_free(void *p)
+{
+	h2_session_free(p);
+}
+
+static const struct conn_proto h2_proto = {
+	h2_ready,
+	h2_input,
+	h2_written,
+	h2_eof,
+	h2_timeout,
+	h2_kick,
+	h2_drain,
+	h2_stop,
+	h2_gone,
+	h2_free,
+};
+
+int
+h2_start(struct conn *c, struct config *conf)
+{
+	struct h2_session	*s;
+
+	conn_timer(c, 0);
+	metrics_labelled_add(L_CONNECTIONS_PROTO, PROTO_H2, 1);
+	if ((s = h2_session_new(c, conf)) == NULL)
+		return (-1);
+	conn_set_proto(c, &h2_proto, s);
+	if (evbuffer_get_length(conn_in(c)) > 0)
+		h2_session_input(s, conn_in(c));
+	/* Draining: what already came is served, and GOAWAY says so. */
+	if (!conn_closed(c) && loop_draining(s->loop))
+		h2_session_drain(s);
+	return (0);
 }

@@ -7,7 +7,7 @@
 
 #include <stdarg.h>
 
-#include "config.h"
+enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
 
 void	log_set_level(enum log_level);
 int	log_enabled(enum log_level);

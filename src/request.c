@@ -22,7 +22,6 @@
 #include "config.h"
 #include "envelope.h"
 #include "fanout.h"
-#include "front.h"
 #include "log.h"
 #include "metrics.h"
 #include "loop.h"
@@ -37,11 +36,6 @@ static size_t	leg_source_read(void *, char *, size_t, int *);
 static void	log_no_socket(struct request *);
 static struct evbuffer *request_headers_new(struct request *);
 
-/* A streamed request body: stop reading the client above this much
- * unsent, read again below the low mark. */
-#define BODY_HIGH	(256 * 1024)
-#define BODY_LOW	(64 * 1024)
-
 /* Taken off the budget each leg is told about, so that the next hop
  * gives up a little before we do and its answer can still reach us. */
 #define DEADLINE_MARGIN_MS	5
@@ -53,9 +47,20 @@ static const char *const leg_outcome_metric[] = {
 	[LEG_CANCELLED] = "cancelled",
 };
 
+/* The one place request.state moves, and what moves with it. */
+static void
+request_set_state(struct request *r, enum request_state state)
+{
+	if (r->state == REQ_RUNNING)
+		metrics_gauge_add(G_REQUESTS_IN_FLIGHT, -1);
+	r->state = state;
+	if (state == REQ_RUNNING)
+		metrics_gauge_add(G_REQUESTS_IN_FLIGHT, 1);
+}
+
 struct request *
 request_new(struct loop *l, struct front *front, struct config *conf,
-    const char *client)
+    const char *client, int tls, int h2)
 {
 	struct request	*r;
 
@@ -69,6 +74,9 @@ request_new(struct loop *l, struct front *front, struct config *conf,
 	r->front = front;
 	r->conf = config_ref(conf);
 	r->state = REQ_READING;
+	r->tls = tls;
+	r->h2 = h2;
+	r->http_minor = h2 ? 1 : 0;
 	r->started_us = now_us();
 	str_copy(r->client, sizeof r->client, client, strlen(client));
 	str_copy(r->method, sizeof r->method, "-", 1);
@@ -201,7 +209,9 @@ request_parse_target(struct request *r)
 	return (0);
 }
 
-void
+/* The head has been read: request id, target, Host, route, method,
+ * deadline. A problem is kept in r->reject for the dispatch to answer. */
+static void
 request_head_done(struct request *r)
 {
 	const struct http_header	*h;
@@ -268,6 +278,111 @@ request_head_done(struct request *r)
 	evtimer_add(r->deadline_timer, &tv);
 }
 
+int
+request_set_method(struct request *r, const char *m, size_t len)
+{
+	if (len >= sizeof r->method) {
+		request_refuse(r, 501, "method");
+		return (-1);
+	}
+	str_copy(r->method, sizeof r->method, m, len);
+	return (0);
+}
+
+int
+request_add_target(struct request *r, const char *p, size_t len)
+{
+	char	*nt;
+
+	if ((nt = realloc(r->target, r->targetlen + len + 1)) == NULL)
+		return (-1);
+	memcpy(nt + r->targetlen, p, len);
+	r->targetlen += len;
+	nt[r->targetlen] = '\0';
+	r->target = nt;
+	return (0);
+}
+
+int
+request_add_header(struct request *r, const char *name, size_t namelen,
+    const char *value, size_t valuelen)
+{
+	return (http_headers_add(&r->headers, name, namelen, value, valuelen));
+}
+
+void
+request_refuse(struct request *r, int status, const char *error)
+{
+	if (r->reject != 0)
+		return;
+	r->reject = status;
+	r->reject_error = error;
+}
+
+int
+request_refusal(const struct request *r, const char **error)
+{
+	if (error != NULL)
+		*error = r->reject_error;
+	return (r->reject);
+}
+
+/*
+ * The 413 on a declared length and whether the body streams are decided
+ * here, for both front ends. The 413 stands over any other refusal: the
+ * body is not going to be read for it.
+ */
+enum request_body
+request_head_end(struct request *r, int http_minor, int has_body,
+    int *expect)
+{
+	const struct http_header	*cl, *ex;
+	uint64_t			 length = 0;
+	int				 declared = 0;
+
+	r->http_minor = http_minor;
+	r->has_body = has_body;
+	*expect = 0;
+	request_head_done(r);
+	if (!has_body)
+		return (REQUEST_BODY_NONE);
+	if ((cl = http_headers_get(&r->headers, "content-length")) != NULL &&
+	    parse_u64(cl->value, cl->valuelen, UINT64_MAX, &length) == 0)
+		declared = 1;
+	if (declared && length > r->conf->max_body_size) {
+		r->reject = 413;
+		r->reject_error = "body_too_large";
+		return (REQUEST_BODY_REFUSED);
+	}
+	*expect = !r->h2 && http_minor >= 1 && r->reject == 0 &&
+	    (ex = http_headers_get(&r->headers, "expect")) != NULL &&
+	    strn_eq_ci(ex->value, ex->valuelen, "100-continue");
+	if (declared && length == 0)
+		return (REQUEST_BODY_NONE);
+	/* Mode proxy sends the body on as it arrives; the others need it
+	 * whole, every leg sending the same bytes. */
+	if (r->reject == 0 && r->route != NULL &&
+	    r->route->mode == MODE_PROXY) {
+		r->streams_body = 1;
+		r->source.size = declared && length <= INT64_MAX ?
+		    (long long)length : -1;
+		return (REQUEST_BODY_STREAM);
+	}
+	return (REQUEST_BODY_COLLECT);
+}
+
+int
+request_dispatched(const struct request *r)
+{
+	return (r->state != REQ_READING);
+}
+
+int
+request_is_done(const struct request *r)
+{
+	return (r->state == REQ_DONE);
+}
+
 void
 request_dispatch(struct request *r)
 {
@@ -277,8 +392,8 @@ request_dispatch(struct request *r)
 		request_error(r, r->reject, r->reject_error);
 		return;
 	}
-	r->state = REQ_RUNNING;
-	metrics_gauge_add(G_REQUESTS_IN_FLIGHT, 1);
+	r->body_streaming = r->streams_body && !r->body_ended;
+	request_set_state(r, REQ_RUNNING);
 	if (r->deadline_ms <= now_ms()) {
 		request_cancel(r, CANCEL_DEADLINE);
 		return;
@@ -316,7 +431,7 @@ request_conn_gone(struct request *r, enum cancel_reason why)
 	r->front = NULL;
 	if (r->state == REQ_READING) {
 		/* Not dispatched: no work to stop, nothing to log. */
-		r->state = REQ_DONE;
+		request_set_state(r, REQ_DONE);
 		if (r->deadline_timer != NULL)
 			event_free(r->deadline_timer);
 		r->deadline_timer = NULL;
@@ -376,7 +491,7 @@ request_error(struct request *r, int status, const char *error)
 	struct evbuffer		*h = NULL, *body = NULL;
 	unsigned long long	 bytes = 0;
 	size_t			 cut;
-	enum conn_after		 how;
+	enum front_after	 how;
 
 	if (r->state == REQ_DONE)
 		return;
@@ -399,8 +514,8 @@ request_error(struct request *r, int status, const char *error)
 		json_append_string(body, r->id, strlen(r->id));
 		evbuffer_add(body, "}\n", 2);
 		/* A request not read to its end is closed with a linger by
-		 * the connection itself (conn_reject, conn_head). */
-		how = status == 503 || status == 400 ? CONN_CLOSE : CONN_KEEP;
+		 * the front end itself (h1_reject, h1_head). */
+		how = status == 503 || status == 400 ? FRONT_CLOSE : FRONT_KEEP;
 		bytes = front_respond(r->front, status, h,
 		    request_is_head(r) ? NULL : body,
 		    (long long)evbuffer_get_length(body), how);
@@ -424,9 +539,7 @@ request_end(struct request *r, int status, unsigned long long bytes)
 
 	if (r->state == REQ_DONE)
 		return;
-	if (r->state == REQ_RUNNING)
-		metrics_gauge_add(G_REQUESTS_IN_FLIGHT, -1);
-	r->state = REQ_DONE;
+	request_set_state(r, REQ_DONE);
 	/*
 	 * Answered while legs still run (an error found in a body that was
 	 * still arriving): the answer is decided, so they are superseded,
@@ -546,13 +659,6 @@ leg_ended(struct leg *l)
 
 /* ---- streamed request bodies (mode proxy) ---------------------------------- */
 
-int
-request_streams_body(const struct request *r)
-{
-	return (r->reject == 0 && r->route != NULL &&
-	    r->route->mode == MODE_PROXY && r->has_body);
-}
-
 /* Inside curl's read callback: hand over what arrived, touch no curl. */
 static size_t
 leg_source_read(void *arg, char *buf, size_t len, int *eof)
@@ -565,13 +671,26 @@ leg_source_read(void *arg, char *buf, size_t len, int *eof)
 		n = 0;
 	if (n == 0 && !r->body_streaming)
 		*eof = 1;
-	if (r->front != NULL && evbuffer_get_length(r->body) < BODY_LOW)
+	if (r->front != NULL && evbuffer_get_length(r->body) < FRONT_STREAM_LOW)
 		front_body_resume(r->front);
 	return ((size_t)n);
 }
 
-void
-request_body_more(struct request *r)
+int
+request_body_add(struct request *r, const void *data, size_t len)
+{
+	r->body_bytes += len;
+	if (r->body_bytes > r->conf->max_body_size) {
+		r->reject = 413;
+		r->reject_error = "body_too_large";
+		return (-1);
+	}
+	return (evbuffer_add(r->body, data, len) == -1 ? -2 : 0);
+}
+
+/* Let every running leg's transfer read what came. */
+static void
+legs_resume_send(struct request *r)
 {
 	size_t	i;
 
@@ -582,16 +701,30 @@ request_body_more(struct request *r)
 }
 
 void
-request_body_done(struct request *r)
+request_body_more(struct request *r)
 {
+	if (r->body_streaming && r->state == REQ_RUNNING)
+		legs_resume_send(r);
+}
+
+void
+request_body_end(struct request *r)
+{
+	if (r->body_ended)
+		return;
+	r->body_ended = 1;
+	if (!r->body_streaming)
+		return;
 	r->body_streaming = 0;
-	request_body_more(r);	/* curl must see the end, paused or not */
+	if (r->state == REQ_RUNNING)
+		legs_resume_send(r);	/* curl must see the end, paused or not */
 }
 
 int
 request_body_full(const struct request *r)
 {
-	return (r->body_streaming && evbuffer_get_length(r->body) > BODY_HIGH);
+	return (r->body_streaming &&
+	    evbuffer_get_length(r->body) > FRONT_STREAM_HIGH);
 }
 
 /* ---- streamed answers (mode proxy) ---------------------------------------- */
@@ -818,7 +951,7 @@ request_answer_leg(struct request *r, struct leg *l, const char *name,
 	}
 	if (r->front != NULL)
 		bytes = front_respond(r->front, l->status, hdrs,
-		    head ? NULL : l->body, len, CONN_KEEP);
+		    head ? NULL : l->body, len, FRONT_KEEP);
 	evbuffer_free(hdrs);
 	request_end(r, l->status, bytes);
 }
@@ -846,7 +979,7 @@ request_answer_envelope(struct request *r, int status, const char *partial)
 		bytes = front_respond(r->front, status, hdrs,
 		    request_is_head(r) ? NULL : body,
 		    request_is_head(r) ? (long long)evbuffer_get_length(body) : -1,
-		    status == 503 ? CONN_CLOSE : CONN_KEEP);
+		    status == 503 ? FRONT_CLOSE : FRONT_KEEP);
 	evbuffer_free(hdrs);
 	evbuffer_free(body);
 	request_end(r, status, bytes);

@@ -1,10 +1,15 @@
 /*
- * request.h: one request's life: route, legs to upstreams, answer, log.
+ * request.h: one request's life: its head and body as the front end hands
+ * them over, the route, the legs to upstreams, the answer, the log line.
  *
  * A request owns a cancel cell; each leg (one upstream request) owns a
  * child of it. Whatever ends a leg (its transfer finished, failed, or was
- * cancelled) goes through request_leg_ended(), and whatever ends the request
- * goes through request_end(), which writes the one access-log line.
+ * cancelled) goes through leg_ended() in request.c, and whatever ends the
+ * request through request_end(), which writes the one access-log line.
+ *
+ * The front ends (h1.c for an HTTP/1.x connection, h2.c for an HTTP/2
+ * stream) and the request meet here, at struct front: the request answers
+ * through it and sees nothing of a connection.
  */
 #ifndef FANOUTD_REQUEST_H
 #define FANOUTD_REQUEST_H
@@ -17,13 +22,85 @@
 #include "loop.h"
 #include "upstream.h"
 
-struct front;
 struct loop;
+struct request;
 struct config;
 struct route_conf;
 struct upstream_conf;
 struct evbuffer;
 struct event;
+
+/*
+ * What a request answers to. Each front end keeps its own framing, flow
+ * control and lifetime rules behind these operations.
+ *
+ * respond: queue a response and detach the request. headers holds whole
+ *   "Name: value\r\n" lines; content_length is sent as it is (HEAD answers
+ *   pass the upstream's) or, when -1, as body's length. Returns the bytes
+ *   queued.
+ * stream_begin/data/full/end: a streamed answer (mode proxy): the head now,
+ *   the body as it comes; content_length -1 when unknown. These only queue
+ *   bytes and never close anything, so they are safe inside curl's
+ *   callbacks. When full() says so the caller pauses its source; resume(arg)
+ *   runs once the client has taken enough. end() detaches the request and
+ *   returns the bytes queued.
+ * stream_abort: the body cannot be completed. If nothing of the answer has
+ *   reached the client yet it is taken back: returns 0 and the caller
+ *   answers as if no stream had begun. Otherwise the answer is cut (the
+ *   connection closed, or the stream reset), the request detached, -1
+ *   returned; *bytes: what the client was given. Not from inside curl.
+ * body_resume: a streamed request body was taken in: read the client
+ *   again. Safe inside curl's callbacks (it only arms events).
+ * abandon: the request ended without an answer: if it is still the
+ *   front's, drop the client (close the connection, reset the stream).
+ */
+enum front_after {
+	FRONT_KEEP,		/* keep alive if the client wants it */
+	FRONT_CLOSE,		/* close once written */
+	FRONT_CLOSE_LINGER,	/* unread input may follow: linger, then close */
+};
+
+struct front;
+
+struct front_ops {
+	size_t	(*respond)(struct front *, int status, struct evbuffer *headers,
+		    struct evbuffer *body, long long content_length,
+		    enum front_after);
+	void	(*stream_begin)(struct front *, int status,
+		    struct evbuffer *headers, long long content_length,
+		    int head_only, void (*resume)(void *), void *arg);
+	void	(*stream_data)(struct front *, const char *, size_t);
+	int	(*stream_full)(struct front *);
+	size_t	(*stream_end)(struct front *);
+	int	(*stream_abort)(struct front *, size_t *bytes);
+	void	(*body_resume)(struct front *);
+	void	(*abandon)(struct front *, struct request *);
+};
+
+struct front {
+	const struct front_ops	*ops;
+};
+
+#define front_respond(f, st, h, b, cl, how) \
+	((f)->ops->respond((f), (st), (h), (b), (cl), (how)))
+#define front_stream_begin(f, st, h, cl, ho, fn, arg) \
+	((f)->ops->stream_begin((f), (st), (h), (cl), (ho), (fn), (arg)))
+#define front_stream_data(f, p, n)	((f)->ops->stream_data((f), (p), (n)))
+#define front_stream_full(f)		((f)->ops->stream_full(f))
+#define front_stream_end(f)		((f)->ops->stream_end(f))
+#define front_stream_abort(f, bytes)	((f)->ops->stream_abort((f), (bytes)))
+#define front_body_resume(f)		((f)->ops->body_resume(f))
+#define front_abandon(f, r)		((f)->ops->abandon((f), (r)))
+
+/*
+ * One backpressure policy, both ways: an answer streamed to a client is
+ * paused (its upstream transfer with it) while more than FRONT_STREAM_HIGH
+ * bytes wait to be written, and goes on below FRONT_STREAM_LOW; a request
+ * body streamed upstream stops the client being read while that much
+ * waits for the upstream.
+ */
+#define FRONT_STREAM_HIGH	(256 * 1024)
+#define FRONT_STREAM_LOW	(64 * 1024)
 
 enum request_state {
 	REQ_READING,	/* head or body still arriving */
@@ -100,19 +177,79 @@ struct request {
 	unsigned		 decided:1;	/* answer chosen: losers are moot */
 	unsigned		 starting:1;	/* fanout_start sending legs */
 	unsigned		 streaming:1;	/* a leg's answer is under way */
+	unsigned		 streams_body:1; /* legs take the body as it comes */
+	unsigned		 body_ended:1;	/* all of the body is in */
 	unsigned		 body_streaming:1; /* legs run, body still coming */
+	uint64_t		 body_bytes;	/* received so far */
 	struct transfer_source	 source;	/* how legs read that body */
 	struct event		*hedge_timer;
 };
 
+/*
+ * A request coming in on front (an HTTP/1.x connection; an HTTP/2 stream
+ * when h2), from client, over TLS or not, on configuration conf.
+ */
 struct request	*request_new(struct loop *, struct front *, struct config *,
-		    const char *client);
+		    const char *client, int tls, int h2);
 /* "HTTP/1.0", "HTTP/1.1" or "HTTP/2.0", for logs and metrics. */
 const char	*request_proto(const struct request *);
-/* The head has been read: route, deadline, method check. */
-void		 request_head_done(struct request *);
-/* The whole request has been read: answer or send it upstream. */
+
+/*
+ * The head as it arrives: the method, the target (in pieces if need be),
+ * the header fields. 0, or -1 (out of memory; or a method too long, which
+ * the request then refuses with 501).
+ */
+int		 request_set_method(struct request *, const char *, size_t);
+int		 request_add_target(struct request *, const char *, size_t);
+int		 request_add_header(struct request *, const char *name,
+		    size_t namelen, const char *value, size_t valuelen);
+/* The front end refuses the request (431, 501, ...): the answer at dispatch.
+ * The first refusal stands. */
+void		 request_refuse(struct request *, int status, const char *error);
+/* The refusal's status and error, or 0. */
+int		 request_refusal(const struct request *, const char **error);
+
+/*
+ * The head is in (HTTP/1.minor; HTTP/2 passes 1), and a body follows or
+ * not. The request routes itself, checks what it must, and says how the
+ * front end goes on with the body:
+ *
+ *	NONE	there is none: dispatch once the request is complete
+ *	COLLECT	read it all (request_body_add), then dispatch
+ *	STREAM	dispatch now, and hand the body over as it comes (mode proxy)
+ *	REFUSED	declared larger than max_body_size: read none of it, answer
+ *		now (request_refusal has the 413)
+ *
+ * *expect: the client waits for a 100 Continue before it sends the body.
+ */
+enum request_body {
+	REQUEST_BODY_NONE,
+	REQUEST_BODY_COLLECT,
+	REQUEST_BODY_STREAM,
+	REQUEST_BODY_REFUSED,
+};
+enum request_body request_head_end(struct request *, int http_minor,
+		    int has_body, int *expect);
+
+/*
+ * The body as it arrives; -1 once it grows larger than max_body_size (the
+ * request is then refused with 413), -2 out of memory. request_body_more() tells the legs
+ * that more is there (a streamed body; nothing otherwise), and
+ * request_body_end() that it is all in. The front end stops reading the
+ * client while request_body_full(); the request calls front_body_resume()
+ * once its legs have taken enough.
+ */
+int		 request_body_add(struct request *, const void *, size_t);
+void		 request_body_more(struct request *);
+void		 request_body_end(struct request *);
+int		 request_body_full(const struct request *);
+
+/* Answer or send it upstream: once, when the front end can (never from
+ * inside a parser's callbacks). */
 void		 request_dispatch(struct request *);
+int		 request_dispatched(const struct request *);
+/* Answered, or given up: nothing more to hand it. */
+int		 request_is_done(const struct request *);
 /*
  * The connection is going (client FIN/RST, or shut down): cut the link and
  * cancel the work with reason, or drop a request not yet dispatched.
@@ -123,18 +260,6 @@ void		 request_cancel(struct request *, enum cancel_reason);
 /* Answer with fanoutd's own JSON error and end the request. */
 void		 request_error(struct request *, int status, const char *error);
 int		 request_is_head(const struct request *);
-
-/*
- * Mode proxy sends a request body as it arrives. The front end dispatches
- * such a request at the end of its head, tells it of more body with
- * request_body_more() and of its end with request_body_done(), and stops
- * reading the client while request_body_full(); the request calls
- * conn_body_resume() once its legs have taken enough.
- */
-int		 request_streams_body(const struct request *);
-void		 request_body_more(struct request *);
-void		 request_body_done(struct request *);
-int		 request_body_full(const struct request *);
 
 /* For the modes (fanout.c). */
 void		 leg_start(struct leg *);

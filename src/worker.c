@@ -12,7 +12,7 @@
 #include <event2/event.h>
 
 #include "config.h"
-#include "front.h"
+#include "conn.h"
 #include "listener.h"
 #include "log.h"
 #include "upstream.h"
@@ -241,7 +241,7 @@ worker_drain(struct worker *w, void *arg)
 	w->loop.draining = 1;
 	listener_free(w->listener);
 	w->listener = NULL;
-	front_drain(&w->loop);
+	conn_drain_all(&w->loop);
 	worker_check_idle(w);
 }
 
@@ -251,7 +251,7 @@ worker_stop(struct worker *w, void *arg)
 	if (w->stopping == 0)
 		w->stopping = 1;
 	/* Answers 503 to what is in flight, closes everything else. */
-	front_stop(&w->loop);
+	conn_stop_all(&w->loop);
 	worker_check_idle(w);
 }
 
