@@ -1,5 +1,5 @@
 /*
- * config.c: the configuration file of SPEC section 2.
+ * config.c: the configuration file (fanoutd.ini(5)).
  *
  * inih splits "key = value" lines; the rest is done here. A reader of our
  * own sits between the text and inih (ini_parse_stream), because inih alone

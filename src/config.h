@@ -1,5 +1,5 @@
 /*
- * config.h: the configuration of SPEC section 2, parsed with inih.
+ * config.h: the configuration (fanoutd.ini(5)), parsed with inih.
  *
  * A struct config is built whole, validated whole, and then only read. It is
  * reference counted: the server holds one reference, every request holds one

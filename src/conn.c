@@ -34,6 +34,7 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
+#include "util.h"
 
 struct conn {
 	TAILQ_ENTRY(conn)	 entry;		/* loop->conns */
@@ -322,17 +323,12 @@ conn_discard_output(struct conn *c)
 void
 conn_timer(struct conn *c, uint64_t ms)
 {
-	struct timeval	tv;
-
 	if (c->closed)
 		return;
-	if (ms == 0) {
+	if (ms == 0)
 		evtimer_del(c->timer);
-		return;
-	}
-	tv.tv_sec = ms / 1000;
-	tv.tv_usec = (ms % 1000) * 1000;
-	evtimer_add(c->timer, &tv);
+	else
+		evtimer_add_ms(c->timer, ms);
 }
 
 void

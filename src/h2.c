@@ -182,11 +182,7 @@ stream_new(struct h2_session *s, int32_t id)
 static void
 stream_timer(struct h2_stream *st, uint64_t ms)
 {
-	struct timeval	tv;
-
-	tv.tv_sec = ms / 1000;
-	tv.tv_usec = (ms % 1000) * 1000;
-	evtimer_add(st->timer, &tv);
+	evtimer_add_ms(st->timer, ms);
 }
 
 /* Run st's request from the loop, once the input at hand is taken in. */
@@ -894,7 +890,6 @@ h2_timer_cb(evutil_socket_t fd, short what, void *arg)
 static void
 h2_arm(struct h2_session *s)
 {
-	struct timeval	tv;
 	uint64_t	ms;
 
 	/* Before the first stream, the first request is what is awaited,
@@ -907,11 +902,8 @@ h2_arm(struct h2_session *s)
 		evtimer_del(s->timer);
 		return;
 	}
-	if (s->in_block || !evtimer_pending(s->timer, NULL)) {
-		tv.tv_sec = ms / 1000;
-		tv.tv_usec = (ms % 1000) * 1000;
-		evtimer_add(s->timer, &tv);
-	}
+	if (s->in_block || !evtimer_pending(s->timer, NULL))
+		evtimer_add_ms(s->timer, ms);
 }
 
 static struct h2_session *

@@ -1,5 +1,5 @@
 /*
- * http.c: HTTP header lists and the forwarding rules of SPEC section 3.
+ * http.c: HTTP header lists and the forwarding rules (fanoutd(8), DESCRIPTION).
  */
 #include <stdio.h>
 #include <stdlib.h>

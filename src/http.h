@@ -1,5 +1,6 @@
 /*
- * http.h: HTTP header lists and the forwarding rules of SPEC section 3.
+ * http.h: HTTP header lists and the forwarding rules (fanoutd(8),
+ * DESCRIPTION).
  * Pure functions over memory; no I/O.
  */
 #ifndef FANOUTD_HTTP_H

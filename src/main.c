@@ -1,5 +1,6 @@
 /*
- * main.c: command line, start-up and exit status (SPEC section 1).
+ * main.c: command line, start-up and exit status (fanoutd(8), OPTIONS and
+ * EXIT STATUS).
  *
  *	0	clean shutdown
  *	1	usage or configuration error

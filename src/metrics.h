@@ -1,5 +1,5 @@
 /*
- * metrics.h: the counters of SPEC section 7, rendered as Prometheus text
+ * metrics.h: the counters of fanoutd(8), METRICS, rendered as Prometheus text
  * format 0.0.4. Plain counters and gauges are atomics, so any event-loop
  * thread may touch them; labelled series take a short mutex.
  */

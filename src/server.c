@@ -222,13 +222,12 @@ server_idle_check_cb(evutil_socket_t fd, short what, void *arg)
 static void
 server_stop(void)
 {
-	struct timeval	tv = { STOP_GRACE_MS / 1000, (STOP_GRACE_MS % 1000) * 1000 };
 	unsigned	i;
 
 	if (!server->stopping) {
 		server->stopping = 1;
 		log_info("cancelling in-flight requests");
-		evtimer_add(server->drain_timer, &tv);
+		evtimer_add_ms(server->drain_timer, STOP_GRACE_MS);
 	}
 	/* The second time (grace over, or asked again) closes what is left. */
 	for (i = 0; i < server->nworkers; i++)
@@ -248,7 +247,6 @@ server_sigterm_cb(evutil_socket_t sig, short what, void *arg)
 {
 	const char	*name = sig == SIGINT ? "SIGINT" : "SIGTERM";
 	uint64_t	 ms = server->conf->drain_timeout_ms;
-	struct timeval	 tv;
 	unsigned	 i;
 
 	if (server_draining()) {
@@ -262,9 +260,7 @@ server_sigterm_cb(evutil_socket_t sig, short what, void *arg)
 	notify_stopping();
 	for (i = 0; i < server->nworkers; i++)
 		worker_call(server->workers[i], worker_drain, NULL, 0);
-	tv.tv_sec = ms / 1000;
-	tv.tv_usec = (ms % 1000) * 1000;
-	evtimer_add(server->drain_timer, &tv);
+	evtimer_add_ms(server->drain_timer, ms);
 }
 
 /*

@@ -414,15 +414,11 @@ static int
 upstreams_timerfn(CURLM *multi, long timeout_ms, void *userp)
 {
 	struct upstreams	*u = userp;
-	struct timeval		 tv;
 
-	if (timeout_ms < 0) {
+	if (timeout_ms < 0)
 		evtimer_del(u->timer);
-		return (0);
-	}
-	tv.tv_sec = timeout_ms / 1000;
-	tv.tv_usec = (timeout_ms % 1000) * 1000;
-	evtimer_add(u->timer, &tv);
+	else
+		evtimer_add_ms(u->timer, (uint64_t)timeout_ms);
 	return (0);
 }
 

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 
 #include "util.h"
 
@@ -26,6 +27,16 @@ uint64_t
 now_ms(void)
 {
 	return (now_us() / 1000);
+}
+
+int
+evtimer_add_ms(struct event *ev, uint64_t ms)
+{
+	struct timeval	tv;
+
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	return (evtimer_add(ev, &tv));
 }
 
 void

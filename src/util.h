@@ -8,10 +8,13 @@
 #include <stdint.h>
 
 struct evbuffer;
+struct event;
 
 /* CLOCK_MONOTONIC in microseconds and milliseconds. */
 uint64_t	 now_us(void);
 uint64_t	 now_ms(void);
+/* evtimer_add() for ms milliseconds from now. */
+int		 evtimer_add_ms(struct event *, uint64_t ms);
 /* Wall clock, "2026-11-25T20:46:08.123Z", into buf of at least 32 bytes. */
 void		 iso8601_now(char *buf, size_t len);
 
