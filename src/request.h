@@ -3,7 +3,7 @@
  *
  * A request owns a cancel cell; each leg (one upstream request) owns a
  * child of it. Whatever ends a leg (its transfer finished, failed, or was
- * cancelled) goes through request_leg_ended(), and whatever ends the request
+ * cancelled) goes through leg_ended(), and whatever ends the request
  * goes through request_end(), which writes the one access-log line.
  */
 #ifndef FANOUTD_REQUEST_H
@@ -14,6 +14,7 @@
 
 #include "cancel.h"
 #include "http.h"
+#include "leg.h"
 #include "loop.h"
 #include "upstream.h"
 
@@ -29,35 +30,6 @@ enum request_state {
 	REQ_READING,	/* head or body still arriving */
 	REQ_RUNNING,	/* legs under way */
 	REQ_DONE,	/* answered or abandoned; waiting to be freed */
-};
-
-enum leg_state {
-	LEG_IDLE,	/* not sent (yet) */
-	LEG_RUNNING,
-	LEG_DONE,
-};
-
-enum leg_outcome {
-	LEG_OK,		/* whole response, 2xx */
-	LEG_STATUS,	/* whole response, other status */
-	LEG_FAILED,	/* transport error: see error */
-	LEG_CANCELLED,	/* see cancel reason */
-};
-
-struct leg {
-	struct request			*req;
-	const struct upstream_conf	*up;
-	struct cancel			 cancel;	/* child of req->cancel */
-	struct transfer			*xfer;		/* while LEG_RUNNING */
-	enum leg_state			 state;
-	enum leg_outcome		 outcome;
-	enum transfer_error		 error;
-	const char			*detail;	/* curl's, static */
-	int				 status;
-	struct http_headers		 headers;
-	struct evbuffer			*body;
-	uint64_t			 started_us;
-	uint64_t			 duration_us;
 };
 
 struct request {
