@@ -420,7 +420,8 @@ request_error(struct request *r, int status, const char *error)
 static void
 request_end(struct request *r, int status, unsigned long long bytes)
 {
-	size_t		 i;
+	struct accesslog_entry	 e;
+	size_t			 i;
 
 	if (r->state == REQ_DONE)
 		return;
@@ -450,7 +451,22 @@ request_end(struct request *r, int status, unsigned long long bytes)
 	r->hedge_timer = NULL;
 	r->front = NULL;
 
-	accesslog_write(r, status, bytes);
+	e.request_id = r->id;
+	e.client = r->client;
+	e.method = r->method;
+	e.target = r->target;
+	e.targetlen = r->targetlen;
+	e.proto = request_proto(r);
+	e.tls = r->tls;
+	e.route = r->route ? r->route->name : NULL;
+	e.status = status;
+	e.bytes = bytes;
+	e.started_us = r->started_us;
+	e.cancel_reason = cancel_is_set(&r->cancel) ?
+	    cancel_reason_name(cancel_reason_of(&r->cancel)) : NULL;
+	e.legs = r->legs;
+	e.nlegs = r->nlegs;
+	accesslog_write(&e);
 	metrics_request_done(r->route ? r->route->name : "", status,
 	    now_us() - r->started_us);
 	metrics_request_proto(r->h2 ? 2 : r->http_minor);
@@ -830,7 +846,7 @@ request_answer_envelope(struct request *r, int status, const char *partial)
 	unsigned long long	 bytes = 0;
 
 	r->decided = 1;
-	if ((body = envelope_build(r)) == NULL) {
+	if ((body = envelope_build(r->route, r->legs, r->nlegs)) == NULL) {
 		request_error(r, 503, "out_of_memory");
 		return;
 	}
