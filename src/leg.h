@@ -3,7 +3,8 @@
  *
  * request.c owns the legs of its requests: it starts them, records how
  * each ended and frees them. The modes (fanout.c), the envelope
- * (envelope.c) and the access log (accesslog.c) read them.
+ * (envelope.c) and the access log (accesslog.c) are handed the array and
+ * read it; none of them changes a leg or looks at the request behind it.
  *
  * A leg goes LEG_IDLE -> LEG_RUNNING -> LEG_DONE, each step at most once;
  * once LEG_DONE, outcome says how it ended. A leg never sent stays

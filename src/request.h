@@ -1,10 +1,15 @@
 /*
  * request.h: one request's life: route, legs to upstreams, answer, log.
  *
- * A request owns a cancel cell; each leg (one upstream request) owns a
- * child of it. Whatever ends a leg (its transfer finished, failed, or was
- * cancelled) goes through leg_ended(), and whatever ends the request
- * goes through request_end(), which writes the one access-log line.
+ * A request owns its legs (leg.h), its cancel cell and one child cell per
+ * leg, its deadline and hedge timers, and its answer. It asks the route's
+ * mode (fanout.h) what to do at dispatch, at the end of each leg, when the
+ * hedge timer fires and when its cell flips, and carries the answer out:
+ * starts legs, cuts the losers, writes a leg's response, the envelope
+ * (envelope.h) or its own JSON error. Whatever ends a leg (its transfer
+ * finished, failed, or was cancelled) goes through leg_ended(), and
+ * whatever ends the request through request_end() (both static in
+ * request.c), which hands the access log (accesslog.h) the one line.
  */
 #ifndef FANOUTD_REQUEST_H
 #define FANOUTD_REQUEST_H
@@ -66,15 +71,14 @@ struct request {
 
 	struct leg		*legs;
 	size_t			 nlegs;
-	size_t			 legs_sent;
 	unsigned		 legs_running;
 	unsigned		 legs_cancelled;
 	unsigned		 decided:1;	/* answer chosen: losers are moot */
-	unsigned		 starting:1;	/* fanout_start sending legs */
+	unsigned		 starting:1;	/* an action's legs being sent */
 	unsigned		 streaming:1;	/* a leg's answer is under way */
 	unsigned		 body_streaming:1; /* legs run, body still coming */
 	struct transfer_source	 source;	/* how legs read that body */
-	struct event		*hedge_timer;
+	struct event		*hedge_timer;	/* a mode's FANOUT_TIMER_ARM */
 };
 
 struct request	*request_new(struct loop *, struct front *, struct config *,
@@ -107,17 +111,5 @@ int		 request_streams_body(const struct request *);
 void		 request_body_more(struct request *);
 void		 request_body_done(struct request *);
 int		 request_body_full(const struct request *);
-
-/* For the modes (fanout.c). */
-void		 leg_start(struct leg *);
-/* Decide: cut every leg still in flight with reason superseded. */
-void		 request_supersede(struct request *);
-/* Answer with one leg's response as it is, plus an optional header line
- * ("Fanout-Upstream: users"). */
-void		 request_answer_leg(struct request *, struct leg *,
-		    const char *name, const char *value);
-/* Answer with the envelope; partial lists failed legs (NULL: none). */
-void		 request_answer_envelope(struct request *, int status,
-		    const char *partial);
 
 #endif
