@@ -12,8 +12,8 @@
 
 #include "accesslog.h"
 #include "config.h"
+#include "leg.h"
 #include "log.h"
-#include "request.h"
 #include "util.h"
 
 /*
@@ -100,12 +100,11 @@ add_str(struct evbuffer *b, const char *key, const char *s, size_t len)
 }
 
 void
-accesslog_write(const struct request *r, int status, unsigned long long bytes)
+accesslog_write(const struct accesslog_entry *e)
 {
 	struct evbuffer		*b;
 	const struct leg	*l;
 	char			 now[40];
-	const char		*reason;
 	size_t			 i, n;
 	ssize_t			 w;
 	unsigned char		*line;
@@ -116,23 +115,21 @@ accesslog_write(const struct request *r, int status, unsigned long long bytes)
 		return;
 	iso8601_now(now, sizeof now);
 	evbuffer_add_printf(b, "{\"time\":\"%s\"", now);
-	add_str(b, "request_id", r->id, strlen(r->id));
-	add_str(b, "client", r->client, strlen(r->client));
-	add_str(b, "method", r->method, strlen(r->method));
-	add_str(b, "path", r->target, r->targetlen);
-	add_str(b, "proto", request_proto(r), 8);
-	evbuffer_add_printf(b, ",\"tls\":%s", r->tls ? "true" : "false");
-	add_str(b, "route", r->route ? r->route->name : NULL,
-	    r->route ? strlen(r->route->name) : 0);
+	add_str(b, "request_id", e->request_id, strlen(e->request_id));
+	add_str(b, "client", e->client, strlen(e->client));
+	add_str(b, "method", e->method, strlen(e->method));
+	add_str(b, "path", e->target, e->targetlen);
+	add_str(b, "proto", e->proto, 8);
+	evbuffer_add_printf(b, ",\"tls\":%s", e->tls ? "true" : "false");
+	add_str(b, "route", e->route, e->route ? strlen(e->route) : 0);
 	evbuffer_add_printf(b, ",\"status\":%d,\"bytes\":%llu,"
-	    "\"duration_ms\":%.3f", status, bytes,
-	    (now_us() - r->started_us) / 1000.0);
-	reason = cancel_is_set(&r->cancel) ?
-	    cancel_reason_name(cancel_reason_of(&r->cancel)) : NULL;
-	add_str(b, "cancel_reason", reason, reason ? strlen(reason) : 0);
+	    "\"duration_ms\":%.3f", e->status, e->bytes,
+	    (now_us() - e->started_us) / 1000.0);
+	add_str(b, "cancel_reason", e->cancel_reason,
+	    e->cancel_reason ? strlen(e->cancel_reason) : 0);
 	evbuffer_add(b, ",\"upstreams\":[", 14);
-	for (i = n = 0; i < r->nlegs; i++) {
-		l = &r->legs[i];
+	for (i = n = 0; i < e->nlegs; i++) {
+		l = &e->legs[i];
 		if (l->up == NULL)
 			continue;
 		if (n++ > 0)

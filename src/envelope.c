@@ -9,7 +9,7 @@
 
 #include "config.h"
 #include "envelope.h"
-#include "request.h"
+#include "leg.h"
 #include "util.h"
 
 int
@@ -139,9 +139,9 @@ envelope_dump_cb(const char *buf, size_t len, void *arg)
 }
 
 struct evbuffer *
-envelope_build(const struct request *r)
+envelope_build(const struct route_conf *rt, const struct leg *legs,
+    size_t nlegs)
 {
-	const struct route_conf	*rt = r->route;
 	struct evbuffer		*out = NULL;
 	json_t			*env, *leg;
 	size_t			 i, j;
@@ -151,13 +151,13 @@ envelope_build(const struct request *r)
 	/* Route order, whatever order the legs were sent in. */
 	for (i = 0; i < rt->nupstreams; i++) {
 		leg = NULL;
-		for (j = 0; j < r->nlegs; j++) {
-			if (r->legs[j].up == rt->upstreams[i]) {
-				leg = envelope_leg(&r->legs[j]);
+		for (j = 0; j < nlegs; j++) {
+			if (legs[j].up == rt->upstreams[i]) {
+				leg = envelope_leg(&legs[j]);
 				break;
 			}
 		}
-		if (j == r->nlegs) {
+		if (j == nlegs) {
 			leg = json_pack("{s:s, s:s}", "error", "cancelled",
 			    "reason", "not_sent");
 		}

@@ -1,5 +1,7 @@
 /*
- * envelope.h: the JSON envelope of SPEC section 4, built with jansson.
+ * envelope.h: the JSON envelope of fanoutd(8), MODES, built with jansson:
+ * one member per upstream of the route, in the route's order, from the legs
+ * it is handed (it never sees the request).
  *
  *	{"users": {"status": 200, "body": {...}},
  *	 "orders": {"error": "timeout", "reason": "..."},
@@ -13,7 +15,8 @@
 #include <jansson.h>
 
 struct evbuffer;
-struct request;
+struct leg;
+struct route_conf;
 
 /* 1 for application/json and any +json type (parameters ignored). */
 int		 envelope_is_json_type(const char *ctype, size_t len);
@@ -29,7 +32,12 @@ int		 envelope_add_body(json_t *obj, const char *ctype, size_t ctlen,
 /* Standard base64 with padding; a NUL-terminated malloc'd string. */
 char		*envelope_base64(const unsigned char *, size_t);
 
-/* The whole envelope of a request's legs, in the route's order. */
-struct evbuffer	*envelope_build(const struct request *);
+/*
+ * The whole envelope of nlegs legs sent for route rt, in the route's order
+ * (an upstream without a leg, or whose leg was never sent: "not_sent"),
+ * with a final newline. NULL when out of memory.
+ */
+struct evbuffer	*envelope_build(const struct route_conf *rt,
+		    const struct leg *legs, size_t nlegs);
 
 #endif

@@ -9,18 +9,19 @@
  *		at Scale", 2013)
  *	quorum	every leg; answer once K succeeded, or fail as soon as K can
  *		no longer be reached
+ *
+ * Every function here reads the route and the legs and fills in an action;
+ * none sends, arms, cuts or answers anything itself: request.c carries the
+ * action out. How many legs are running or were sent is read from the legs'
+ * states, which the request keeps up to date before it asks.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/event.h>
-
 #include "config.h"
 #include "fanout.h"
-#include "log.h"
-#include "metrics.h"
-#include "loop.h"
-#include "request.h"
+#include "leg.h"
 
 static int
 leg_succeeded(const struct leg *l)
@@ -28,38 +29,40 @@ leg_succeeded(const struct leg *l)
 	return (l->state == LEG_DONE && l->outcome == LEG_OK);
 }
 
-/* Still waiting for the request's answer? Legs may end synchronously
- * (a transfer that cannot start), deciding before a loop is over. */
-static int
-undecided(const struct request *r)
+static size_t
+legs_in(const struct leg *legs, size_t nlegs, enum leg_state state)
 {
-	return (r->state == REQ_RUNNING && !r->decided &&
-	    !cancel_is_set(&r->cancel));
+	size_t	i, n = 0;
+
+	for (i = 0; i < nlegs; i++)
+		if (legs[i].state == state)
+			n++;
+	return (n);
 }
 
 static int
-any_succeeded(const struct request *r)
+any_succeeded(const struct leg *legs, size_t nlegs)
 {
 	size_t	i;
 
-	for (i = 0; i < r->nlegs; i++)
-		if (leg_succeeded(&r->legs[i]))
+	for (i = 0; i < nlegs; i++)
+		if (leg_succeeded(&legs[i]))
 			return (1);
 	return (0);
 }
 
 /* "a,b": the legs that did not succeed, or NULL when all did. */
 static char *
-failed_names(const struct request *r)
+failed_names(const struct leg *legs, size_t nlegs)
 {
 	char	*s = NULL, *n;
 	size_t	 i;
 
-	for (i = 0; i < r->nlegs; i++) {
-		if (leg_succeeded(&r->legs[i]))
+	for (i = 0; i < nlegs; i++) {
+		if (leg_succeeded(&legs[i]))
 			continue;
 		if (asprintf(&n, "%s%s%s", s ? s : "", s ? "," : "",
-		    r->legs[i].up->name) == -1) {
+		    legs[i].up->name) == -1) {
 			free(s);
 			return (NULL);
 		}
@@ -69,255 +72,278 @@ failed_names(const struct request *r)
 	return (s);
 }
 
+/* ---- what an action can say ------------------------------------------------ */
+
+static void
+send_legs(struct fanout_action *a, size_t first, size_t n,
+    const struct upstream_conf *up)
+{
+	a->start = first;
+	a->nstart = n;
+	a->up = up;
+}
+
+/* legs[i]'s response, with a Fanout-Upstream header when named. */
+static void
+answer_leg(struct fanout_action *a, const struct leg *legs, size_t i,
+    int named)
+{
+	a->answer = FANOUT_LEG;
+	a->leg = i;
+	if (named) {
+		a->header_name = "Fanout-Upstream";
+		a->header_value = legs[i].up->name;
+	}
+}
+
+/* partial: taken by the action. */
+static void
+answer_envelope(struct fanout_action *a, int status, char *partial)
+{
+	a->answer = FANOUT_ENVELOPE;
+	a->status = status;
+	a->partial = partial;
+}
+
+static void
+answer_error(struct fanout_action *a, int status, const char *error)
+{
+	a->answer = FANOUT_ERROR;
+	a->status = status;
+	a->error = error;
+}
+
 /* ---- proxy ---------------------------------------------------------------- */
 
 static void
-proxy_start(struct request *r)
+proxy_start(const struct route_conf *rt, struct fanout_action *a)
 {
-	const struct route_conf	*rt = r->route;
-	unsigned		 first;
+	unsigned	first;
 
 	/* The one mutable field of a configuration (see config.h). */
 	first = __atomic_fetch_add(&((struct route_conf *)rt)->rr_next, 1,
 	    __ATOMIC_RELAXED) % rt->nupstreams;
-	r->legs[0].up = rt->upstreams[first];
-	leg_start(&r->legs[0]);
+	send_legs(a, 0, 1, rt->upstreams[first]);
 }
 
 static void
-proxy_leg_ended(struct request *r, struct leg *l)
+proxy_leg_ended(const struct route_conf *rt, const struct leg *legs,
+    size_t nlegs, size_t li, struct fanout_action *a)
 {
-	const struct route_conf	*rt = r->route;
-	size_t			 i;
-	struct leg		*next;
+	const struct leg	*l = &legs[li];
+	size_t			 i, sent;
 
 	if (l->outcome == LEG_OK || l->outcome == LEG_STATUS) {
-		request_answer_leg(r, l, NULL, NULL);
+		answer_leg(a, legs, li, 0);
 		return;
 	}
 	if (l->outcome == LEG_FAILED && l->error == XFER_NO_SOCKET) {
 		/* Ours, not the upstream's: the next would fail the same. */
-		request_error(r, 503, "over_capacity");
+		answer_error(a, 503, "over_capacity");
 		return;
 	}
+	/* Attempts go to legs 0, 1, ... in turn, one leg per upstream: at
+	 * most one attempt per upstream. */
+	sent = nlegs - legs_in(legs, nlegs, LEG_IDLE);
 	if (l->outcome == LEG_FAILED && l->error == XFER_CONNECT &&
-	    r->legs_sent < rt->nupstreams) {
+	    sent < nlegs) {
 		/* Nothing reached that upstream: try the next in the ring. */
 		for (i = 0; i < rt->nupstreams && rt->upstreams[i] != l->up; i++)
 			;
-		next = &r->legs[r->legs_sent];
-		next->up = rt->upstreams[(i + 1) % rt->nupstreams];
-		leg_start(next);
+		send_legs(a, sent, 1, rt->upstreams[(i + 1) % rt->nupstreams]);
 		return;
 	}
 	if (l->outcome == LEG_FAILED && l->error == XFER_TIMEOUT)
-		request_error(r, 504, "upstream_timeout");
+		answer_error(a, 504, "upstream_timeout");
 	else
-		request_error(r, 502, "upstream_failed");
+		answer_error(a, 502, "upstream_failed");
 }
 
 /* ---- all ------------------------------------------------------------------- */
 
 static void
-all_leg_ended(struct request *r, struct leg *l)
+all_leg_ended(const struct route_conf *rt, const struct leg *legs,
+    size_t nlegs, struct fanout_action *a)
 {
 	char	*partial;
 
-	if (r->legs_running > 0)
+	if (legs_in(legs, nlegs, LEG_RUNNING) > 0)
 		return;
-	if ((partial = failed_names(r)) == NULL) {
-		request_answer_envelope(r, 200, NULL);
+	if ((partial = failed_names(legs, nlegs)) == NULL) {
+		answer_envelope(a, 200, NULL);
 		return;
 	}
 	/* partial = allow still needs something to show for it. */
-	if (r->route->partial == PARTIAL_ALLOW && any_succeeded(r))
-		request_answer_envelope(r, 200, partial);
-	else
-		request_answer_envelope(r, 502, NULL);
-	free(partial);
+	if (rt->partial == PARTIAL_ALLOW && any_succeeded(legs, nlegs))
+		answer_envelope(a, 200, partial);
+	else {
+		answer_envelope(a, 502, NULL);
+		free(partial);
+	}
 }
 
 /* ---- first ----------------------------------------------------------------- */
 
 static void
-first_leg_ended(struct request *r, struct leg *l)
+first_leg_ended(const struct leg *legs, size_t nlegs, size_t li,
+    struct fanout_action *a)
 {
-	if (leg_succeeded(l)) {
-		request_supersede(r);
-		request_answer_leg(r, l, "Fanout-Upstream", l->up->name);
+	if (leg_succeeded(&legs[li])) {
+		a->supersede = 1;
+		answer_leg(a, legs, li, 1);
 		return;
 	}
-	if (r->legs_running == 0)
-		request_answer_envelope(r, 502, NULL);
+	if (legs_in(legs, nlegs, LEG_RUNNING) == 0)
+		answer_envelope(a, 502, NULL);
 }
 
 /* ---- hedge ----------------------------------------------------------------- */
 
-static void	hedge_timer_cb(evutil_socket_t, short, void *);
-
 /* Send the next leg in route order; 0 if there was none left. */
 static int
-hedge_send_next(struct request *r)
+hedge_send_next(const struct route_conf *rt, const struct leg *legs,
+    size_t nlegs, struct fanout_action *a)
 {
-	struct timeval	 tv;
-	uint64_t	 ms = r->route->hedge_delay_ms;
-	size_t		 i;
+	size_t	i;
 
-	for (i = 0; i < r->nlegs && r->legs[i].state != LEG_IDLE; i++)
+	for (i = 0; i < nlegs && legs[i].state != LEG_IDLE; i++)
 		;
-	if (i == r->nlegs)
+	if (i == nlegs)
 		return (0);
 	if (i > 0)
-		metrics_counter_add(C_HEDGES_SENT, 1);
-	/* Arm before starting: the leg may fail, and decide, at once. */
-	if (i + 1 < r->nlegs) {
-		tv.tv_sec = ms / 1000;
-		tv.tv_usec = (ms % 1000) * 1000;
-		evtimer_add(r->hedge_timer, &tv);
+		a->hedges_sent = 1;
+	/* Arm before starting (the action's order): a leg that fails at
+	 * once is reported after, and its decision must not be undone. */
+	if (i + 1 < nlegs) {
+		a->timer = FANOUT_TIMER_ARM;
+		a->timer_ms = rt->hedge_delay_ms;
 	} else
-		evtimer_del(r->hedge_timer);
-	leg_start(&r->legs[i]);
+		a->timer = FANOUT_TIMER_DISARM;
+	send_legs(a, i, 1, NULL);
 	return (1);
 }
 
 static void
-hedge_timer_cb(evutil_socket_t fd, short what, void *arg)
+hedge_leg_ended(const struct route_conf *rt, const struct leg *legs,
+    size_t nlegs, size_t li, struct fanout_action *a)
 {
-	struct request	*r = arg;
-
-	if (undecided(r))
-		hedge_send_next(r);
-}
-
-static void
-hedge_start(struct request *r)
-{
-	if ((r->hedge_timer = evtimer_new(r->loop->base, hedge_timer_cb, r)) == NULL) {
-		request_error(r, 503, "out_of_memory");
-		return;
-	}
-	hedge_send_next(r);
-}
-
-static void
-hedge_leg_ended(struct request *r, struct leg *l)
-{
-	if (leg_succeeded(l)) {
-		evtimer_del(r->hedge_timer);
-		if (l != &r->legs[0])
-			metrics_counter_add(C_HEDGES_WON, 1);
-		request_supersede(r);
-		request_answer_leg(r, l, "Fanout-Upstream", l->up->name);
+	if (leg_succeeded(&legs[li])) {
+		a->timer = FANOUT_TIMER_DISARM;
+		if (li != 0)
+			a->hedges_won = 1;
+		a->supersede = 1;
+		answer_leg(a, legs, li, 1);
 		return;
 	}
 	/* A failure: hedge at once rather than after the delay. */
-	if (hedge_send_next(r))
+	if (hedge_send_next(rt, legs, nlegs, a))
 		return;
-	if (r->legs_running == 0)
-		request_answer_envelope(r, 502, NULL);
+	if (legs_in(legs, nlegs, LEG_RUNNING) == 0)
+		answer_envelope(a, 502, NULL);
 }
 
 /* ---- quorum ---------------------------------------------------------------- */
 
 static void
-quorum_leg_ended(struct request *r, struct leg *l)
+quorum_leg_ended(const struct route_conf *rt, const struct leg *legs,
+    size_t nlegs, struct fanout_action *a)
 {
-	unsigned	ok = 0, failed = 0, n = r->nlegs, k = r->route->quorum;
+	unsigned	ok = 0, failed = 0, n = nlegs, k = rt->quorum;
 	size_t		i;
 
-	for (i = 0; i < r->nlegs; i++) {
-		if (r->legs[i].state != LEG_DONE)
+	for (i = 0; i < nlegs; i++) {
+		if (legs[i].state != LEG_DONE)
 			continue;
-		if (leg_succeeded(&r->legs[i]))
+		if (leg_succeeded(&legs[i]))
 			ok++;
 		else
 			failed++;
 	}
 	if (ok >= k) {
-		request_supersede(r);
-		request_answer_envelope(r, 200, NULL);
+		a->supersede = 1;
+		answer_envelope(a, 200, NULL);
 	} else if (failed > n - k) {
 		/* K can no longer be reached: don't wait for the rest. */
-		request_supersede(r);
-		request_answer_envelope(r, 502, NULL);
+		a->supersede = 1;
+		answer_envelope(a, 502, NULL);
 	}
 }
 
-/* ---- entry points ---------------------------------------------------------- */
+/* ---- the request's cell flipped -------------------------------------------- */
 
 static void
-mode_leg_ended(struct request *r, struct leg *l)
+cancelled(const struct route_conf *rt, const struct leg *legs, size_t nlegs,
+    enum cancel_reason reason, struct fanout_action *a)
 {
-	switch (r->route->mode) {
-	case MODE_PROXY:
-		proxy_leg_ended(r, l);
-		break;
-	case MODE_ALL:
-		all_leg_ended(r, l);
-		break;
-	case MODE_FIRST:
-		first_leg_ended(r, l);
-		break;
-	case MODE_HEDGE:
-		hedge_leg_ended(r, l);
-		break;
-	case MODE_QUORUM:
-		quorum_leg_ended(r, l);
-		break;
-	}
+	if (rt->mode != MODE_ALL || rt->partial != PARTIAL_ALLOW ||
+	    reason != CANCEL_DEADLINE || !any_succeeded(legs, nlegs))
+		return;
+	/* partial = allow: what arrived in time, the rest marked deadline. */
+	answer_envelope(a, 200, failed_names(legs, nlegs));
 }
 
-void
-fanout_start(struct request *r)
-{
-	size_t	i;
+/* ---- entry point ----------------------------------------------------------- */
 
-	switch (r->route->mode) {
-	case MODE_PROXY:
-		proxy_start(r);
-		break;
-	case MODE_HEDGE:
-		hedge_start(r);
-		break;
-	case MODE_ALL:
-	case MODE_FIRST:
-	case MODE_QUORUM:
-		/*
-		 * A leg can end before the loop is over (its transfer could
-		 * not start): decide only once every leg is out, looking at
-		 * those that ended meanwhile in order.
-		 */
-		r->starting = 1;
-		for (i = 0; i < r->nlegs; i++)
-			leg_start(&r->legs[i]);
-		r->starting = 0;
-		for (i = 0; i < r->nlegs && undecided(r); i++) {
-			if (r->legs[i].state == LEG_DONE)
-				mode_leg_ended(r, &r->legs[i]);
+void
+fanout_decide(const struct route_conf *rt, const struct leg *legs,
+    size_t nlegs, const struct fanout_event *ev, struct fanout_action *a)
+{
+	memset(a, 0, sizeof *a);
+	a->timer = FANOUT_TIMER_KEEP;
+	a->answer = FANOUT_WAIT;
+	if (rt == NULL)
+		return;		/* not routed: nothing of a mode's to say */
+
+	switch (ev->what) {
+	case FANOUT_START:
+		switch (rt->mode) {
+		case MODE_PROXY:
+			proxy_start(rt, a);
+			break;
+		case MODE_HEDGE:
+			hedge_send_next(rt, legs, nlegs, a);
+			break;
+		case MODE_ALL:
+		case MODE_FIRST:
+		case MODE_QUORUM:
+			/* Every leg; any that ends while they are being sent
+			 * comes back as FANOUT_LEG_ENDED once all are out. */
+			send_legs(a, 0, nlegs, NULL);
+			break;
 		}
 		break;
+	case FANOUT_LEG_ENDED:
+		switch (rt->mode) {
+		case MODE_PROXY:
+			proxy_leg_ended(rt, legs, nlegs, ev->leg, a);
+			break;
+		case MODE_ALL:
+			all_leg_ended(rt, legs, nlegs, a);
+			break;
+		case MODE_FIRST:
+			first_leg_ended(legs, nlegs, ev->leg, a);
+			break;
+		case MODE_HEDGE:
+			hedge_leg_ended(rt, legs, nlegs, ev->leg, a);
+			break;
+		case MODE_QUORUM:
+			quorum_leg_ended(rt, legs, nlegs, a);
+			break;
+		}
+		break;
+	case FANOUT_HEDGE_TIMER:
+		if (rt->mode == MODE_HEDGE)
+			hedge_send_next(rt, legs, nlegs, a);
+		break;
+	case FANOUT_CANCELLED:
+		cancelled(rt, legs, nlegs, ev->reason, a);
+		break;
 	}
 }
 
 void
-fanout_leg_ended(struct request *r, struct leg *l)
+fanout_action_clear(struct fanout_action *a)
 {
-	if (!r->starting)
-		mode_leg_ended(r, l);
-}
-
-int
-fanout_cancelled(struct request *r, enum cancel_reason reason)
-{
-	char	*partial;
-
-	if (r->route == NULL || r->route->mode != MODE_ALL ||
-	    r->route->partial != PARTIAL_ALLOW || reason != CANCEL_DEADLINE ||
-	    r->front == NULL || !any_succeeded(r))
-		return (0);
-	/* partial = allow: what arrived in time, the rest marked deadline. */
-	partial = failed_names(r);
-	request_answer_envelope(r, 200, partial);
-	free(partial);
-	return (1);
+	free(a->partial);
+	a->partial = NULL;
 }

@@ -10,6 +10,12 @@
  * client, or not, and ends the request. One path, request_end(), logs and
  * releases; the memory goes after the current callback (the loop's graveyard),
  * so nothing up the stack can touch freed memory.
+ *
+ * Which legs to send and when to answer is the route's mode's to say
+ * (fanout.h): request_decide() asks it at dispatch, at the end of each leg,
+ * when the hedge timer fires and when the cell flips, and request_act()
+ * carries out what it says: send legs, arm or stop the hedge timer, cut the
+ * losers (superseded), answer with a leg, the envelope or an error.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +36,13 @@
 
 static void	request_on_cancel(struct cancel *, enum cancel_reason, void *);
 static void	request_end(struct request *, int, unsigned long long);
+static int	request_decide(struct request *, enum fanout_what, size_t,
+		    enum cancel_reason);
+static void	request_supersede(struct request *);
+static void	request_answer_leg(struct request *, struct leg *,
+		    const char *, const char *);
+static void	request_answer_envelope(struct request *, int, const char *);
+static void	leg_start(struct leg *);
 static void	leg_ended(struct leg *);
 static void	stream_leg_ended(struct request *, struct leg *);
 static size_t	leg_source_read(void *, char *, size_t, int *);
@@ -413,7 +426,7 @@ request_dispatch(struct request *r)
 		if (r->route->mode != MODE_PROXY)
 			r->legs[i].up = r->route->upstreams[i];
 	}
-	fanout_start(r);
+	request_decide(r, FANOUT_START, 0, CANCEL_NONE);
 }
 
 void
@@ -452,7 +465,9 @@ request_on_cancel(struct cancel *c, enum cancel_reason reason, void *arg)
 		metrics_cancellation(reason, now_us() - r->flip_us);
 	if (r->state == REQ_DONE)
 		return;
-	if (fanout_cancelled(r, reason))
+	/* The mode may answer (mode all, partial = allow, at the deadline);
+	 * there must be a client to answer for that. */
+	if (r->front != NULL && request_decide(r, FANOUT_CANCELLED, 0, reason))
 		return;
 	switch (reason) {
 	case CANCEL_CLIENT_CLOSED:
@@ -535,7 +550,8 @@ request_error(struct request *r, int status, const char *error)
 static void
 request_end(struct request *r, int status, unsigned long long bytes)
 {
-	size_t		 i;
+	struct accesslog_entry	 e;
+	size_t			 i;
 
 	if (r->state == REQ_DONE)
 		return;
@@ -563,7 +579,22 @@ request_end(struct request *r, int status, unsigned long long bytes)
 	r->hedge_timer = NULL;
 	r->front = NULL;
 
-	accesslog_write(r, status, bytes);
+	e.request_id = r->id;
+	e.client = r->client;
+	e.method = r->method;
+	e.target = r->target;
+	e.targetlen = r->targetlen;
+	e.proto = request_proto(r);
+	e.tls = r->tls;
+	e.route = r->route ? r->route->name : NULL;
+	e.status = status;
+	e.bytes = bytes;
+	e.started_us = r->started_us;
+	e.cancel_reason = cancel_is_set(&r->cancel) ?
+	    cancel_reason_name(cancel_reason_of(&r->cancel)) : NULL;
+	e.legs = r->legs;
+	e.nlegs = r->nlegs;
+	accesslog_write(&e);
 	metrics_request_done(r->route ? r->route->name : "", status,
 	    now_us() - r->started_us);
 	metrics_request_proto(r->h2 ? 2 : r->http_minor);
@@ -654,7 +685,9 @@ leg_ended(struct leg *l)
 	}
 	if (r->decided)
 		return;		/* already being answered */
-	fanout_leg_ended(r, l);
+	if (r->starting)
+		return;		/* reported once the action's legs are out */
+	request_decide(r, FANOUT_LEG_ENDED, (size_t)(l - r->legs), CANCEL_NONE);
 }
 
 /* ---- streamed request bodies (mode proxy) ---------------------------------- */
@@ -821,7 +854,7 @@ stream_leg_ended(struct request *r, struct leg *l)
 	    l->error == XFER_TIMEOUT ? "upstream_timeout" : "upstream_failed");
 }
 
-void
+static void
 leg_start(struct leg *l)
 {
 	struct request		*r = l->req;
@@ -838,7 +871,6 @@ leg_start(struct leg *l)
 	l->started_us = now_us();
 	l->state = LEG_RUNNING;
 	r->legs_running++;
-	r->legs_sent++;
 	if (l->body == NULL && (l->body = evbuffer_new()) == NULL)
 		goto fail;
 
@@ -905,7 +937,8 @@ fail:
 	leg_ended(l);
 }
 
-void
+/* Decide: cut every leg still in flight with reason superseded. */
+static void
 request_supersede(struct request *r)
 {
 	uint64_t	t0 = now_us();
@@ -921,9 +954,119 @@ request_supersede(struct request *r)
 		metrics_cancellation(CANCEL_SUPERSEDED, now_us() - t0);
 }
 
+/* ---- the mode's decisions ----------------------------------------------- */
+
+/* Still waiting for the request's answer? Legs may end synchronously
+ * (a transfer that cannot start), deciding before a loop is over. */
+static int
+undecided(const struct request *r)
+{
+	return (r->state == REQ_RUNNING && !r->decided &&
+	    !cancel_is_set(&r->cancel));
+}
+
+static void
+request_hedge_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct request	*r = arg;
+
+	if (undecided(r))
+		request_decide(r, FANOUT_HEDGE_TIMER, 0, CANCEL_NONE);
+}
+
+/*
+ * Carry out a mode's action, in the order fanout.h gives. Legs sent here
+ * that end at once (their transfer could not start) are held until the
+ * last of them is out, then reported to the mode one by one, in order,
+ * while it has not decided: a mode never decides halfway through sending.
+ * 1 if the action answered.
+ */
+static int
+request_act(struct request *r, struct fanout_action *a)
+{
+	struct timeval	tv;
+	size_t		i, end;
+
+	switch (a->timer) {
+	case FANOUT_TIMER_KEEP:
+		break;
+	case FANOUT_TIMER_ARM:
+		if (r->hedge_timer == NULL && (r->hedge_timer =
+		    evtimer_new(r->loop->base, request_hedge_cb, r)) == NULL) {
+			fanout_action_clear(a);
+			request_error(r, 503, "out_of_memory");
+			return (1);
+		}
+		tv.tv_sec = a->timer_ms / 1000;
+		tv.tv_usec = (a->timer_ms % 1000) * 1000;
+		evtimer_add(r->hedge_timer, &tv);
+		break;
+	case FANOUT_TIMER_DISARM:
+		if (r->hedge_timer != NULL)
+			evtimer_del(r->hedge_timer);
+		break;
+	}
+	if (a->hedges_sent > 0)
+		metrics_counter_add(C_HEDGES_SENT, a->hedges_sent);
+	if (a->hedges_won > 0)
+		metrics_counter_add(C_HEDGES_WON, a->hedges_won);
+	if (a->supersede)
+		request_supersede(r);
+	if (a->nstart > 0) {
+		end = a->start + a->nstart;
+		r->starting = 1;
+		for (i = a->start; i < end; i++) {
+			if (a->up != NULL)
+				r->legs[i].up = a->up;
+			leg_start(&r->legs[i]);
+		}
+		r->starting = 0;
+		for (i = a->start; i < end && undecided(r); i++) {
+			if (r->legs[i].state == LEG_DONE)
+				request_decide(r, FANOUT_LEG_ENDED, i,
+				    CANCEL_NONE);
+		}
+		fanout_action_clear(a);
+		return (0);
+	}
+	switch (a->answer) {
+	case FANOUT_WAIT:
+		return (0);
+	case FANOUT_LEG:
+		request_answer_leg(r, &r->legs[a->leg], a->header_name,
+		    a->header_value);
+		break;
+	case FANOUT_ENVELOPE:
+		request_answer_envelope(r, a->status, a->partial);
+		break;
+	case FANOUT_ERROR:
+		request_error(r, a->status, a->error);
+		break;
+	}
+	fanout_action_clear(a);
+	return (1);
+}
+
+/* Ask the route's mode what to do after what, and do it. 1 if answered. */
+static int
+request_decide(struct request *r, enum fanout_what what, size_t leg,
+    enum cancel_reason reason)
+{
+	struct fanout_event	ev;
+	struct fanout_action	a;
+
+	ev.what = what;
+	ev.leg = leg;
+	ev.reason = reason;
+	fanout_decide(r->route, r->legs, r->nlegs, &ev, &a);
+	return (request_act(r, &a));
+}
+
 /* ---- answers ------------------------------------------------------------ */
 
-void
+/* Answer with one leg's response as it is, plus an optional header line
+ * ("Fanout-Upstream: users"). */
+static void
 request_answer_leg(struct request *r, struct leg *l, const char *name,
     const char *value)
 {
@@ -956,14 +1099,15 @@ request_answer_leg(struct request *r, struct leg *l, const char *name,
 	request_end(r, l->status, bytes);
 }
 
-void
+/* Answer with the envelope; partial lists failed legs (NULL: none). */
+static void
 request_answer_envelope(struct request *r, int status, const char *partial)
 {
 	struct evbuffer		*hdrs, *body;
 	unsigned long long	 bytes = 0;
 
 	r->decided = 1;
-	if ((body = envelope_build(r)) == NULL) {
+	if ((body = envelope_build(r->route, r->legs, r->nlegs)) == NULL) {
 		request_error(r, 503, "out_of_memory");
 		return;
 	}

@@ -2,10 +2,15 @@
  * request.h: one request's life: its head and body as the front end hands
  * them over, the route, the legs to upstreams, the answer, the log line.
  *
- * A request owns a cancel cell; each leg (one upstream request) owns a
- * child of it. Whatever ends a leg (its transfer finished, failed, or was
- * cancelled) goes through leg_ended() in request.c, and whatever ends the
- * request through request_end(), which writes the one access-log line.
+ * A request owns its legs (leg.h), its cancel cell and one child cell per
+ * leg, its deadline and hedge timers, and its answer. It asks the route's
+ * mode (fanout.h) what to do at dispatch, at the end of each leg, when the
+ * hedge timer fires and when its cell flips, and carries the answer out:
+ * starts legs, cuts the losers, writes a leg's response, the envelope
+ * (envelope.h) or its own JSON error. Whatever ends a leg (its transfer
+ * finished, failed, or was cancelled) goes through leg_ended(), and
+ * whatever ends the request through request_end() (both static in
+ * request.c), which hands the access log (accesslog.h) the one line.
  *
  * The front ends (h1.c for an HTTP/1.x connection, h2.c for an HTTP/2
  * stream) and the request meet here, at struct front: the request answers
@@ -19,6 +24,7 @@
 
 #include "cancel.h"
 #include "http.h"
+#include "leg.h"
 #include "loop.h"
 #include "upstream.h"
 
@@ -108,35 +114,6 @@ enum request_state {
 	REQ_DONE,	/* answered or abandoned; waiting to be freed */
 };
 
-enum leg_state {
-	LEG_IDLE,	/* not sent (yet) */
-	LEG_RUNNING,
-	LEG_DONE,
-};
-
-enum leg_outcome {
-	LEG_OK,		/* whole response, 2xx */
-	LEG_STATUS,	/* whole response, other status */
-	LEG_FAILED,	/* transport error: see error */
-	LEG_CANCELLED,	/* see cancel reason */
-};
-
-struct leg {
-	struct request			*req;
-	const struct upstream_conf	*up;
-	struct cancel			 cancel;	/* child of req->cancel */
-	struct transfer			*xfer;		/* while LEG_RUNNING */
-	enum leg_state			 state;
-	enum leg_outcome		 outcome;
-	enum transfer_error		 error;
-	const char			*detail;	/* curl's, static */
-	int				 status;
-	struct http_headers		 headers;
-	struct evbuffer			*body;
-	uint64_t			 started_us;
-	uint64_t			 duration_us;
-};
-
 struct request {
 	struct loop		*loop;
 	struct grave		 grave;		/* loop_defer_free() */
@@ -171,18 +148,17 @@ struct request {
 
 	struct leg		*legs;
 	size_t			 nlegs;
-	size_t			 legs_sent;
 	unsigned		 legs_running;
 	unsigned		 legs_cancelled;
 	unsigned		 decided:1;	/* answer chosen: losers are moot */
-	unsigned		 starting:1;	/* fanout_start sending legs */
+	unsigned		 starting:1;	/* an action's legs being sent */
 	unsigned		 streaming:1;	/* a leg's answer is under way */
 	unsigned		 streams_body:1; /* legs take the body as it comes */
 	unsigned		 body_ended:1;	/* all of the body is in */
 	unsigned		 body_streaming:1; /* legs run, body still coming */
 	uint64_t		 body_bytes;	/* received so far */
 	struct transfer_source	 source;	/* how legs read that body */
-	struct event		*hedge_timer;
+	struct event		*hedge_timer;	/* a mode's FANOUT_TIMER_ARM */
 };
 
 /*
@@ -260,17 +236,5 @@ void		 request_cancel(struct request *, enum cancel_reason);
 /* Answer with fanoutd's own JSON error and end the request. */
 void		 request_error(struct request *, int status, const char *error);
 int		 request_is_head(const struct request *);
-
-/* For the modes (fanout.c). */
-void		 leg_start(struct leg *);
-/* Decide: cut every leg still in flight with reason superseded. */
-void		 request_supersede(struct request *);
-/* Answer with one leg's response as it is, plus an optional header line
- * ("Fanout-Upstream: users"). */
-void		 request_answer_leg(struct request *, struct leg *,
-		    const char *name, const char *value);
-/* Answer with the envelope; partial lists failed legs (NULL: none). */
-void		 request_answer_envelope(struct request *, int status,
-		    const char *partial);
 
 #endif

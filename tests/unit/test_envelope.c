@@ -1,5 +1,6 @@
 /*
- * test_envelope.c: how bodies are embedded in the JSON envelope.
+ * test_envelope.c: how bodies are embedded in the JSON envelope, and the
+ * envelope built from legs alone.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +10,11 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <event2/buffer.h>
+
+#include "config.h"
 #include "envelope.h"
+#include "leg.h"
 
 static json_t *
 embed(const char *ctype, const char *body, size_t len)
@@ -132,6 +137,79 @@ test_base64(void **state)
 	}
 }
 
+/* The whole envelope, from legs alone: route order, every kind of end. */
+static void
+test_build_from_legs(void **state)
+{
+	static const char	 want[] =
+	    "{\"a\":{\"status\":200,\"body\":{\"k\":1}},"
+	    "\"b\":{\"error\":\"timeout\",\"reason\":\"timed out\"},"
+	    "\"c\":{\"error\":\"cancelled\",\"reason\":\"superseded\"},"
+	    "\"d\":{\"error\":\"cancelled\",\"reason\":\"deadline\"},"
+	    "\"e\":{\"error\":\"status\",\"status\":503,"
+	    "\"reason\":\"HTTP 503\",\"body\":\"busy\"},"
+	    "\"f\":{\"error\":\"cancelled\",\"reason\":\"not_sent\"},"
+	    "\"g\":{\"error\":\"cancelled\",\"reason\":\"not_sent\"}}\n";
+	static char		*names[] = { "a", "b", "c", "d", "e", "f", "g" };
+	struct upstream_conf	 up[7], *ups[7];
+	struct route_conf	 rt;
+	struct leg		 legs[6];
+	struct evbuffer		*out;
+	size_t			 i, len;
+	char			*got;
+
+	memset(up, 0, sizeof up);
+	memset(&rt, 0, sizeof rt);
+	memset(legs, 0, sizeof legs);
+	for (i = 0; i < 7; i++) {
+		up[i].name = names[i];
+		ups[i] = &up[i];
+	}
+	rt.upstreams = ups;
+	rt.nupstreams = 7;
+	for (i = 0; i < 6; i++) {
+		http_headers_init(&legs[i].headers);
+		legs[i].state = LEG_DONE;
+	}
+	/* Legs in another order than the route's; g has none. */
+	legs[0].up = ups[1];
+	legs[0].outcome = LEG_FAILED;
+	legs[0].error = XFER_TIMEOUT;
+	legs[0].detail = "timed out";
+	legs[1].up = ups[0];
+	legs[1].outcome = LEG_OK;
+	legs[1].status = 200;
+	assert_int_equal(http_headers_add(&legs[1].headers, "content-type", 12,
+	    "application/json", 16), 0);
+	assert_non_null(legs[1].body = evbuffer_new());
+	evbuffer_add(legs[1].body, "{\"k\": 1}", 8);
+	legs[2].up = ups[2];
+	legs[2].state = LEG_RUNNING;
+	legs[3].up = ups[3];
+	legs[3].outcome = LEG_CANCELLED;
+	cancel_init(&legs[3].cancel, NULL, NULL, NULL);
+	cancel_flip(&legs[3].cancel, CANCEL_DEADLINE);
+	legs[4].up = ups[4];
+	legs[4].outcome = LEG_STATUS;
+	legs[4].status = 503;
+	assert_non_null(legs[4].body = evbuffer_new());
+	evbuffer_add(legs[4].body, "busy", 4);
+	legs[5].up = ups[5];
+	legs[5].state = LEG_IDLE;
+
+	assert_non_null(out = envelope_build(&rt, legs, 6));
+	len = evbuffer_get_length(out);
+	got = (char *)evbuffer_pullup(out, -1);
+	assert_int_equal(len, sizeof want - 1);
+	assert_memory_equal(got, want, len);
+	evbuffer_free(out);
+	for (i = 0; i < 6; i++) {
+		http_headers_clear(&legs[i].headers);
+		if (legs[i].body != NULL)
+			evbuffer_free(legs[i].body);
+	}
+}
+
 int
 main(void)
 {
@@ -143,6 +221,7 @@ main(void)
 		cmocka_unit_test(test_text_body),
 		cmocka_unit_test(test_binary_is_base64),
 		cmocka_unit_test(test_base64),
+		cmocka_unit_test(test_build_from_legs),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));
