@@ -5,8 +5,6 @@
 
 #include "cancel.h"
 
-static struct cancel	never_cell = { .never = 1 };
-
 static const char *const reason_names[CANCEL_NREASONS] = {
 	[CANCEL_NONE] = "none",
 	[CANCEL_CLIENT_CLOSED] = "client_closed",
@@ -19,13 +17,12 @@ void
 cancel_init(struct cancel *c, struct cancel *parent, cancel_cb cb, void *arg)
 {
 	c->reason = CANCEL_NONE;
-	c->never = 0;
 	c->flipping = 0;
 	c->parent = NULL;
 	TAILQ_INIT(&c->children);
 	c->cb = cb;
 	c->arg = arg;
-	if (parent != NULL && !parent->never) {
+	if (parent != NULL) {
 		c->parent = parent;
 		TAILQ_INSERT_TAIL(&parent->children, c, entry);
 	}
@@ -36,8 +33,6 @@ cancel_detach(struct cancel *c)
 {
 	struct cancel	*child;
 
-	if (c->never)
-		return;
 	if (c->parent != NULL) {
 		TAILQ_REMOVE(&c->parent->children, c, entry);
 		c->parent = NULL;
@@ -48,19 +43,12 @@ cancel_detach(struct cancel *c)
 	}
 }
 
-void
-cancel_reset(struct cancel *c)
-{
-	if (!c->never)
-		c->reason = CANCEL_NONE;
-}
-
 int
 cancel_flip(struct cancel *c, enum cancel_reason reason)
 {
 	struct cancel	*child, *next;
 
-	if (c->never || c->reason != CANCEL_NONE || reason == CANCEL_NONE)
+	if (c->reason != CANCEL_NONE || reason == CANCEL_NONE)
 		return (0);
 	c->reason = reason;
 	c->flipping = 1;
@@ -90,12 +78,6 @@ enum cancel_reason
 cancel_reason_of(const struct cancel *c)
 {
 	return (c->reason);
-}
-
-struct cancel *
-cancel_never(void)
-{
-	return (&never_cell);
 }
 
 const char *

@@ -231,7 +231,6 @@ request_head_done(struct request *r)
 	const struct route_conf		*rt;
 	uint64_t			 deadline, client;
 	unsigned			 bit, nhost;
-	struct timeval			 tv;
 	size_t				 i;
 
 	if ((h = http_headers_get(&r->headers, "x-request-id")) != NULL &&
@@ -286,9 +285,7 @@ request_head_done(struct request *r)
 		r->reject_error = "out_of_memory";
 		return;
 	}
-	tv.tv_sec = deadline / 1000;
-	tv.tv_usec = (deadline % 1000) * 1000;
-	evtimer_add(r->deadline_timer, &tv);
+	evtimer_add_ms(r->deadline_timer, deadline);
 }
 
 int
@@ -984,7 +981,6 @@ request_hedge_cb(evutil_socket_t fd, short what, void *arg)
 static int
 request_act(struct request *r, struct fanout_action *a)
 {
-	struct timeval	tv;
 	size_t		i, end;
 
 	switch (a->timer) {
@@ -997,9 +993,7 @@ request_act(struct request *r, struct fanout_action *a)
 			request_error(r, 503, "out_of_memory");
 			return (1);
 		}
-		tv.tv_sec = a->timer_ms / 1000;
-		tv.tv_usec = (a->timer_ms % 1000) * 1000;
-		evtimer_add(r->hedge_timer, &tv);
+		evtimer_add_ms(r->hedge_timer, a->timer_ms);
 		break;
 	case FANOUT_TIMER_DISARM:
 		if (r->hedge_timer != NULL)

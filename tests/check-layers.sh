@@ -6,8 +6,10 @@
 # One line per layer; the rooms of a line do not include each other.
 # A request crosses them from the top: the server starts workers, a
 # worker's listener accepts, the front end chooses HTTP/1.x or HTTP/2,
-# which run on a connection and hand each request to request.c, which runs
-# the mode and the legs over libcurl.
+# which hand each request to request.c, which runs the mode and the legs.
+# The two transports sit side by side below them: conn.c, the client's
+# socket (which names no protocol and knows no request), and upstream.c,
+# libcurl's; under both, the loop they run on.
 LAYERS='
 main
 server
@@ -16,11 +18,11 @@ worker
 listener
 front
 h1 h2
-conn
 request
 fanout accesslog envelope
 leg
-loop upstream
+conn upstream
+loop
 http metrics config
 tls util
 cancel log

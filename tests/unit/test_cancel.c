@@ -64,39 +64,6 @@ test_none_is_not_a_reason(void **state)
 }
 
 static void
-test_reset(void **state)
-{
-	struct cancel	c;
-	struct probe	p = { 0 };
-
-	cancel_init(&c, NULL, probe_cb, &p);
-	cancel_flip(&c, CANCEL_CLIENT_CLOSED);
-	cancel_reset(&c);
-	assert_false(cancel_is_set(&c));
-	/* The next request on the connection can be cancelled again... */
-	assert_int_equal(cancel_flip(&c, CANCEL_DEADLINE), 1);
-	assert_int_equal(p.calls, 2);
-	/* ...for its own reason. */
-	assert_int_equal(cancel_reason_of(&c), CANCEL_DEADLINE);
-}
-
-static void
-test_never(void **state)
-{
-	struct cancel	*n = cancel_never(), child;
-	struct probe	 p = { 0 };
-
-	assert_int_equal(cancel_flip(n, CANCEL_SHUTDOWN), 0);
-	assert_false(cancel_is_set(n));
-	cancel_reset(n);
-	/* A child of never is a root: flipping it works, never stays. */
-	cancel_init(&child, n, probe_cb, &p);
-	assert_null(child.parent);
-	assert_int_equal(cancel_flip(&child, CANCEL_DEADLINE), 1);
-	assert_false(cancel_is_set(n));
-}
-
-static void
 test_parent_flips_children_first(void **state)
 {
 	struct cancel	parent, a, b;
@@ -204,8 +171,6 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_flips_once),
 		cmocka_unit_test(test_none_is_not_a_reason),
-		cmocka_unit_test(test_reset),
-		cmocka_unit_test(test_never),
 		cmocka_unit_test(test_parent_flips_children_first),
 		cmocka_unit_test(test_child_does_not_flip_parent),
 		cmocka_unit_test(test_grandchildren),
