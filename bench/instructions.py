@@ -2,10 +2,13 @@
 """bench/instructions.py - user-space instructions per proxied request (callgrind).
 
     bench/instructions.py [--fanoutd PATH] [--requests N] [--conns C] [--top K]
+                          [--proto h1|h2c]
 
 Runs fanoutd (1 worker, mode proxy to a local fake upstream) under
 `valgrind --tool=callgrind` twice: once for a few requests and once for N more, on C
-keep-alive connections, and prints the difference in instructions divided by N.  The
+keep-alive connections (HTTP/1.1, or with --proto h2c one HTTP/2 stream at a time
+on each of C prior-knowledge connections: python3-h2), and prints the difference in
+instructions divided by N.  The
 start-up and shutdown cancel out, so the figure is what one more request costs in user
 space (fanoutd, libcurl, libevent, libc): deterministic, unlike timings on a shared box,
 which makes it the way to tell whether a change to the hot path helped.  Kernel time is
@@ -69,7 +72,56 @@ def drive(port, n, conns):
             s.close()
 
 
-def run(binary, up_url, n, conns, tmp, tag):
+def drive_h2c(port, n, conns):
+    """n GET requests as HTTP/2 streams over conns h2c connections, one
+    stream in flight on each."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    peers = []
+    for _ in range(conns):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        h = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        h.initiate_connection()
+        s.sendall(h.data_to_send())
+        peers.append((s, h))
+    hdrs = [(":method", "GET"), (":path", "/x?body=ok"), (":scheme", "http"),
+            (":authority", "bench")]
+    done = 0
+    try:
+        while done < n:
+            batch = min(conns, n - done)
+            sids = []
+            for s, h in peers[:batch]:
+                sid = h.get_next_available_stream_id()
+                h.send_headers(sid, hdrs, end_stream=True)
+                s.sendall(h.data_to_send())
+                sids.append(sid)
+            for (s, h), sid in zip(peers[:batch], sids):
+                status = None
+                ended = False
+                while not ended:
+                    d = s.recv(65536)
+                    if not d:
+                        raise SystemExit("instructions: fanoutd closed a connection")
+                    for ev in h.receive_data(d):
+                        if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
+                            status = dict(ev.headers).get(b":status")
+                        elif isinstance(ev, h2.events.DataReceived):
+                            h.acknowledge_received_data(ev.flow_controlled_length,
+                                                        ev.stream_id)
+                        elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
+                            ended = True
+                    s.sendall(h.data_to_send())
+                if status != b"200":
+                    raise SystemExit("instructions: not a 200: %r" % status)
+                done += 1
+    finally:
+        for s, _ in peers:
+            s.close()
+
+
+def run(binary, up_url, n, conns, tmp, tag, proto="h1"):
     port, admin = free_port(), free_port()
     conf = os.path.join(tmp, "fanoutd.ini")
     with open(conf, "w") as f:
@@ -91,7 +143,7 @@ def run(binary, up_url, n, conns, tmp, tag):
                 if p.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit("instructions: fanoutd did not start (see %s)" % tmp)
                 time.sleep(0.1)     # polling for the listener, bounded above
-        drive(port, n, conns)
+        (drive_h2c if proto == "h2c" else drive)(port, n, conns)
     finally:
         p.send_signal(signal.SIGTERM)
         try:
@@ -112,15 +164,17 @@ def main():
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--conns", type=int, default=4)
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--proto", choices=("h1", "h2c"), default="h1",
+                    help="the client side: HTTP/1.1 (default) or h2c")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="fanoutd-instr-")
     with FakeUpstream("up") as up:
         base = max(a.conns * 50, 200)
-        i0, _ = run(a.fanoutd, up.url, base, a.conns, tmp, "short")
-        i1, out = run(a.fanoutd, up.url, base + a.requests, a.conns, tmp, "long")
+        i0, _ = run(a.fanoutd, up.url, base, a.conns, tmp, "short", a.proto)
+        i1, out = run(a.fanoutd, up.url, base + a.requests, a.conns, tmp, "long", a.proto)
     per = (i1 - i0) / a.requests
-    print("user-space instructions per proxied request: %.0f (%d requests, %d connections, "
-          "callgrind; runs in %s)" % (per, a.requests, a.conns, tmp))
+    print("user-space instructions per proxied request (%s): %.0f (%d requests, %d "
+          "connections, callgrind; runs in %s)" % (a.proto, per, a.requests, a.conns, tmp))
     ann = subprocess.run(["callgrind_annotate", "--threshold=99", out], capture_output=True,
                          text=True).stdout
     n = base + a.requests
