@@ -501,24 +501,30 @@ conn_bev_event_cb(struct bufferevent *bev, short what, void *arg)
 
 /* ---- all of a loop's connections ------------------------------------------ */
 
-void
-conn_drain_all(struct loop *l)
+/* Tell every connection of l: the drain begins (stop 0), or is over. A
+ * connection may close itself meanwhile, hence the saved next. */
+static void
+conn_tell_all(struct loop *l, int stop)
 {
 	struct conn	*c, *next;
 
 	for (c = TAILQ_FIRST(&l->conns); c != NULL; c = next) {
 		next = TAILQ_NEXT(c, entry);
-		c->proto->drain(c->p);
+		if (stop)
+			c->proto->stop(c->p);
+		else
+			c->proto->drain(c->p);
 	}
+}
+
+void
+conn_drain_all(struct loop *l)
+{
+	conn_tell_all(l, 0);
 }
 
 void
 conn_stop_all(struct loop *l)
 {
-	struct conn	*c, *next;
-
-	for (c = TAILQ_FIRST(&l->conns); c != NULL; c = next) {
-		next = TAILQ_NEXT(c, entry);
-		c->proto->stop(c->p);
-	}
+	conn_tell_all(l, 1);
 }
