@@ -127,6 +127,9 @@ accesslog_write(const struct accesslog_entry *e)
 	    (now_us() - e->started_us) / 1000.0);
 	add_str(b, "cancel_reason", e->cancel_reason,
 	    e->cancel_reason ? strlen(e->cancel_reason) : 0);
+	/* Only on a gRPC call: its answer's grpc-status. */
+	if (e->grpc_status >= 0)
+		evbuffer_add_printf(b, ",\"grpc_status\":%d", e->grpc_status);
 	evbuffer_add(b, ",\"upstreams\":[", 14);
 	for (i = n = 0; i < e->nlegs; i++) {
 		l = &e->legs[i];

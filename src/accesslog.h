@@ -26,6 +26,7 @@ struct accesslog_entry {
 	uint64_t		 started_us;	/* duration_ms runs from here to
 						   the write, now_us() clock */
 	const char		*cancel_reason;	/* NULL: not cancelled */
+	int			 grpc_status;	/* -1: not a gRPC call */
 	/* One "upstreams" entry per leg, but for those never given an
 	 * upstream (mode proxy's attempts not needed). */
 	const struct leg	*legs;

@@ -446,16 +446,31 @@ h1_stream_full(struct front *f)
 	return (1);
 }
 
+/* The last chunk, with the trailer section (RFC 9112 7.1.2). */
 static size_t
-h1_stream_end(struct front *f)
+h1_last_chunk(struct h1 *h, struct evbuffer *trailers)
+{
+	struct evbuffer	*out = conn_out(h->c);
+	size_t		 before = evbuffer_get_length(out);
+
+	evbuffer_add(out, "0\r\n", 3);
+	if (trailers != NULL)
+		evbuffer_add_buffer(out, trailers);
+	evbuffer_add(out, "\r\n", 2);
+	return (evbuffer_get_length(out) - before);
+}
+
+static size_t
+h1_stream_end(struct front *f, struct evbuffer *trailers)
 {
 	struct h1	*h = h1_of(f);
 	size_t		 bytes;
 
-	if (h->chunked) {
-		evbuffer_add(conn_out(h->c), "0\r\n\r\n", 5);
-		h->stream_bytes += 5;
-	}
+	if (h->chunked)
+		h->stream_bytes += h1_last_chunk(h, trailers);
+	else if (trailers != NULL && evbuffer_get_length(trailers) > 0)
+		log_debug("trailers dropped (the answer is not chunked) "
+		    "conn=%llu", h->id);
 	bytes = h->stream_bytes;
 	h->streaming = h->chunked = h->head_only = h->stream_paused = 0;
 	h->stream_resume = NULL;
@@ -492,16 +507,31 @@ h1_stream_abort(struct front *f, size_t *bytes)
 
 static size_t
 h1_respond(struct front *f, int status, struct evbuffer *headers,
-    struct evbuffer *body, long long content_length, enum front_after how)
+    struct evbuffer *body, long long content_length,
+    struct evbuffer *trailers, enum front_after how)
 {
 	struct h1	*h = h1_of(f);
 	struct evbuffer	*out = conn_out(h->c);
-	size_t		 before = evbuffer_get_length(out);
+	size_t		 before = evbuffer_get_length(out), len;
+	int		 chunked;
 
-	if (content_length < 0)
+	/* Trailers need a chunked body, which HTTP/1.0 and HEAD have not. */
+	chunked = trailers != NULL && evbuffer_get_length(trailers) > 0 &&
+	    llhttp_get_http_minor(&h->parser) != 0 && content_length < 0 &&
+	    status >= 200 && status != 204 && status != 304;
+	if (chunked)
+		content_length = -1;
+	else if (content_length < 0)
 		content_length = body ? (long long)evbuffer_get_length(body) : 0;
 	h1_head(h, status, headers, content_length, how);
-	if (body != NULL)
+	if (chunked) {
+		if (body != NULL && (len = evbuffer_get_length(body)) > 0) {
+			evbuffer_add_printf(out, "%zx\r\n", len);
+			evbuffer_add_buffer(out, body);
+			evbuffer_add(out, "\r\n", 2);
+		}
+		h1_last_chunk(h, trailers);
+	} else if (body != NULL)
 		evbuffer_add_buffer(out, body);
 
 	before = evbuffer_get_length(out) - before;

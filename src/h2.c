@@ -80,6 +80,7 @@ struct h2_stream {
 	struct evbuffer		*head;		/* "Name: value\r\n" lines */
 	long long		 content_length;
 	struct evbuffer		*out;		/* body nghttp2 has yet to take */
+	struct evbuffer		*trailers;	/* after it, "Name: value" lines */
 	size_t			 bytes;		/* for the access log */
 	void			(*resume)(void *);
 	void			*resume_arg;
@@ -144,6 +145,8 @@ stream_free(void *arg)
 		event_free(st->timer);
 	if (st->out != NULL)
 		evbuffer_free(st->out);
+	if (st->trailers != NULL)
+		evbuffer_free(st->trailers);
 	if (st->head != NULL)
 		evbuffer_free(st->head);
 	if (st->cookies != NULL)
@@ -273,6 +276,64 @@ h2_connection_specific(const char *n, size_t len)
 	    strn_eq_ci(n, len, "content-length"));
 }
 
+/*
+ * "Name: value\r\n" lines (names lower-cased in place) as nghttp2 fields,
+ * after the n already in nva, less the fields with no meaning in HTTP/2.
+ * Returns the new count; the fields point into lines, which must stay.
+ */
+static size_t
+stream_fields(struct evbuffer *lines, nghttp2_nv *nva, size_t n, size_t max)
+{
+	unsigned char	*p, *end, *eol, *colon, *v, *q;
+	size_t		 len;
+
+	len = evbuffer_get_length(lines);
+	p = len ? evbuffer_pullup(lines, -1) : NULL;
+	end = p + len;
+	while (p != NULL && p < end && n < max) {
+		if ((eol = memchr(p, '\n', end - p)) == NULL)
+			eol = end;
+		if ((colon = memchr(p, ':', eol - p)) != NULL) {
+			for (q = p; q < colon; q++)
+				if (*q >= 'A' && *q <= 'Z')
+					*q += 'a' - 'A';
+			for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t');
+			    v++)
+				;
+			len = eol - v;
+			if (len > 0 && v[len - 1] == '\r')
+				len--;
+			if (!h2_connection_specific((char *)p, colon - p)) {
+				nva[n].name = p;
+				nva[n].namelen = (size_t)(colon - p);
+				nva[n].value = v;
+				nva[n].valuelen = len;
+				nva[n].flags = NGHTTP2_NV_FLAG_NONE;
+				n++;
+			}
+		}
+		p = eol + 1;
+	}
+	return (n);
+}
+
+/* The body is all out: END_STREAM, or the trailers, which carry it. */
+static void
+stream_trailers(struct h2_stream *st, uint32_t *flags)
+{
+	nghttp2_nv	nva[NV_MAX];
+	size_t		n;
+
+	*flags |= NGHTTP2_DATA_FLAG_EOF;
+	if (st->trailers == NULL || evbuffer_get_length(st->trailers) == 0)
+		return;
+	n = stream_fields(st->trailers, nva, 0, NV_MAX);
+	if (n > 0 && nghttp2_submit_trailer(st->s->ng, st->id, nva, n) == 0)
+		*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+	evbuffer_free(st->trailers);
+	st->trailers = NULL;
+}
+
 static ssize_t
 stream_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len,
     uint32_t *flags, nghttp2_data_source *src, void *arg)
@@ -284,7 +345,7 @@ stream_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len,
 		n = 0;
 	st->bytes += (size_t)n;
 	if (evbuffer_get_length(st->out) == 0 && st->out_eof) {
-		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		stream_trailers(st, flags);
 		evtimer_del(st->timer);
 	} else if (n == 0) {
 		st->deferred = 1;
@@ -307,8 +368,7 @@ stream_submit(struct h2_stream *st)
 	nghttp2_nv		 nva[NV_MAX];
 	nghttp2_data_provider	 dp;
 	char			 status[24], date[40], cl[24];
-	unsigned char		*p, *end, *eol, *colon, *v, *q;
-	size_t			 n = 0, len;
+	size_t			 n = 0;
 	int			 rv, body;
 
 #define NV(nm, nl, vl, vll) do {					\
@@ -323,34 +383,17 @@ stream_submit(struct h2_stream *st)
 	st->submitted = 1;
 	NV(":status", 7, status, fmt_u64(status, (uint64_t)st->status));
 	NV("date", 4, date, http_date_now(date));
-	len = evbuffer_get_length(st->head);
-	p = len ? evbuffer_pullup(st->head, -1) : NULL;
-	end = p + len;
-	while (p != NULL && p < end && n < NV_MAX - 1) {
-		if ((eol = memchr(p, '\n', end - p)) == NULL)
-			eol = end;
-		if ((colon = memchr(p, ':', eol - p)) != NULL) {
-			for (q = p; q < colon; q++)
-				if (*q >= 'A' && *q <= 'Z')
-					*q += 'a' - 'A';
-			for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t');
-			    v++)
-				;
-			len = eol - v;
-			if (len > 0 && v[len - 1] == '\r')
-				len--;
-			if (!h2_connection_specific((char *)p, colon - p))
-				NV(p, (size_t)(colon - p), v, len);
-		}
-		p = eol + 1;
-	}
+	n = stream_fields(st->head, nva, n, NV_MAX - 1);
 	body = !st->head_only;
 	if (st->content_length >= 0 && st->status >= 200 &&
 	    st->status != 204 && st->status != 304)
 		NV("content-length", 14, cl,
 		    fmt_u64(cl, (uint64_t)st->content_length));
 #undef NV
-	if (body && st->out_eof && evbuffer_get_length(st->out) == 0)
+	/* All there is is the head: END_STREAM on it (a gRPC answer made of
+	 * trailers only stays that). Trailers need the data provider. */
+	if (body && st->out_eof && evbuffer_get_length(st->out) == 0 &&
+	    st->trailers == NULL)
 		body = 0;
 	dp.source.ptr = st;
 	dp.read_callback = stream_read_cb;
@@ -393,9 +436,23 @@ stream_head(struct h2_stream *st, int status, struct evbuffer *headers,
 	return (bytes + 16);	/* ":status", "date", as HPACK would have it */
 }
 
+/* Keep the trailers for after the body (stream_trailers). */
+static size_t
+stream_keep_trailers(struct h2_stream *st, struct evbuffer *trailers)
+{
+	size_t	len;
+
+	if (trailers == NULL || (len = evbuffer_get_length(trailers)) == 0 ||
+	    (st->trailers == NULL && (st->trailers = evbuffer_new()) == NULL))
+		return (0);
+	evbuffer_add_buffer(st->trailers, trailers);
+	return (len);
+}
+
 static size_t
 stream_respond(struct front *f, int status, struct evbuffer *headers,
-    struct evbuffer *body, long long content_length, enum front_after how)
+    struct evbuffer *body, long long content_length,
+    struct evbuffer *trailers, enum front_after how)
 {
 	struct h2_stream	*st = stream_of(f);
 	size_t			 bytes;
@@ -403,12 +460,14 @@ stream_respond(struct front *f, int status, struct evbuffer *headers,
 	st->req = NULL;
 	if (st->closed)
 		return (0);
-	if (content_length < 0)
+	if (content_length == -1)
 		content_length = body ? (long long)evbuffer_get_length(body) : 0;
 	if (body != NULL)
 		evbuffer_add_buffer(st->out, body);
 	st->out_eof = 1;
-	bytes = stream_head(st, status, headers, content_length, body == NULL);
+	bytes = stream_keep_trailers(st, trailers);
+	bytes += stream_head(st, status, headers, content_length,
+	    body == NULL && st->trailers == NULL);
 	return (bytes + evbuffer_get_length(st->out));
 }
 
@@ -452,11 +511,12 @@ stream_stream_full(struct front *f)
 }
 
 static size_t
-stream_stream_end(struct front *f)
+stream_stream_end(struct front *f, struct evbuffer *trailers)
 {
 	struct h2_stream	*st = stream_of(f);
 
 	st->req = NULL;
+	st->bytes += stream_keep_trailers(st, trailers);
 	st->out_eof = 1;
 	st->resume = NULL;
 	if (st->deferred && st->submitted && !st->s->gone && !st->closed) {

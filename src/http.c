@@ -225,14 +225,58 @@ http_forward_request_headers(const struct http_headers *in,
 	if (http_headers_add(out, "X-Request-Deadline-Ms", 21, num,
 	    fmt_u64(num, fi->deadline_left_ms)) == -1)
 		return (-1);
-	/* A gRPC caller's budget goes on shrunk, in its own spelling too. */
-	if (http_headers_get(in, "grpc-timeout") != NULL) {
+	/* TE is hop-by-hop, but "trailers" is the one value HTTP/2 allows,
+	 * and gRPC needs it to reach the server: the client takes trailers,
+	 * so the upstream may send them. */
+	if (fi->trailers && http_headers_add(out, "TE", 2, "trailers", 8) == -1)
+		return (-1);
+	/* A gRPC caller's budget goes on shrunk, in its own spelling too;
+	 * a gRPC call without one gets the route's. */
+	if (fi->grpc || http_headers_get(in, "grpc-timeout") != NULL) {
 		n = fmt_u64(num, fi->deadline_left_ms);
 		num[n++] = 'm';
 		if (http_headers_add(out, "grpc-timeout", 12, num, n) == -1)
 			return (-1);
 	}
 	return (0);
+}
+
+int
+http_te_trailers(const struct http_headers *msg)
+{
+	const struct http_header	*h;
+	const char			*p, *end, *tok;
+	size_t				 i, len;
+
+	for (i = 0; i < msg->n; i++) {
+		h = &msg->v[i];
+		if (!strn_eq_ci(h->name, h->namelen, "te"))
+			continue;
+		/* #t-codings: "trailers, deflate;q=0.5" */
+		p = h->value;
+		end = h->value + h->valuelen;
+		while (p < end) {
+			while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+				p++;
+			tok = p;
+			while (p < end && *p != ',' && *p != ';' && *p != ' ' &&
+			    *p != '\t')
+				p++;
+			len = (size_t)(p - tok);
+			if (len > 0 && strn_eq_ci(tok, len, "trailers"))
+				return (1);
+			while (p < end && *p != ',')
+				p++;
+		}
+	}
+	return (0);
+}
+
+int
+http_is_grpc_type(const char *v, size_t len)
+{
+	return (len >= 16 && strncasecmp(v, "application/grpc", 16) == 0 &&
+	    (len == 16 || v[16] == '+' || v[16] == ';'));
 }
 
 int

@@ -52,6 +52,8 @@ struct forward_info {
 	const char	*proto;		/* "http" */
 	const char	*request_id;
 	uint64_t	 deadline_left_ms;
+	int		 trailers;	/* the client takes trailers: TE: trailers */
+	int		 grpc;		/* a gRPC call: grpc-timeout always */
 };
 
 /*
@@ -90,6 +92,11 @@ int	 http_host_valid(const char *, size_t);
  * 1 and *ms set; 0 when there is none.
  */
 int	 http_client_deadline(const struct http_headers *, uint64_t *ms);
+/* 1 when a TE field of msg lists "trailers" (RFC 9110 10.1.4). */
+int	 http_te_trailers(const struct http_headers *msg);
+/* 1 for a Content-Type of application/grpc or application/grpc+... */
+int	 http_is_grpc_type(const char *, size_t);
+
 /* A grpc-timeout value ("250m", "2S") in milliseconds: 1, or 0 if bad. */
 int	 http_grpc_timeout(const char *, size_t, uint64_t *ms);
 

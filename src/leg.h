@@ -49,6 +49,7 @@ struct leg {
 	const char			*detail;	/* curl's, static */
 	int				 status;
 	struct http_headers		 headers;
+	struct http_headers		 trailers;	/* after the body */
 	struct evbuffer			*body;
 	uint64_t			 started_us;
 	uint64_t			 duration_us;

@@ -58,13 +58,16 @@ static struct family	f_cancels = { "fanoutd_cancellations_total",
 static struct family	f_cancel_latency = { "fanoutd_cancel_latency_seconds",
 	"Time from a cancel cell's flip until every transfer of it is released.",
 	"histogram", cancel_buckets, NCANCEL, NULL, NULL };
+static struct family	f_grpc = { "fanoutd_grpc_requests_total",
+	"gRPC calls answered, by route and grpc-status (1: client cancelled).",
+	"counter", NULL, 0, NULL, NULL };
 static struct family	f_reloads = { "fanoutd_config_reloads_total",
 	"Configuration reloads, by result.",
 	"counter", NULL, 0, NULL, NULL };
 
 static struct family *const families[] = {
 	&f_requests, &f_duration, &f_upstream, &f_cancels, &f_cancel_latency,
-	&f_reloads,
+	&f_grpc, &f_reloads,
 };
 
 static pthread_mutex_t	lock = PTHREAD_MUTEX_INITIALIZER;
@@ -260,6 +263,21 @@ metrics_request_done(const char *route, int code, uint64_t duration_us)
 	series_inc(&f_requests, l, 1);
 	label(l, sizeof l, "route", route ? route : "");
 	series_observe(&f_duration, l, duration_us / 1e6);
+}
+
+void
+metrics_grpc_request(const char *route, int grpc_status)
+{
+	char	l[512];
+	size_t	n;
+
+	n = label(l, sizeof l - 32, "route", route ? route : "");
+	memcpy(l + n, ",grpc_status=\"", 14);
+	n += 14;
+	n += fmt_u64(l + n, grpc_status < 0 ? 0 : (uint64_t)grpc_status);
+	l[n++] = '"';
+	l[n] = '\0';
+	series_inc(&f_grpc, l, 1);
 }
 
 void

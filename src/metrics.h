@@ -51,6 +51,8 @@ void	metrics_request_proto(int version);
 
 /* A request answered (or abandoned: code 499), and how long it took. */
 void	metrics_request_done(const char *route, int code, uint64_t duration_us);
+/* A gRPC call answered with grpc_status (0..16). */
+void	metrics_grpc_request(const char *route, int grpc_status);
 /* A leg ended: outcome is ok, status, error, timeout or cancelled. */
 void	metrics_upstream_done(const char *upstream, const char *outcome);
 /* A cancellation that stopped in-flight work, and flip-to-released time. */

@@ -34,6 +34,19 @@
 #include "request.h"
 #include "util.h"
 
+/* The gRPC status codes fanoutd gives (grpc/doc/statuscodes.md). */
+enum {
+	GRPC_CANCELLED = 1,
+	GRPC_UNKNOWN = 2,
+	GRPC_DEADLINE_EXCEEDED = 4,
+	GRPC_PERMISSION_DENIED = 7,
+	GRPC_RESOURCE_EXHAUSTED = 8,
+	GRPC_UNIMPLEMENTED = 12,
+	GRPC_INTERNAL = 13,
+	GRPC_UNAVAILABLE = 14,
+	GRPC_UNAUTHENTICATED = 16,
+};
+
 static void	request_on_cancel(struct cancel *, enum cancel_reason, void *);
 static void	request_end(struct request *, int, unsigned long long);
 static int	request_decide(struct request *, enum fanout_what, size_t,
@@ -87,6 +100,7 @@ request_new(struct loop *l, struct front *front, struct config *conf,
 	r->front = front;
 	r->conf = config_ref(conf);
 	r->state = REQ_READING;
+	r->grpc_status = -1;
 	r->tls = tls;
 	r->h2 = h2;
 	r->http_minor = h2 ? 1 : 0;
@@ -106,6 +120,7 @@ request_free(void *arg)
 
 	for (i = 0; i < r->nlegs; i++) {
 		http_headers_clear(&r->legs[i].headers);
+		http_headers_clear(&r->legs[i].trailers);
 		if (r->legs[i].body != NULL)
 			evbuffer_free(r->legs[i].body);
 	}
@@ -354,6 +369,16 @@ request_head_end(struct request *r, int http_minor, int has_body,
 	r->has_body = has_body;
 	*expect = 0;
 	request_head_done(r);
+	/* HTTP/2 takes trailers always; HTTP/1.1 when the client says so. */
+	r->trailers_ok = r->h2 || http_te_trailers(&r->headers);
+	if ((ex = http_headers_get(&r->headers, "content-type")) != NULL &&
+	    http_is_grpc_type(ex->value, ex->valuelen)) {
+		r->grpc = 1;
+		/* One answer, a stream of messages: no envelope for those. */
+		if (r->route != NULL && (r->route->mode == MODE_ALL ||
+		    r->route->mode == MODE_QUORUM))
+			request_refuse(r, 501, "mode_not_for_grpc");
+	}
 	if (!has_body)
 		return (REQUEST_BODY_NONE);
 	if ((cl = http_headers_get(&r->headers, "content-length")) != NULL &&
@@ -418,6 +443,7 @@ request_dispatch(struct request *r)
 	for (i = 0; i < r->nlegs; i++) {
 		r->legs[i].req = r;
 		http_headers_init(&r->legs[i].headers);
+		http_headers_init(&r->legs[i].trailers);
 		/* Proxy picks its upstream per attempt; the others map
 		 * leg i to upstream i. */
 		if (r->route->mode != MODE_PROXY)
@@ -468,6 +494,7 @@ request_on_cancel(struct cancel *c, enum cancel_reason reason, void *arg)
 		return;
 	switch (reason) {
 	case CANCEL_CLIENT_CLOSED:
+		r->grpc_status = GRPC_CANCELLED;	/* the client's own */
 		request_end(r, 499, 0);
 		break;
 	case CANCEL_DEADLINE:
@@ -497,6 +524,166 @@ request_headers_new(struct request *r)
 	return (h);
 }
 
+/* ---- gRPC (fanoutd(8), GRPC) ------------------------------------------- */
+
+/*
+ * A gRPC call is answered the gRPC way: with HTTP 200 and its status in
+ * grpc-status (and grpc-message), in trailers after the messages, or as a
+ * trailers-only answer (one HEADERS frame) when there are none. So are the
+ * errors fanoutd makes itself, and an upstream's answer that is not gRPC.
+ */
+
+/* A grpc-message value: percent-encoded where not printable ASCII. */
+static void
+grpc_fields(struct evbuffer *b, int code, const char *message)
+{
+	const unsigned char	*p;
+
+	evbuffer_add(b, "grpc-status: ", 13);
+	evbuffer_add_u64(b, (uint64_t)code);
+	evbuffer_add(b, "\r\ngrpc-message: ", 16);
+	for (p = (const unsigned char *)message; *p != '\0'; p++) {
+		if (*p < 0x20 || *p > 0x7e || *p == '%')
+			evbuffer_add_printf(b, "%%%02X", *p);
+		else
+			evbuffer_add(b, p, 1);
+	}
+	evbuffer_add(b, "\r\n", 2);
+}
+
+/* An upstream's HTTP status where a gRPC answer was due: gRPC's own
+ * table ("HTTP to gRPC Status Code Mapping"). */
+static int
+grpc_from_http(int status)
+{
+	switch (status) {
+	case 400:
+		return (GRPC_INTERNAL);
+	case 401:
+		return (GRPC_UNAUTHENTICATED);
+	case 403:
+		return (GRPC_PERMISSION_DENIED);
+	case 404:
+		return (GRPC_UNIMPLEMENTED);
+	case 429:
+	case 502:
+	case 503:
+	case 504:
+		return (GRPC_UNAVAILABLE);
+	default:
+		return (GRPC_UNKNOWN);
+	}
+}
+
+/* One of fanoutd's own errors on a gRPC call. */
+static int
+grpc_from_error(int status, const char *error)
+{
+	if (strcmp(error, "deadline") == 0 || status == 408)
+		return (GRPC_DEADLINE_EXCEEDED);
+	if (status == 404 || status == 405 || status == 501)
+		return (GRPC_UNIMPLEMENTED);
+	if (status == 413)
+		return (GRPC_RESOURCE_EXHAUSTED);
+	if (status >= 500)
+		return (GRPC_UNAVAILABLE);
+	return (GRPC_INTERNAL);		/* the request was malformed */
+}
+
+/* The grpc-status a leg's answer carries (trailers, or trailers-only). */
+static int
+leg_grpc_status(const struct leg *l)
+{
+	const struct http_header	*h;
+	uint64_t			 v;
+
+	if (((h = http_headers_get(&l->trailers, "grpc-status")) != NULL ||
+	    (h = http_headers_get(&l->headers, "grpc-status")) != NULL) &&
+	    parse_u64(h->value, h->valuelen, 255, &v) == 0)
+		return ((int)v);
+	return (-1);
+}
+
+/* An answer a gRPC client can take as it is. */
+static int
+grpc_answer_ok(int status, const struct http_headers *hs)
+{
+	const struct http_header	*ct;
+
+	return (status == 200 &&
+	    (ct = http_headers_get(hs, "content-type")) != NULL &&
+	    http_is_grpc_type(ct->value, ct->valuelen));
+}
+
+/*
+ * fanoutd's error on a gRPC call: trailers-only, or, once the upstream's
+ * head is out, trailers after what it sent (never a cut stream: the
+ * client learns why).
+ */
+static void
+request_grpc_error(struct request *r, int status, const char *error)
+{
+	struct evbuffer		*b;
+	unsigned long long	 bytes = 0;
+	char			 msg[96];
+	int			 code = grpc_from_error(status, error);
+
+	snprintf(msg, sizeof msg, "fanoutd: %s", error);
+	r->grpc_status = code;
+	if (r->id[0] == '\0')
+		request_id_new(r->id, sizeof r->id);
+	if (r->front != NULL && r->streaming) {
+		r->streaming = 0;
+		if ((b = evbuffer_new()) != NULL)
+			grpc_fields(b, code, msg);
+		bytes = front_stream_end(r->front, b);
+		if (b != NULL)
+			evbuffer_free(b);
+		r->front = NULL;
+		request_end(r, 200, bytes);
+		return;
+	}
+	if (r->front != NULL && (b = request_headers_new(r)) != NULL) {
+		evbuffer_add(b, "Content-Type: application/grpc\r\n", 32);
+		grpc_fields(b, code, msg);
+		bytes = front_respond(r->front, 200, b, NULL, -2, NULL,
+		    status == 503 || status == 400 ? FRONT_CLOSE : FRONT_KEEP);
+		evbuffer_free(b);
+	}
+	request_end(r, 200, bytes);
+}
+
+/*
+ * The trailers of a leg's answer for the client, or NULL: none, or the
+ * client cannot take them (HTTP/1.x without TE: trailers), or a HEAD.
+ */
+static struct evbuffer *
+leg_trailers(struct request *r, const struct leg *l)
+{
+	const struct http_header	*h;
+	struct evbuffer			*out;
+	size_t				 i;
+
+	if (l->trailers.n == 0 || request_is_head(r))
+		return (NULL);
+	if (!r->trailers_ok) {
+		if (r->grpc)
+			log_info("trailers not sent: the client did not send "
+			    "TE: trailers request_id=%s", r->id);
+		return (NULL);
+	}
+	if ((out = evbuffer_new()) == NULL)
+		return (NULL);
+	for (i = 0; i < l->trailers.n; i++) {
+		h = &l->trailers.v[i];
+		if (http_response_header_passes(&l->trailers, h->name,
+		    h->namelen))
+			evbuffer_add_field(out, h->name, h->namelen, h->value,
+			    h->valuelen);
+	}
+	return (out);
+}
+
 void
 request_error(struct request *r, int status, const char *error)
 {
@@ -507,6 +694,10 @@ request_error(struct request *r, int status, const char *error)
 
 	if (r->state == REQ_DONE)
 		return;
+	if (r->grpc) {
+		request_grpc_error(r, status, error);
+		return;
+	}
 	if (r->streaming) {
 		r->streaming = 0;
 		/* A head is out already: the only honest end is a cut. */
@@ -530,7 +721,7 @@ request_error(struct request *r, int status, const char *error)
 		how = status == 503 || status == 400 ? FRONT_CLOSE : FRONT_KEEP;
 		bytes = front_respond(r->front, status, h,
 		    request_is_head(r) ? NULL : body,
-		    (long long)evbuffer_get_length(body), how);
+		    (long long)evbuffer_get_length(body), NULL, how);
 	}
 	if (h != NULL)
 		evbuffer_free(h);
@@ -591,6 +782,15 @@ request_end(struct request *r, int status, unsigned long long bytes)
 	    cancel_reason_name(cancel_reason_of(&r->cancel)) : NULL;
 	e.legs = r->legs;
 	e.nlegs = r->nlegs;
+	e.grpc_status = -1;
+	if (r->grpc) {
+		/* An answer that said nothing is UNKNOWN to a gRPC client. */
+		if (r->grpc_status < 0)
+			r->grpc_status = GRPC_UNKNOWN;
+		e.grpc_status = r->grpc_status;
+		metrics_grpc_request(r->route ? r->route->name : "",
+		    r->grpc_status);
+	}
 	accesslog_write(&e);
 	metrics_request_done(r->route ? r->route->name : "", status,
 	    now_us() - r->started_us);
@@ -630,9 +830,11 @@ leg_transfer_done(struct transfer *x, struct transfer_result *res, void *arg)
 	if (res->error == XFER_OK) {
 		l->outcome = (res->status >= 200 && res->status < 300) ?
 		    LEG_OK : LEG_STATUS;
-		/* Take the response: swap the header list, move the body. */
+		/* Take the response: swap the header lists, move the body. */
 		l->headers = *res->headers;
 		http_headers_init(res->headers);
+		l->trailers = *res->trailers;
+		http_headers_init(res->trailers);
 		evbuffer_add_buffer(l->body, res->body);
 		metrics_upstream_done(l->up->name, leg_outcome_metric[l->outcome]);
 	} else {
@@ -798,9 +1000,17 @@ leg_stream_head(void *arg, int status, const struct http_headers *hs,
 	struct request	*r = l->req;
 	struct evbuffer	*hdrs;
 
-	if (r->front == NULL || r->state != REQ_RUNNING || r->decided ||
-	    (hdrs = leg_response_headers(r, hs)) == NULL)
+	if (r->front == NULL || r->state != REQ_RUNNING || r->decided)
 		return;		/* answered at the end, from the collected body */
+	/* Not a gRPC answer to a gRPC call: made one at the end. */
+	if (r->grpc && !grpc_answer_ok(status, hs))
+		return;
+	if ((hdrs = leg_response_headers(r, hs)) == NULL)
+		return;
+	/* gRPC's messages carry their own lengths; with none an HTTP/1.1
+	 * answer is chunked, so that the trailers can follow. */
+	if (r->grpc)
+		content_length = -1;
 	r->decided = 1;
 	r->streaming = 1;
 	l->status = status;
@@ -836,11 +1046,16 @@ static const struct transfer_stream leg_stream = {
 static void
 stream_leg_ended(struct request *r, struct leg *l)
 {
-	unsigned long long	bytes = 0;
+	unsigned long long	 bytes = 0;
+	struct evbuffer		*trailers;
 
 	if (l->outcome == LEG_OK || l->outcome == LEG_STATUS) {
+		r->grpc_status = leg_grpc_status(l);
+		trailers = leg_trailers(r, l);
 		if (r->front != NULL)
-			bytes = front_stream_end(r->front);
+			bytes = front_stream_end(r->front, trailers);
+		if (trailers != NULL)
+			evbuffer_free(trailers);
 		r->front = NULL;
 		request_end(r, l->status, bytes);
 		return;
@@ -874,6 +1089,8 @@ leg_start(struct leg *l)
 	fi.client_addr = r->client;
 	fi.proto = r->tls ? "https" : "http";
 	fi.request_id = r->id;
+	fi.trailers = r->trailers_ok;
+	fi.grpc = r->grpc;
 	fi.deadline_left_ms = r->deadline_ms > now + DEADLINE_MARGIN_MS ?
 	    r->deadline_ms - now - DEADLINE_MARGIN_MS : 1;
 	http_headers_init(&out);
@@ -1065,13 +1282,31 @@ request_answer_leg(struct request *r, struct leg *l, const char *name,
     const char *value)
 {
 	const struct http_header	*cl;
-	struct evbuffer			*hdrs;
+	struct evbuffer			*hdrs, *trailers;
 	unsigned long long		 bytes = 0;
 	long long			 len = -1;
 	uint64_t			 v;
+	char				 msg[64];
 	int				 head = request_is_head(r);
 
 	r->decided = 1;
+	if (r->grpc && !grpc_answer_ok(l->status, &l->headers)) {
+		/* An HTTP error (a load balancer's 503 page...) where a gRPC
+		 * answer was due: told as gRPC tells it. */
+		snprintf(msg, sizeof msg, "upstream answered HTTP %d",
+		    l->status);
+		r->grpc_status = grpc_from_http(l->status);
+		if (r->front != NULL && (hdrs = request_headers_new(r)) != NULL) {
+			evbuffer_add(hdrs, "Content-Type: application/grpc\r\n",
+			    32);
+			grpc_fields(hdrs, r->grpc_status, msg);
+			bytes = front_respond(r->front, 200, hdrs, NULL, -2, NULL,
+			    FRONT_KEEP);
+			evbuffer_free(hdrs);
+		}
+		request_end(r, 200, bytes);
+		return;
+	}
 	if ((hdrs = leg_response_headers(r, &l->headers)) == NULL) {
 		request_error(r, 503, "out_of_memory");
 		return;
@@ -1086,10 +1321,17 @@ request_answer_leg(struct request *r, struct leg *l, const char *name,
 		    INT64_MAX, &v) == 0)
 			len = (long long)v;
 	}
+	if (r->grpc) {
+		r->grpc_status = leg_grpc_status(l);
+		len = -2;	/* the messages carry their lengths */
+	}
+	trailers = leg_trailers(r, l);
 	if (r->front != NULL)
 		bytes = front_respond(r->front, l->status, hdrs,
-		    head ? NULL : l->body, len, FRONT_KEEP);
+		    head ? NULL : l->body, len, trailers, FRONT_KEEP);
 	evbuffer_free(hdrs);
+	if (trailers != NULL)
+		evbuffer_free(trailers);
 	request_end(r, l->status, bytes);
 }
 
@@ -1117,7 +1359,7 @@ request_answer_envelope(struct request *r, int status, const char *partial)
 		bytes = front_respond(r->front, status, hdrs,
 		    request_is_head(r) ? NULL : body,
 		    request_is_head(r) ? (long long)evbuffer_get_length(body) : -1,
-		    status == 503 ? FRONT_CLOSE : FRONT_KEEP);
+		    NULL, status == 503 ? FRONT_CLOSE : FRONT_KEEP);
 	evbuffer_free(hdrs);
 	evbuffer_free(body);
 	request_end(r, status, bytes);

@@ -42,14 +42,18 @@ struct event;
  *
  * respond: queue a response and detach the request. headers holds whole
  *   "Name: value\r\n" lines; content_length is sent as it is (HEAD answers
- *   pass the upstream's) or, when -1, as body's length. Returns the bytes
- *   queued.
+ *   pass the upstream's), or when -1 as body's length, or when -2 not at
+ *   all (a gRPC answer). trailers (NULL: none), lines like headers, follow
+ *   the body: HTTP/2 trailers, or an HTTP/1.1 chunked body's trailer
+ *   section (the request passes them only to a client that sent
+ *   TE: trailers). Returns the bytes queued.
  * stream_begin/data/full/end: a streamed answer (mode proxy): the head now,
  *   the body as it comes; content_length -1 when unknown. These only queue
  *   bytes and never close anything, so they are safe inside curl's
  *   callbacks. When full() says so the caller pauses its source; resume(arg)
- *   runs once the client has taken enough. end() detaches the request and
- *   returns the bytes queued.
+ *   runs once the client has taken enough. end() ends the body with
+ *   trailers (NULL: none; an HTTP/1.1 answer carries them only when it is
+ *   chunked), detaches the request and returns the bytes queued.
  * stream_abort: the body cannot be completed. If nothing of the answer has
  *   reached the client yet it is taken back: returns 0 and the caller
  *   answers as if no stream had begun. Otherwise the answer is cut (the
@@ -71,13 +75,13 @@ struct front;
 struct front_ops {
 	size_t	(*respond)(struct front *, int status, struct evbuffer *headers,
 		    struct evbuffer *body, long long content_length,
-		    enum front_after);
+		    struct evbuffer *trailers, enum front_after);
 	void	(*stream_begin)(struct front *, int status,
 		    struct evbuffer *headers, long long content_length,
 		    int head_only, void (*resume)(void *), void *arg);
 	void	(*stream_data)(struct front *, const char *, size_t);
 	int	(*stream_full)(struct front *);
-	size_t	(*stream_end)(struct front *);
+	size_t	(*stream_end)(struct front *, struct evbuffer *trailers);
 	int	(*stream_abort)(struct front *, size_t *bytes);
 	void	(*body_resume)(struct front *);
 	void	(*abandon)(struct front *, struct request *);
@@ -87,13 +91,13 @@ struct front {
 	const struct front_ops	*ops;
 };
 
-#define front_respond(f, st, h, b, cl, how) \
-	((f)->ops->respond((f), (st), (h), (b), (cl), (how)))
+#define front_respond(f, st, h, b, cl, tr, how) \
+	((f)->ops->respond((f), (st), (h), (b), (cl), (tr), (how)))
 #define front_stream_begin(f, st, h, cl, ho, fn, arg) \
 	((f)->ops->stream_begin((f), (st), (h), (cl), (ho), (fn), (arg)))
 #define front_stream_data(f, p, n)	((f)->ops->stream_data((f), (p), (n)))
 #define front_stream_full(f)		((f)->ops->stream_full(f))
-#define front_stream_end(f)		((f)->ops->stream_end(f))
+#define front_stream_end(f, tr)		((f)->ops->stream_end((f), (tr)))
 #define front_stream_abort(f, bytes)	((f)->ops->stream_abort((f), (bytes)))
 #define front_body_resume(f)		((f)->ops->body_resume(f))
 #define front_abandon(f, r)		((f)->ops->abandon((f), (r)))
@@ -138,6 +142,10 @@ struct request {
 	struct http_headers	 headers;
 	struct evbuffer		*body;
 	int			 has_body;
+	int			 grpc;		/* Content-Type application/grpc */
+	int			 trailers_ok;	/* may be sent trailers (HTTP/2,
+						 * or TE: trailers) */
+	int			 grpc_status;	/* of the answer; -1 none yet */
 	int			 reject;	/* status to answer with, or 0 */
 	const char		*reject_error;
 

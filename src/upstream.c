@@ -108,6 +108,7 @@ struct transfer {
 	int			 too_large;
 	int			 status;
 	struct http_headers	 headers;
+	struct http_headers	 trailer;	/* fields after the body */
 	struct evbuffer		*body;
 	const struct transfer_stream *stream;
 	uint64_t		 streamed;	/* body bytes handed over */
@@ -689,12 +690,14 @@ transfer_prereq_cb(void *arg, char *conn_ip, char *local_ip, int conn_port,
 static size_t
 transfer_header_cb(char *data, size_t size, size_t nmemb, void *arg)
 {
-	struct transfer	*x = arg;
-	size_t		 len = size * nmemb, n, v, end;
+	struct transfer		*x = arg;
+	struct http_headers	*hs;
+	size_t			 len = size * nmemb, n, v, end;
 
 	if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
 		/* A new response (after 1xx): forget the previous one. */
 		http_headers_clear(&x->headers);
+		http_headers_clear(&x->trailer);
 		x->status = transfer_status_line(data, len);
 		x->trailers = 0;
 		return (len);
@@ -712,8 +715,6 @@ transfer_header_cb(char *data, size_t size, size_t nmemb, void *arg)
 		}
 		return (len);
 	}
-	if (x->trailers)
-		return (len);	/* trailers are not headers: dropped */
 	/*
 	 * What reaches our client must be a well-formed field: a token name,
 	 * a value without CR, LF, NUL or other controls, no folded line.
@@ -733,8 +734,11 @@ transfer_header_cb(char *data, size_t size, size_t nmemb, void *arg)
 	if (!http_field_name_ok(data, n) || !http_field_value_ok(data + v,
 	    end - v))
 		return (0);
-	if (x->headers.bytes + len > 64 * 1024 ||
-	    http_headers_add(&x->headers, data, n, data + v, end - v) == -1)
+	/* Trailer fields (after the body) are kept apart: they are not
+	 * headers, and go to the client after the body, or not at all. */
+	hs = x->trailers ? &x->trailer : &x->headers;
+	if (x->headers.bytes + x->trailer.bytes + len > 64 * 1024 ||
+	    http_headers_add(hs, data, n, data + v, end - v) == -1)
 		return (0);
 	return (len);
 }
@@ -744,6 +748,7 @@ transfer_free(struct transfer *x)
 {
 	free(x->sendhdrs);	/* one block: transfer_headers() */
 	http_headers_clear(&x->headers);
+	http_headers_clear(&x->trailer);
 	if (x->body != NULL)
 		evbuffer_free(x->body);
 	free(x->url);
@@ -922,6 +927,7 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	x->max_size = up->max_response_size;
 	x->stream = r->stream;
 	http_headers_init(&x->headers);
+	http_headers_init(&x->trailer);
 	if ((x->body = evbuffer_new()) == NULL)
 		goto fail;
 	urllen = strlen(up->url);
@@ -1128,6 +1134,7 @@ transfer_done(struct transfer *x, CURLcode rc)
 	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
 	res.status = (int)status;
 	res.headers = &x->headers;
+	res.trailers = &x->trailer;
 	res.body = x->body;
 	res.duration_us = now_us() - x->started_us;
 	/* What curl ends on its own side while the stream is open; an

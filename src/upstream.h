@@ -37,6 +37,7 @@ struct transfer_result {
 	const char		*detail;	/* curl's words, for the log */
 	int			 status;
 	struct http_headers	*headers;	/* the final response's */
+	struct http_headers	*trailers;	/* its trailer fields */
 	struct evbuffer		*body;		/* the callee may take it */
 	uint64_t		 duration_us;
 };

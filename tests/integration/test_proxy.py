@@ -117,7 +117,7 @@ class ProxyTest(harness.SharedDaemonTest):
         headers = [("Connection", "keep-alive, X-Custom-Hop"),
                    ("X-Custom-Hop", "secret"),
                    ("Keep-Alive", "timeout=5"),
-                   ("TE", "trailers"),
+                   ("TE", "gzip"),
                    ("Trailer", "X-Trail"),
                    ("Upgrade", "websocket"),
                    ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
@@ -131,6 +131,12 @@ class ProxyTest(harness.SharedDaemonTest):
         for v in h.get("connection", []):
             self.assertNotIn("x-custom-hop", v.lower())
         self.assertEqual(h.get("x-end-to-end"), ["kept"])
+
+    def test_te_trailers_is_the_one_te_that_crosses(self):
+        # fanoutd passes trailers on (fanoutd(8), GRPC), so the upstream
+        # may send them: TE: trailers, and nothing else the client's TE said
+        _, e = self.echo("/api/te?echo=1", [("TE", "gzip, trailers;q=1")])
+        self.assertEqual(hdrs(e).get("te"), ["trailers"], e["headers"])
 
     def test_hop_by_hop_removed_towards_client(self):
         q = urllib.parse.urlencode([

@@ -40,13 +40,22 @@ count(const struct http_headers *h, const char *name)
 }
 
 static void
-forward(const struct http_headers *in, struct http_headers *out,
-    uint64_t left)
+forward_as(const struct http_headers *in, struct http_headers *out,
+    uint64_t left, int trailers, int grpc)
 {
-	struct forward_info	fi = { "192.0.2.7", "http", "rid-1", left };
+	struct forward_info	fi = { .client_addr = "192.0.2.7",
+	    .proto = "http", .request_id = "rid-1", .deadline_left_ms = left,
+	    .trailers = trailers, .grpc = grpc };
 
 	http_headers_init(out);
 	assert_int_equal(http_forward_request_headers(in, &fi, out), 0);
+}
+
+static void
+forward(const struct http_headers *in, struct http_headers *out,
+    uint64_t left)
+{
+	forward_as(in, out, left, 0, 0);
 }
 
 /* Names and values stay put and whole while the list grows past its
@@ -284,12 +293,63 @@ test_grpc_timeout(void **state)
 	http_headers_clear(&out);
 	http_headers_clear(&h);
 
-	/* Not made up for a client that sent none. */
+	/* Not made up for a client that sent none... */
 	http_headers_init(&h);
 	forward(&h, &out, 420);
 	assert_null(get(&out, "grpc-timeout"));
 	http_headers_clear(&out);
+	/* ...but a gRPC call always carries the time it has left. */
+	forward_as(&h, &out, 420, 1, 1);
+	assert_string_equal(get(&out, "grpc-timeout"), "420m");
+	http_headers_clear(&out);
 	http_headers_clear(&h);
+}
+
+/* TE is hop-by-hop, but "trailers" crosses when the client takes them:
+ * one TE: trailers, whatever else the client's TE listed. */
+static void
+test_te_trailers(void **state)
+{
+	struct http_headers	in, out;
+	static const struct {
+		const char	*v;
+		int		 yes;
+	} cases[] = {
+		{ "trailers", 1 }, { "Trailers", 1 }, { "deflate, trailers", 1 },
+		{ "trailers;q=1", 1 }, { " gzip ,trailers ", 1 },
+		{ "deflate", 0 }, { "trailersx", 0 }, { "", 0 }, { "xtrailers", 0 },
+	};
+	size_t			i;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		http_headers_init(&in);
+		add(&in, "TE", cases[i].v);
+		assert_int_equal(http_te_trailers(&in), cases[i].yes);
+		http_headers_clear(&in);
+	}
+	http_headers_init(&in);
+	assert_int_equal(http_te_trailers(&in), 0);
+	add(&in, "TE", "deflate, trailers");
+	forward_as(&in, &out, 100, 1, 0);
+	assert_int_equal(count(&out, "te"), 1);
+	assert_string_equal(get(&out, "te"), "trailers");
+	http_headers_clear(&out);
+	forward_as(&in, &out, 100, 0, 0);
+	assert_null(get(&out, "te"));
+	http_headers_clear(&out);
+	http_headers_clear(&in);
+}
+
+static void
+test_grpc_type(void **state)
+{
+	assert_true(http_is_grpc_type("application/grpc", 16));
+	assert_true(http_is_grpc_type("Application/GRPC", 16));
+	assert_true(http_is_grpc_type("application/grpc+proto", 22));
+	assert_true(http_is_grpc_type("application/grpc;charset=utf-8", 30));
+	assert_false(http_is_grpc_type("application/grpc-web", 20));
+	assert_false(http_is_grpc_type("application/grp", 15));
+	assert_false(http_is_grpc_type("application/json", 16));
 }
 
 static void
@@ -383,6 +443,8 @@ main(void)
 		cmocka_unit_test(test_long_forwarded_for),
 		cmocka_unit_test(test_headers_list),
 		cmocka_unit_test(test_grpc_timeout),
+		cmocka_unit_test(test_te_trailers),
+		cmocka_unit_test(test_grpc_type),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));
