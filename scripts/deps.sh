@@ -15,7 +15,7 @@ PACKAGES=(
 	# TLS (libevent's bufferevent_openssl) and the HTTP/2 front end
 	libssl-dev libnghttp2-dev
 	# tests
-	libcmocka-dev python3 python3-h2 ca-certificates mandoc
+	libcmocka-dev python3 python3-h2 python3-grpcio ca-certificates mandoc
 	clang libclang-rt-14-dev valgrind haproxy
 	# promtool, to validate /metrics
 	prometheus

@@ -225,10 +225,12 @@ http_forward_request_headers(const struct http_headers *in,
 	if (http_headers_add(out, "X-Request-Deadline-Ms", 21, num,
 	    fmt_u64(num, fi->deadline_left_ms)) == -1)
 		return (-1);
-	/* TE is hop-by-hop, but "trailers" is the one value HTTP/2 allows,
-	 * and gRPC needs it to reach the server: the client takes trailers,
-	 * so the upstream may send them. */
-	if (fi->trailers && http_headers_add(out, "TE", 2, "trailers", 8) == -1)
+	/* TE is hop-by-hop, but "trailers" is the one value HTTP/2 allows:
+	 * the upstream may send trailers when the client takes them, and a
+	 * gRPC server wants it on every call (fanoutd reads grpc-status from
+	 * the trailers even when it cannot pass them on). */
+	if ((fi->trailers || fi->grpc) &&
+	    http_headers_add(out, "TE", 2, "trailers", 8) == -1)
 		return (-1);
 	/* A gRPC caller's budget goes on shrunk, in its own spelling too;
 	 * a gRPC call without one gets the route's. */

@@ -1027,7 +1027,10 @@ leg_stream_data(void *arg, const char *data, size_t len)
 	struct request	*r = l->req;
 
 	if (!r->streaming) {
-		/* No head went out (it could not be queued): collect. */
+		/* No head went out (it could not be queued, or it is made at
+		 * the end): collect, within max_response_size. */
+		if (evbuffer_get_length(l->body) + len > l->up->max_response_size)
+			return (-1);
 		evbuffer_add(l->body, data, len);
 		return (0);
 	}
@@ -1132,8 +1135,13 @@ leg_start(struct leg *l)
 		tr.bodylen = 0;
 	}
 	tr.body = tr.bodylen ? evbuffer_pullup(r->body, -1) : NULL;
-	if (rt->mode == MODE_PROXY)
+	if (rt->mode == MODE_PROXY) {
 		tr.stream = &leg_stream;
+		/* A gRPC stream's messages go through as they come, held back
+		 * by flow control, for as long as the call lasts: the size of
+		 * a whole answer bounds nothing fanoutd holds. */
+		tr.any_size = r->grpc;
+	}
 	l->xfer = transfer_start(r->loop->upstreams, &tr, leg_transfer_done, l);
 	http_headers_clear(&out);
 	free(stripped);

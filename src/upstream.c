@@ -497,9 +497,13 @@ transfer_write_cb(char *data, size_t size, size_t nmemb, void *arg)
 		return (0);	/* curl ends the transfer: CURLE_WRITE_ERROR */
 	}
 	if (x->stream != NULL) {
-		if (x->stream->data(x->arg, data, len) == 1) {
+		switch (x->stream->data(x->arg, data, len)) {
+		case 1:
 			transfer_set_paused(x, 1);
 			return (CURL_WRITEFUNC_PAUSE);
+		case -1:
+			x->too_large = 1;
+			return (0);
 		}
 		x->streamed += len;
 		return (len);
@@ -924,7 +928,7 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	x->u = u;
 	x->cb = cb;
 	x->arg = arg;
-	x->max_size = up->max_response_size;
+	x->max_size = r->any_size ? UINT64_MAX : up->max_response_size;
 	x->stream = r->stream;
 	http_headers_init(&x->headers);
 	http_headers_init(&x->trailer);
@@ -957,7 +961,7 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
 	    (long)(r->timeout_ms ? r->timeout_ms : up->timeout_ms));
 	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
-	    (curl_off_t)up->max_response_size);
+	    (curl_off_t)(r->any_size ? 0 : up->max_response_size));
 	if (strncasecmp(up->url, "https://", 8) == 0) {
 		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER,
 		    up->tls_verify ? 1L : 0L);

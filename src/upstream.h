@@ -51,7 +51,8 @@ typedef void	(*transfer_done_cb)(struct transfer *,
  * curl (no abort, no resume) nor free anything curl may still reach.
  * head: the final response head (1xx skipped); content_length is -1 when
  * unknown. data: a piece of the body; return 0 when taken, 1 to pause the
- * transfer (the piece is delivered again after transfer_resume()).
+ * transfer (the piece is delivered again after transfer_resume()), -1 to
+ * fail it as too large (XFER_TOO_LARGE).
  */
 /*
  * A request body that is still arriving: read() copies up to len bytes
@@ -80,6 +81,7 @@ struct transfer_request {
 	size_t				 bodylen;
 	int				 has_body;
 	uint64_t			 timeout_ms;	/* 0: the upstream's */
+	int				 any_size;	/* no max_response_size */
 	const struct transfer_stream	*stream;	/* NULL: collect */
 	const struct transfer_source	*source;	/* NULL: body above */
 };

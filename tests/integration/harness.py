@@ -119,6 +119,7 @@ class Response(HeaderLookup):
         self.version = version
         self.headers = headers          # list of (name, value)
         self.body = body
+        self.trailers = []              # a chunked body's trailer fields
         self.raw_head = raw_head
         self.received = time.monotonic()
 
@@ -287,7 +288,7 @@ class Client:
         te = (resp.header("transfer-encoding") or "").lower()
         cl = resp.header("content-length")
         if "chunked" in te:
-            resp.body = self._read_chunked(deadline)
+            resp.body, resp.trailers = self._read_chunked(deadline)
         elif cl is not None:
             n = int(cl)
             while len(self.buf) < n:
@@ -305,6 +306,8 @@ class Client:
         return resp
 
     def _read_chunked(self, deadline):
+        """(body, trailers): trailers is the trailer section's fields, a
+        list of (name, value)."""
         body = bytearray()
         while True:
             while b"\r\n" not in self.buf:
@@ -317,11 +320,16 @@ class Client:
                     # trailer section ends with an empty line
                     if self.buf[eol:eol + 4] == b"\r\n\r\n":
                         del self.buf[:eol + 4]
-                        return bytes(body)
+                        return bytes(body), []
                     idx = self.buf.find(b"\r\n\r\n", eol)
                     if idx >= 0:
+                        section = bytes(self.buf[eol + 2:idx]).decode("latin-1")
                         del self.buf[:idx + 4]
-                        return bytes(body)
+                        trailers = []
+                        for line in section.split("\r\n"):
+                            k, _, v = line.partition(":")
+                            trailers.append((k.strip(), v.strip()))
+                        return bytes(body), trailers
                     if self.eof or not self._fill(deadline):
                         raise ClosedError("connection closed in trailers")
             while len(self.buf) < eol + 2 + size + 2:
