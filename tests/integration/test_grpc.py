@@ -11,7 +11,6 @@ import queue
 import socket
 import struct
 import sys
-import threading
 import time
 import unittest
 
@@ -181,7 +180,8 @@ class GrpcBase(harness.TestCase):
         return "%s%d" % (prefix, next(self._seq))
 
     def unary(self, path, request=b"hi", tag=None, timeout=PATIENCE, metadata=()):
-        md = (("x-tag", tag or self.tag()),) + tuple(metadata)
+        tag = tag or self.tag()
+        md = (("x-tag", tag), ("x-request-id", tag)) + tuple(metadata)
         return self.ch.unary_unary(path)(request, timeout=timeout, metadata=md)
 
     def assertGrpcError(self, fn, code, details=None):
@@ -196,20 +196,20 @@ class GrpcBase(harness.TestCase):
         return self.fd.metric("fanoutd_grpc_requests_total", route=route,
                               grpc_status=str(status))
 
-    def log_for(self, tag_or_path):
-        return self.fd.wait_access_log(
-            lambda e: e["path"].endswith(tag_or_path),
-            what="the access-log line of %s" % tag_or_path)
+    def log_for(self, tag):
+        """The access-log line of the call tagged TAG (its x-request-id)."""
+        return self.fd.wait_access_log(request_id=tag)
 
 
 class GrpcCallsTest(GrpcBase):
 
     def test_unary_and_its_metric_and_log(self):
         n0 = self.grpc_count("g", 0)
-        self.assertEqual(self.unary("/t.T/Unary", b"hi"), b"g1:hi")
+        t = self.tag()
+        self.assertEqual(self.unary("/t.T/Unary", b"hi", tag=t), b"g1:hi")
         self.fd.wait_metric("fanoutd_grpc_requests_total", lambda v: v == n0 + 1,
                             route="g", grpc_status="0")
-        e = self.log_for("/t.T/Unary")
+        e = self.log_for(t)
         self.assertEqual((e["status"], e["grpc_status"]), (200, 0), e)
 
     def test_error_status_and_message(self):
@@ -293,12 +293,12 @@ class GrpcCancelTest(GrpcBase):
     def test_client_cancel_reaches_the_server(self):
         t = self.tag("cc")
         fut = self.ch.unary_unary("/t.T/Hold").future(
-            b"x", timeout=PATIENCE, metadata=(("x-tag", t),))
+            b"x", timeout=PATIENCE, metadata=(("x-tag", t), ("x-request-id", t)))
         self.g1.wait_started(t)
         fut.cancel()
         r = self.g1.wait_ended(t)
         self.assertTrue(r.cancelled, "the server's call was not cancelled: %r" % r)
-        e = self.log_for("/t.T/Hold")
+        e = self.log_for(t)
         self.assertEqual((e["status"], e["cancel_reason"], e["grpc_status"]),
                          (499, "client_closed", 1), e)
 
@@ -341,7 +341,7 @@ class GrpcCancelTest(GrpcBase):
         for i, limit in enumerate(LIMITS):
             t = self.tag("hd")
             t0 = time.monotonic()
-            err = self.assertGrpcError(
+            self.assertGrpcError(
                 lambda: self.unary("/hangdl%d/t.T/Unary" % i, tag=t),
                 grpc.StatusCode.DEADLINE_EXCEEDED, "fanoutd: deadline")
             self.assertNotBefore(time.monotonic(), t0, limit, "DEADLINE_EXCEEDED")
@@ -399,13 +399,14 @@ class GrpcModesTest(GrpcBase):
     def _race(self, route):
         t = self.tag(route)
         resp, call = self.ch.unary_unary("/%s/t.T/Race" % route).with_call(
-            b"r", timeout=PATIENCE, metadata=(("x-tag", t), ("x-win", "g2")))
+            b"r", timeout=PATIENCE, metadata=(("x-tag", t), ("x-request-id", t),
+                                              ("x-win", "g2")))
         self.assertEqual(resp, b"g2:won")
         self.assertIn(("x-server", "g2"), call.trailing_metadata())
         # the loser's server sees its call cancelled
         loser = self.g1.wait_ended(t)
         self.assertTrue(loser.cancelled, "the losing call went on: %r" % loser)
-        e = self.log_for("/t.T/Race")
+        e = self.log_for(t)
         self.assertEqual(e["grpc_status"], 0, e)
 
     def test_first_answers_with_the_winner_and_cancels_the_loser(self):
