@@ -8,7 +8,9 @@ prior-knowledge; the integration tests' h2upstream.py, which timestamps every
 frame it reads). Each trial opens a gRPC call (POST, content-type
 application/grpc, te: trailers, one message) on the client's one HTTP/2
 connection, waits until the upstream holds it, and sends RST_STREAM(CANCEL),
-as a gRPC client does on cancel; the latency is the upstream's time of the
+as a gRPC client does on cancel (a new client connection every 50 calls:
+more resets a second than h2_max_streams is a rapid-reset flood to fanoutd);
+the latency is the upstream's time of the
 RST_STREAM for that call minus the client's time just before it sent its own,
 both CLOCK_MONOTONIC in this process. A held call (the keeper) stays open on
 the same upstream connection throughout, so that the reset is a stream's,
@@ -69,6 +71,7 @@ def floor(trials):
 
 GRPC_HEADERS = [("content-type", "application/grpc"), ("te", "trailers")]
 MESSAGE = struct.pack(">BI", 0, 5) + b"hello"
+BATCH = 50
 
 
 def main():
@@ -100,15 +103,24 @@ def main():
                 if p.poll() is not None or time.monotonic() > end:
                     raise SystemExit("fanoutd did not start (see %s)" % tmp)
                 time.sleep(0.05)    # polling for the listener, bounded above
-        c = h2raw.H2Client(port, timeout=30)
-        c.handshake()
+        k = h2raw.H2Client(port, timeout=30)
+        k.handshake()
         # a first answer on the upstream connection, so that it multiplexes
-        sid = c.request("/warm", "POST", GRPC_HEADERS, MESSAGE)
-        c.response(sid)
-        c.request("/hold/keeper", "POST", GRPC_HEADERS, MESSAGE)
+        sid = k.request("/warm", "POST", GRPC_HEADERS, MESSAGE)
+        k.response(sid)
+        k.request("/hold/keeper", "POST", GRPC_HEADERS, MESSAGE)
         keeper = up.wait_stream("keeper")
+        c = None
         n = 0
         while n < a.trials and time.monotonic() < end:
+            # fanoutd closes a client connection that resets more streams
+            # than h2_max_streams a second (rapid reset): trials come from
+            # a new client connection every BATCH calls.
+            if n % BATCH == 0:
+                if c is not None:
+                    c.close()
+                c = h2raw.H2Client(port, timeout=30)
+                c.handshake()
             tag = "t%d" % n
             sid = c.request("/hold/" + tag, "POST", GRPC_HEADERS, MESSAGE)
             s = up.wait_stream(tag)
@@ -120,6 +132,7 @@ def main():
                 replaced += 1
             n += 1
         c.close()
+        k.close()
     finally:
         p.send_signal(signal.SIGTERM)
         try:
