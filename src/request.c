@@ -384,7 +384,16 @@ request_head_end(struct request *r, int http_minor, int has_body,
 	if ((cl = http_headers_get(&r->headers, "content-length")) != NULL &&
 	    parse_u64(cl->value, cl->valuelen, UINT64_MAX, &length) == 0)
 		declared = 1;
-	if (declared && length > r->conf->max_body_size) {
+	/*
+	 * A gRPC call's request stream in mode proxy goes through message by
+	 * message, held back by flow control, for as long as the call lasts
+	 * (client and bidirectional streaming): the size of the whole stream
+	 * bounds nothing fanoutd holds. The modes that keep the body for
+	 * every leg still bound it.
+	 */
+	r->body_unbounded = r->grpc && r->reject == 0 && r->route != NULL &&
+	    r->route->mode == MODE_PROXY;
+	if (declared && length > r->conf->max_body_size && !r->body_unbounded) {
 		r->reject = 413;
 		r->reject_error = "body_too_large";
 		return (REQUEST_BODY_REFUSED);
@@ -912,7 +921,7 @@ int
 request_body_add(struct request *r, const void *data, size_t len)
 {
 	r->body_bytes += len;
-	if (r->body_bytes > r->conf->max_body_size) {
+	if (r->body_bytes > r->conf->max_body_size && !r->body_unbounded) {
 		r->reject = 413;
 		r->reject_error = "body_too_large";
 		return (-1);

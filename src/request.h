@@ -164,6 +164,8 @@ struct request {
 	unsigned		 streams_body:1; /* legs take the body as it comes */
 	unsigned		 body_ended:1;	/* all of the body is in */
 	unsigned		 body_streaming:1; /* legs run, body still coming */
+	unsigned		 body_unbounded:1; /* a gRPC stream: flow control,
+						    * not max_body_size */
 	uint64_t		 body_bytes;	/* received so far */
 	struct transfer_source	 source;	/* how legs read that body */
 	struct event		*hedge_timer;	/* a mode's FANOUT_TIMER_ARM */

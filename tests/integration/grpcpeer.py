@@ -20,6 +20,9 @@ Service "t.T", every method keyed by the call's "x-tag" metadata:
            record.sent how many the server has handed to gRPC (a client
            that does not read holds the server's writes back)
   Collect  client streaming: answers b"|".join(the messages)
+  Sink     client streaming: reads nothing until the test releases the tag
+           (a server that does not read holds the client's writes back),
+           then answers b"<count> <bytes>" of what it read
   Bidi     answers each message as it comes: b"re:" + message
 
 Tests wait on the records with bounded waits (harness.PATIENCE), never on
@@ -69,6 +72,7 @@ class GrpcServer:
             "Stream": grpc.unary_stream_rpc_method_handler(self._stream),
             "Big": grpc.unary_stream_rpc_method_handler(self._big),
             "Collect": grpc.stream_unary_rpc_method_handler(self._collect),
+            "Sink": grpc.stream_unary_rpc_method_handler(self._sink),
             "Bidi": grpc.stream_stream_rpc_method_handler(self._bidi),
         }
         self._server = grpc.server(futures.ThreadPoolExecutor(workers))
@@ -180,6 +184,16 @@ class GrpcServer:
             r.messages.append(m)
         r.ended.set()
         return b"|".join(r.messages)
+
+    def _sink(self, request_iterator, context):
+        r = self._begin(context)
+        r.release.wait(PATIENCE)
+        n = size = 0
+        for m in request_iterator:
+            n += 1
+            size += len(m)
+        r.ended.set()
+        return b"%d %d" % (n, size)
 
     def _bidi(self, request_iterator, context):
         r = self._begin(context)

@@ -258,6 +258,10 @@ class GrpcCallsTest(GrpcBase):
             b"5", timeout=PATIENCE, metadata=(("x-tag", self.tag()),)))
         self.assertEqual(got, [b"m0", b"m1", b"m2", b"m3", b"m4"])
 
+    def test_a_message_over_max_body_size_goes_through_in_mode_proxy(self):
+        big = b"y" * (100 * 1024)   # max_body_size is 64k here
+        self.assertEqual(self.unary("/t.T/Unary", big), b"g1:" + big)
+
     def test_client_streaming(self):
         got = self.ch.stream_unary("/t.T/Collect")(
             iter([b"a", b"b", b"c"]), timeout=PATIENCE,
@@ -386,6 +390,37 @@ class GrpcCancelTest(GrpcBase):
         self.assertEqual(len(rest), total - 1)
         self.assertTrue(all(len(m) == 1 << 20 for m in rest))
 
+    def test_a_server_that_reads_nothing_holds_the_client_back(self):
+        # A client stream of 200 messages of 1 MiB to a server that reads
+        # none until released: fanoutd stops taking the client's stream
+        # (flow control), so gRPC takes far fewer than 200 from the
+        # client's iterator.
+        # The stream is far over max_body_size (64k here): a gRPC stream
+        # in mode proxy is bounded by flow control, not by that.
+        total, taken = 200, [0]
+        chunk = b"c" * (1 << 20)
+
+        def messages():
+            for _ in range(total):
+                yield chunk
+                taken[0] += 1
+        t = self.tag("sink")
+        fut = self.ch.stream_unary("/t.T/Sink").future(
+            messages(), timeout=PATIENCE, metadata=(("x-tag", t),))
+        self.g1.wait_started(t)
+
+        def settled():
+            before = taken[0]
+            time.sleep(0.5)     # an observation window, not a synchronisation
+            return taken[0] == before and taken[0]
+        held = harness.wait_until(settled, what="the client's writes to block")
+        # 4 were taken here: what the windows on the way hold
+        self.assertLess(held, total // 4,
+                        "the client wrote %d of %d messages to a server that "
+                        "read none" % (held, total))
+        self.g1.release(t)
+        self.assertEqual(fut.result(PATIENCE), b"%d %d" % (total, total << 20))
+
     def rss_kib(self):
         with open("/proc/%d/status" % self.fd.pid) as f:
             for line in f:
@@ -430,7 +465,9 @@ class GrpcErrorsTest(GrpcBase):
         cases = [
             ("/nowhere.S/M", b"x", grpc.StatusCode.UNIMPLEMENTED, 12),
             ("/dead/t.T/Unary", b"x", grpc.StatusCode.UNAVAILABLE, 14),
-            ("/t.T/Unary", b"y" * (100 * 1024), grpc.StatusCode.RESOURCE_EXHAUSTED, 8),
+            # mode first keeps the body for every leg: max_body_size holds
+            ("/first/t.T/Unary", b"y" * (100 * 1024),
+             grpc.StatusCode.RESOURCE_EXHAUSTED, 8),
         ]
         for path, body, code, num in cases:
             self.assertGrpcError(lambda: self.unary(path, body), code)
