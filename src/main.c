@@ -86,7 +86,13 @@ main(int argc, char *argv[])
 			test = 1;
 			break;
 		case 'V':
+			/* stdout is the one line of the contract, "fanoutd
+			 * VERSION", for scripts; the license goes to stderr so
+			 * that $(fanoutd -V) stays that line. */
 			printf("fanoutd %s\n", PACKAGE_VERSION);
+			fflush(stdout);
+			fprintf(stderr, "fanoutd is free software under the ISC "
+			    "license (see the LICENSE file).\n");
 			return (0);
 		case 'h':
 			usage(stdout);
