@@ -290,6 +290,7 @@ server_reload(void)
 		free(errors);
 		goto fail;
 	}
+	config_log_warnings(conf, "reload: ");
 	if (conf->workers != old->workers)
 		log_warnx("reload: a new number of workers takes a restart "
 		    "running=%u configured=%u", server->nworkers, conf->workers);
