@@ -1604,6 +1604,7 @@ config_resolve_route(struct parse *p, struct section *sec)
 	else if (!sec->bad[qi] && r->quorum > n) {
 		config_error(p, sec->seen[qi], "'quorum' out of range: '%u' "
 		    "(1 to %zu)", r->quorum, n);
+		sec->bad[qi] = 1;
 	}
 }
 
