@@ -1644,9 +1644,11 @@ config_check_tls(struct parse *p)
 	lcert = p->server->seen[config_key_index("server", "tls_cert")];
 	lkey = p->server->seen[config_key_index("server", "tls_key")];
 	llisten = p->server->seen[config_key_index("server", "listen")];
-	lciphers = p->server->seen[config_key_index("server", "tls_ciphers")];
-	lversion = p->server->seen[config_key_index("server",
-	    "tls_min_version")];
+	/* "tls_ciphers =" asks for the default: nothing to warn about. */
+	lciphers = cfg->tls_ciphers == NULL ? 0 :
+	    p->server->seen[config_key_index("server", "tls_ciphers")];
+	i = (size_t)config_key_index("server", "tls_min_version");
+	lversion = p->server->bad[i] ? 0 : p->server->seen[i];
 	for (i = 0; i < cfg->nlisten; i++)
 		ntls += cfg->listen[i].tls;
 	if (ntls == 0) {
