@@ -6,7 +6,10 @@ over TLS still cancels its request; failed handshakes (clear text on the TLS
 port, a client that gives up mid-handshake, a TLS 1.0 client) are counted
 and leave the daemon serving; certificate errors are FILE:LINE errors at -t
 and at reload; SIGHUP loads a new certificate for new connections and a
-broken one changes nothing.
+broken one changes nothing. The TLS policy: TLS 1.2 suites ECDHE with AEAD
+only by default (a CBC-only client is refused), tls_ciphers replaces them,
+tls_min_version = 1.3 refuses TLS 1.2, and a bad value of either fails -t
+at its line.
 
 Each test makes its own throwaway self-signed certificates with the openssl
 command in a temporary directory that its cleanup deletes.
