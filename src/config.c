@@ -16,6 +16,11 @@
  * handler before it reads the next line, so the reader's line number and
  * current section are the handler's (inih's own are not used).
  *
+ * inih strips an inline comment only when it starts with ';' (after a
+ * blank); the reader strips one starting with '#' too, before inih sees the
+ * line, so that both agree and '#' works as the example config uses it. A
+ * value thus cannot hold a blank followed by ';' or '#'.
+ *
  * Every problem is collected, sorted by line, and returned as one text of
  * "FILE:LINE: message\n" lines. The messages, exactly (tests assert them):
  *
@@ -72,6 +77,26 @@
  *   FILE:N: route 'X' names unknown upstream 'Y'
  *   FILE:N: route 'X' lists upstream 'Y' twice
  *   FILE:N: syntax error			(inih found one we did not)
+ *   FILE:N: cannot write access_log 'V': STRERROR	(the file exists)
+ *   FILE:N: cannot create access_log 'V' in 'DIR': STRERROR
+ *   FILE:N: bad tls_ciphers 'V' (no cipher suite that OpenSSL knows)
+ *   FILE: no [route] section: nothing to serve
+ *	(only when there is no other error: a misspelt [route] header is
+ *	reported as itself)
+ *
+ * Warnings: what is legal but does nothing. They do not fail the load; -t
+ * prints them on stderr and still says "FILE: ok", start-up and reload log
+ * them at warn level (config_log_warnings). When there are errors too they
+ * are listed with them, in line order:
+ *
+ *   FILE:N: warning: key 'K' has no effect in mode M (route 'X'; it is
+ *	     for mode M2)
+ *	hedge_delay: hedge; quorum: quorum; partial: all
+ *   FILE:N: warning: key 'K' has no effect without a listen address with
+ *	     'tls'
+ *	tls_ciphers, tls_min_version
+ *   FILE:N: warning: key 'tls_ciphers' has no effect with
+ *	     tls_min_version = 1.3
  *
  * SECTION is written as in the file: [server], [admin], [upstream "NAME"],
  * [route "NAME"].
@@ -131,7 +156,9 @@ enum key_type {
 	KEY_BOOL,
 	KEY_CHOICE,
 	KEY_STRING,
+	KEY_LOG,
 	KEY_FILE,
+	KEY_CIPHERS,
 	KEY_URL,
 	KEY_MATCH,
 	KEY_METHODS,
@@ -163,6 +190,7 @@ static const char *const mode_choices[] = {
 	"proxy", "all", "first", "hedge", "quorum", NULL
 };
 static const char *const partial_choices[] = { "fail", "allow", NULL };
+static const char *const tls_version_choices[] = { "1.2", "1.3", NULL };
 
 #define S(f)	offsetof(struct config, f)
 #define U(f)	offsetof(struct upstream_conf, f)
@@ -193,7 +221,7 @@ static const struct config_key config_keys[] = {
 	  S(drain_timeout_ms), 0, MS_DAY, "30s", NULL, 0 },
 	{ "server", "half_close", KEY_CHOICE,
 	  S(half_close), 0, 0, "cancel", half_close_choices, 0 },
-	{ "server", "access_log", KEY_STRING,
+	{ "server", "access_log", KEY_LOG,
 	  S(access_log), 0, 0, "-", NULL, 0 },
 	{ "server", "log_level", KEY_CHOICE,
 	  S(log_level), 0, 0, "info", log_level_choices, 0 },
@@ -201,6 +229,10 @@ static const struct config_key config_keys[] = {
 	  S(tls_cert), 0, 0, NULL, NULL, 0 },
 	{ "server", "tls_key", KEY_FILE,
 	  S(tls_key), 0, 0, NULL, NULL, 0 },
+	{ "server", "tls_ciphers", KEY_CIPHERS,
+	  S(tls_ciphers), 0, 0, NULL, NULL, 0 },
+	{ "server", "tls_min_version", KEY_CHOICE,
+	  S(tls_min_version), 0, 0, "1.2", tls_version_choices, 0 },
 	{ "server", "http2", KEY_BOOL,
 	  S(http2), 0, 0, "on", NULL, 0 },
 	{ "server", "h2_max_concurrent_streams", KEY_UINT,
@@ -281,7 +313,7 @@ struct section {
 struct config_error {
 	int			 line;
 	size_t			 seq;
-	char			*msg;
+	char			*msg;		/* a warning's begins "warning: " */
 };
 
 struct parse {
@@ -298,32 +330,70 @@ struct parse {
 	struct section		*server;
 	struct section		*admin;
 
-	struct config_error	*errors;
-	size_t			 nerrors;
+	int			 nroutes;	/* [route ...] headers, bad too */
+
+	struct config_error	*errors;	/* and warnings */
+	size_t			 nerrors;	/* errors and warnings */
+	size_t			 nwarnings;
 	int			 oom;
 };
 
 static void	config_error(struct parse *, int, const char *, ...)
 		    __attribute__((format(printf, 3, 4)));
+static void	config_warning(struct parse *, int, const char *, ...)
+		    __attribute__((format(printf, 3, 4)));
+static void	config_report(struct parse *, int, const char *,
+		    const char *, va_list)
+		    __attribute__((format(printf, 4, 0)));
 
 static void
 config_error(struct parse *p, int line, const char *fmt, ...)
 {
+	va_list	ap;
+
+	va_start(ap, fmt);
+	config_report(p, line, "", fmt, ap);
+	va_end(ap);
+}
+
+static void
+config_warning(struct parse *p, int line, const char *fmt, ...)
+{
+	va_list	ap;
+	size_t	n = p->nerrors;
+
+	va_start(ap, fmt);
+	config_report(p, line, "warning: ", fmt, ap);
+	va_end(ap);
+	p->nwarnings += p->nerrors - n;
+}
+
+/* Whether anything but warnings was reported. */
+static int
+config_failed(const struct parse *p)
+{
+	return (p->oom || p->nerrors != p->nwarnings);
+}
+
+static void
+config_report(struct parse *p, int line, const char *prefix, const char *fmt,
+    va_list ap)
+{
 	struct config_error	*e;
-	va_list			 ap;
+	va_list			 ap2;
 	char			*msg;
+	size_t			 plen = strlen(prefix);
 	int			 n;
 
 	if (p->oom)
 		return;
-	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (msg = malloc((size_t)n + 1)) == NULL)
+	va_copy(ap2, ap);
+	n = vsnprintf(NULL, 0, fmt, ap2);
+	va_end(ap2);
+	if (n < 0 || (msg = malloc(plen + (size_t)n + 1)) == NULL)
 		goto fail;
-	va_start(ap, fmt);
-	vsnprintf(msg, (size_t)n + 1, fmt, ap);
-	va_end(ap);
+	memcpy(msg, prefix, plen);
+	vsnprintf(msg + plen, (size_t)n + 1, fmt, ap);
 
 	e = reallocarray(p->errors, p->nerrors + 1, sizeof *p->errors);
 	if (e == NULL) {
@@ -930,6 +1000,60 @@ config_set_file(struct parse *p, const struct config_key *k, char **v,
 	*v = parse_strndup(p, value, strlen(value));
 }
 
+/*
+ * The access log is opened for appending at start-up and at a reload: say
+ * here, at its line, when that would fail. access(2), not open(2): -t must
+ * neither create the file nor touch it.
+ */
+static void
+config_set_log(struct parse *p, char **v, const char *value, int line)
+{
+	struct stat	 st;
+	const char	*slash;
+	char		*dir;
+
+	if (*value == '\0') {
+		config_error(p, line, "empty value for 'access_log'");
+		return;
+	}
+	if (strcmp(value, "-") == 0 || strcmp(value, "off") == 0)
+		goto set;
+	if (stat(value, &st) == 0) {
+		if (S_ISDIR(st.st_mode))
+			errno = EISDIR;
+		else if (access(value, W_OK) == 0)
+			goto set;
+		config_error(p, line, "cannot write access_log '%s': %s",
+		    value, strerror(errno));
+		return;
+	}
+	if (errno != ENOENT) {
+		config_error(p, line, "cannot write access_log '%s': %s",
+		    value, strerror(errno));
+		return;
+	}
+	if ((slash = strrchr(value, '/')) == NULL)
+		dir = parse_strndup(p, ".", 1);
+	else if (slash == value)
+		dir = parse_strndup(p, "/", 1);
+	else
+		dir = parse_strndup(p, value, (size_t)(slash - value));
+	if (dir == NULL)
+		return;
+	if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
+		errno = ENOTDIR;
+	else if (access(dir, W_OK|X_OK) == 0) {
+		free(dir);
+		goto set;
+	}
+	config_error(p, line, "cannot create access_log '%s' in '%s': %s",
+	    value, dir, strerror(errno));
+	free(dir);
+	return;
+set:
+	*v = parse_strndup(p, value, strlen(value));
+}
+
 static void
 config_set(struct parse *p, struct section *sec, const struct config_key *k,
     const char *value, int line)
@@ -1010,8 +1134,21 @@ config_set(struct parse *p, struct section *sec, const struct config_key *k,
 		}
 		*(char **)ptr = parse_strndup(p, value, strlen(value));
 		break;
+	case KEY_LOG:
+		config_set_log(p, ptr, value, line);
+		break;
 	case KEY_FILE:
 		config_set_file(p, k, ptr, value, line);
+		break;
+	case KEY_CIPHERS:
+		if (*value == '\0')
+			break;		/* "tls_ciphers =": the default */
+		if (tls_ciphers_check(value) != 0) {
+			config_error(p, line, "bad tls_ciphers '%s' (no cipher "
+			    "suite that OpenSSL knows)", value);
+			break;
+		}
+		*(char **)ptr = parse_strndup(p, value, strlen(value));
 		break;
 	case KEY_URL:
 		u = sec->base;
@@ -1273,6 +1410,8 @@ section_header(struct parse *p, const char *s, const char *e)
 		return;
 	case SECTION_UPSTREAM:
 	case SECTION_ROUTE:
+		if (type == SECTION_ROUTE)
+			p->nroutes++;
 		if (inend - rest < 2 || *rest != '"' || inend[-1] != '"' ||
 		    memchr(rest + 1, '"', (size_t)(inend - rest - 2)) != NULL) {
 			config_error(p, line, "section [%.*s] needs a quoted "
@@ -1290,9 +1429,16 @@ ignore:
 	p->cur = section_new(p, SECTION_IGNORE, line);
 }
 
+static int
+blank(int c)
+{
+	return (c == ' ' || c == '\t' || c == '\f' || c == '\v' || c == '\r');
+}
+
 /*
- * inih's find_chars_or_comment: the first of chars, or of an inline comment
- * (';' after a blank), so that a line is judged as inih will split it.
+ * inih's find_chars_or_comment: the first of chars (none when NULL), or of
+ * an inline comment, ';' or '#' after a blank. inih knows ';' only; the
+ * reader cuts a '#' comment off before inih sees the line.
  */
 static const char *
 find_chars_or_comment(const char *s, const char *e, const char *chars)
@@ -1300,20 +1446,13 @@ find_chars_or_comment(const char *s, const char *e, const char *chars)
 	int	was_space = 0;
 
 	for (; s < e; s++) {
-		if (strchr(chars, *s) != NULL)
+		if (chars != NULL && strchr(chars, *s) != NULL)
 			break;
-		if (was_space && *s == ';')
+		if (was_space && (*s == ';' || *s == '#'))
 			break;
-		was_space = (*s == ' ' || *s == '\t' || *s == '\f' ||
-		    *s == '\v');
+		was_space = blank((unsigned char)*s);
 	}
 	return (s);
-}
-
-static int
-blank(int c)
-{
-	return (c == ' ' || c == '\t' || c == '\f' || c == '\v' || c == '\r');
 }
 
 /* The limit the library's line buffer (num bytes) sets on a line. */
@@ -1384,6 +1523,10 @@ config_reader(char *str, int num, void *arg)
 		    "'key = value'");
 		return (str);
 	}
+	/* As inih scans a value: from just after the '=', not its blanks. */
+	e = find_chars_or_comment(sep + 1, e, NULL);
+	while (e > sep + 1 && blank((unsigned char)e[-1]))
+		e--;
 	memcpy(str, s, (size_t)(e - s));
 	str[e - s] = '\n';
 	str[e - s + 1] = '\0';
@@ -1461,6 +1604,7 @@ config_resolve_route(struct parse *p, struct section *sec)
 	else if (!sec->bad[qi] && r->quorum > n) {
 		config_error(p, sec->seen[qi], "'quorum' out of range: '%u' "
 		    "(1 to %zu)", r->quorum, n);
+		sec->bad[qi] = 1;
 	}
 }
 
@@ -1495,16 +1639,33 @@ config_check_tls(struct parse *p)
 	struct config	*cfg = p->cfg;
 	size_t		 i, ntls = 0;
 	char		 err[512];
-	int		 lcert, lkey, llisten;
+	int		 lcert, lkey, llisten, lciphers, lversion;
 
 	lcert = p->server->seen[config_key_index("server", "tls_cert")];
 	lkey = p->server->seen[config_key_index("server", "tls_key")];
 	llisten = p->server->seen[config_key_index("server", "listen")];
-	if (p->server->bad[config_key_index("server", "tls_cert")] ||
-	    p->server->bad[config_key_index("server", "tls_key")])
-		return;		/* reported already */
+	/* "tls_ciphers =" asks for the default: nothing to warn about. */
+	lciphers = cfg->tls_ciphers == NULL ? 0 :
+	    p->server->seen[config_key_index("server", "tls_ciphers")];
+	i = (size_t)config_key_index("server", "tls_min_version");
+	lversion = p->server->bad[i] ? 0 : p->server->seen[i];
 	for (i = 0; i < cfg->nlisten; i++)
 		ntls += cfg->listen[i].tls;
+	if (ntls == 0) {
+		if (lciphers != 0)
+			config_warning(p, lciphers, "key 'tls_ciphers' has no "
+			    "effect without a listen address with 'tls'");
+		if (lversion != 0)
+			config_warning(p, lversion, "key 'tls_min_version' has "
+			    "no effect without a listen address with 'tls'");
+	} else if (lciphers != 0 && cfg->tls_min_version == TLS_MIN_1_3)
+		config_warning(p, lciphers, "key 'tls_ciphers' has no effect "
+		    "with tls_min_version = 1.3");
+
+	if (p->server->bad[config_key_index("server", "tls_cert")] ||
+	    p->server->bad[config_key_index("server", "tls_key")] ||
+	    p->server->bad[config_key_index("server", "tls_ciphers")])
+		return;		/* reported already */
 	if (ntls == 0) {
 		if (cfg->tls_cert != NULL || cfg->tls_key != NULL)
 			config_error(p, lcert ? lcert : lkey, "tls_cert and "
@@ -1517,7 +1678,8 @@ config_check_tls(struct parse *p)
 		return;
 	}
 	cfg->tls_ctx = tls_ctx_new(cfg->tls_cert, cfg->tls_key, cfg->http2,
-	    err, sizeof err);
+	    cfg->tls_ciphers, cfg->tls_min_version == TLS_MIN_1_3, err,
+	    sizeof err);
 	if (cfg->tls_ctx == NULL)
 		config_error(p, strstr(err, "tls_key") != NULL ? lkey : lcert,
 		    "%s", err);
@@ -1535,6 +1697,39 @@ config_check_upstream(struct parse *p, struct section *sec)
 	line = sec->seen[config_key_index("upstream", "http2")];
 	config_error(p, line, "http2 = on needs an https:// url "
 	    "(use prior-knowledge for h2c)");
+}
+
+/*
+ * A key the route's mode never reads: most likely the mode is not the one
+ * meant, or the key was left from an earlier one. Not an error, as a mode
+ * may be switched back and forth while the keys stay.
+ */
+static void
+config_check_mode_keys(struct parse *p, struct section *sec)
+{
+	static const struct {
+		const char	*key;
+		enum route_mode	 mode;
+	} keys[] = {
+		{ "hedge_delay", MODE_HEDGE },
+		{ "quorum", MODE_QUORUM },
+		{ "partial", MODE_ALL },
+	};
+	struct route_conf	*r = sec->base;
+	size_t			 i;
+	int			 ki;
+
+	if (sec->bad[config_key_index("route", "mode")])
+		return;
+	for (i = 0; i < nitems(keys); i++) {
+		ki = config_key_index("route", keys[i].key);
+		if (sec->seen[ki] == 0 || sec->bad[ki] || r->mode == keys[i].mode)
+			continue;
+		config_warning(p, sec->seen[ki], "key '%s' has no effect in "
+		    "mode %s (route '%s'; it is for mode %s)", keys[i].key,
+		    config_mode_name(r->mode), r->name,
+		    config_mode_name(keys[i].mode));
+	}
 }
 
 /* Two routes with one prefix: config_find_route could pick only one. */
@@ -1595,8 +1790,16 @@ config_resolve(struct parse *p)
 		else if (sec->type == SECTION_ROUTE) {
 			config_resolve_route(p, sec);
 			config_check_match(p, i);
+			config_check_mode_keys(p, sec);
 		}
 	}
+	/*
+	 * Every request would be a 404: an empty file, or one of comments
+	 * only, is a mistake. Said only when nothing else is wrong, since a
+	 * [route] header with an error is reported as itself.
+	 */
+	if (p->nroutes == 0 && !config_failed(p))
+		config_error(p, 0, "no [route] section: nothing to serve");
 
 	if (cfg->workers == 0) {
 		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -1694,7 +1897,9 @@ config_free(struct config *cfg)
 	free(cfg->access_log);
 	free(cfg->tls_cert);
 	free(cfg->tls_key);
+	free(cfg->tls_ciphers);
 	tls_ctx_free(cfg->tls_ctx);
+	free(cfg->warnings);
 	free(cfg->path);
 	free(cfg);
 }
@@ -1768,8 +1973,13 @@ config_parse(const char *file, const char *text, size_t len, char **errors,
 	if (p.oom)
 		goto fail;
 	config_resolve(&p);
-	if (p.oom || p.nerrors != 0)
+	if (config_failed(&p))
 		goto fail;
+	/* Only warnings are left: they go with the config. */
+	if (p.nerrors != 0 && (cfg->warnings = config_error_text(&p)) == NULL) {
+		p.oom = 1;
+		goto fail;
+	}
 
 	if (cfg->nroutes > 1)
 		qsort(cfg->routes, cfg->nroutes, sizeof *cfg->routes,
@@ -1838,6 +2048,19 @@ fail:
 	fclose(f);
 	free(buf);
 	return (config_parse(path, "", 0, errors, msg));
+}
+
+void
+config_log_warnings(const struct config *cfg, const char *prefix)
+{
+	const char	*line, *nl;
+
+	for (line = cfg->warnings; line != NULL && *line != '\0';
+	    line = nl + 1) {
+		if ((nl = strchr(line, '\n')) == NULL)
+			break;
+		log_warnx("%s%.*s", prefix, (int)(nl - line), line);
+	}
 }
 
 struct config *

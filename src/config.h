@@ -30,6 +30,7 @@ enum half_close_policy { HALF_CLOSE_CANCEL, HALF_CLOSE_WAIT };
 enum http2_mode { HTTP2_OFF, HTTP2_PRIOR_KNOWLEDGE, HTTP2_ON };
 enum route_mode { MODE_PROXY, MODE_ALL, MODE_FIRST, MODE_HEDGE, MODE_QUORUM };
 enum partial_policy { PARTIAL_FAIL, PARTIAL_ALLOW };
+enum tls_min_version { TLS_MIN_1_2, TLS_MIN_1_3 };
 
 /* Durations are kept in milliseconds, sizes in bytes. */
 struct upstream_conf {
@@ -66,6 +67,8 @@ struct route_conf {
 struct config {
 	int			 refs;
 	char			*path;
+	/* "FILE:LINE: warning: ...\n" lines, NULL when there is none. */
+	char			*warnings;
 
 	/* [server] */
 	struct listen_addr	 listen[CONFIG_MAX_LISTEN];
@@ -83,6 +86,8 @@ struct config {
 	enum log_level		 log_level;
 	char			*tls_cert;	/* NULL when unset */
 	char			*tls_key;
+	char			*tls_ciphers;	/* NULL: tls.h's TLS_DEFAULT_CIPHERS */
+	enum tls_min_version	 tls_min_version;
 	int			 http2;		/* h2 and h2c on the front */
 	unsigned		 h2_max_streams;
 	uint64_t		 h2_stream_window;
@@ -112,15 +117,19 @@ struct config {
 unsigned	 config_method_bit(const char *, size_t);
 
 /*
- * Parse and validate path. On success returns a config with one reference.
- * On failure returns NULL and sets *errors to a malloc'd text of every
- * problem found, one "FILE:LINE: message" per line (the caller frees it).
+ * Parse and validate path. On success returns a config with one reference,
+ * and what is legal but likely a mistake in its warnings. On failure
+ * returns NULL and sets *errors to a malloc'd text of every problem found,
+ * one "FILE:LINE: message" per line, warnings among them (the caller frees
+ * it).
  */
 struct config	*config_load(const char *path, char **errors);
 /* The same from a string; name is used in messages in place of the path. */
 struct config	*config_load_string(const char *name, const char *text,
 		    char **errors);
 struct config	*config_ref(struct config *);
+/* Each line of cfg->warnings at warn level, after prefix ("" or "reload: "). */
+void		 config_log_warnings(const struct config *, const char *prefix);
 void		 config_unref(struct config *);
 
 /* The route for a path: the longest matching prefix, or NULL. */

@@ -116,12 +116,16 @@ main(int argc, char *argv[])
 		return (1);
 	}
 	if (test) {
+		/* Warnings do not fail the check: "ok" still follows. */
+		if (conf->warnings != NULL)
+			fputs(conf->warnings, stderr);
 		printf("%s: ok\n", path);
 		config_unref(conf);
 		return (0);
 	}
 
 	log_set_level(conf->log_level);
+	config_log_warnings(conf, "");
 	signal(SIGPIPE, SIG_IGN);
 	nofile = raise_nofile();
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)

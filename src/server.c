@@ -281,15 +281,20 @@ server_reload(void)
 	log_info("signal SIGHUP, reloading %s", old->path);
 	notify_reloading();
 	if ((conf = config_load(old->path, &errors)) == NULL) {
-		/* One log line per problem, each FILE:LINE: message. */
+		/* One log line per problem, each FILE:LINE: message; the
+		 * warnings among them stay warnings. */
 		for (line = errors; line != NULL && *line != '\0'; line = next) {
 			if ((next = strchr(line, '\n')) != NULL)
 				*next++ = '\0';
-			log_error("reload: %s", line);
+			if (strstr(line, ": warning: ") != NULL)
+				log_warnx("reload: %s", line);
+			else
+				log_error("reload: %s", line);
 		}
 		free(errors);
 		goto fail;
 	}
+	config_log_warnings(conf, "reload: ");
 	if (conf->workers != old->workers)
 		log_warnx("reload: a new number of workers takes a restart "
 		    "running=%u configured=%u", server->nworkers, conf->workers);

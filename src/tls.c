@@ -56,9 +56,30 @@ tls_no_passphrase(char *buf, int size, int rwflag, void *arg)
 	return (0);
 }
 
+/*
+ * A scratch context: SSL_CTX_set_cipher_list fails only when no suite of
+ * the string is known, which is the check that -t can make without a
+ * certificate.
+ */
+int
+tls_ciphers_check(const char *ciphers)
+{
+	SSL_CTX	*ctx;
+	int	 rv = -1;
+
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL)
+		goto done;
+	if (SSL_CTX_set_cipher_list(ctx, ciphers) == 1)
+		rv = 0;
+	SSL_CTX_free(ctx);
+done:
+	ERR_clear_error();
+	return (rv);
+}
+
 SSL_CTX *
-tls_ctx_new(const char *cert, const char *key, int h2, char *err,
-    size_t errlen)
+tls_ctx_new(const char *cert, const char *key, int h2, const char *ciphers,
+    int tls13, char *err, size_t errlen)
 {
 	SSL_CTX	*ctx;
 	char	 why[256];
@@ -70,7 +91,15 @@ tls_ctx_new(const char *cert, const char *key, int h2, char *err,
 		    tls_error_text(why, sizeof why));
 		return (NULL);
 	}
-	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_min_proto_version(ctx, tls13 ? TLS1_3_VERSION :
+	    TLS1_2_VERSION);
+	if (ciphers == NULL)
+		ciphers = TLS_DEFAULT_CIPHERS;
+	if (SSL_CTX_set_cipher_list(ctx, ciphers) != 1) {
+		snprintf(err, errlen, "bad tls_ciphers '%s': %s", ciphers,
+		    tls_error_text(why, sizeof why));
+		goto fail;
+	}
 	/* Renegotiation is a CPU lever for clients and HTTP/2 forbids it;
 	 * idle connections give their buffers back. */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |

@@ -132,6 +132,102 @@ class CliTest(harness.TestCase):
             self.assertEqual(p.returncode, 1, "%s: %r" % (args, p))
             self.assertIn(path, p.stdout + p.stderr)
 
+    def test_inline_hash_comment_on_access_log(self):
+        # "#" after a blank starts a comment, as ";" does: the log goes to
+        # PATH exactly, not to a file named "PATH   # access log"
+        up = self.fake("up")
+        fd = self.daemon(start=False, upstreams={"up": up},
+                         routes={"r": {"match": "/", "upstreams": "up"}})
+        fd.server_opts["access_log"] = fd.access_log + "   # access log"
+        fd.port, fd.admin_port = free_port(), free_port()
+        fd.write_config()
+        p = run_cli(["-t", "-c", fd.config_path])
+        self.assertEqual(p.returncode, 0, p)
+        self.assertEqual(p.stderr, "", p)
+        self.assertFalse(os.path.exists(fd.access_log), "-t created the access log")
+        fd.start()
+        r = fd.get("/x?body=hi", [("X-Request-Id", "inline-comment")])
+        self.assertEqual((r.status, r.body), (200, b"hi"), r)
+        e = fd.wait_access_log(request_id="inline-comment")
+        self.assertEqual(e["status"], 200, e)
+        self.assertEqual(sorted(n for n in os.listdir(fd.tmp) if "access" in n),
+                         ["access.log"])
+
+    def test_check_prints_warnings_and_still_ok(self):
+        text = GOOD.format(port=free_port(), admin=free_port(), up=free_port())
+        text += "mode = all\nhedge_delay = 10ms\nquorum = 1  ; for quorum\n"
+        path = write(self.tmp, "warn.ini", text)
+        lines = text.splitlines()
+        hd = lines.index("hedge_delay = 10ms") + 1
+        p = run_cli(["-t", "-c", path])
+        self.assertEqual(p.returncode, 0, p)
+        self.assertEqual(p.stdout, "%s: ok\n" % path, p)
+        self.assertEqual(p.stderr,
+                         "%s:%d: warning: key 'hedge_delay' has no effect in mode all "
+                         "(route 'r'; it is for mode hedge)\n"
+                         "%s:%d: warning: key 'quorum' has no effect in mode all "
+                         "(route 'r'; it is for mode quorum)\n"
+                         % (path, hd, path, hd + 1), p)
+
+    def test_warnings_logged_at_start_and_reload(self):
+        up = self.fake("up")
+        fd = self.daemon(upstreams={"up": up},
+                         routes={"r": {"match": "/", "upstreams": "up",
+                                       "mode": "first", "partial": "allow"}})
+        want = "warn %s:" % fd.config_path
+        harness.wait_until(lambda: fd.log_contains(want), what="the warning at start")
+        self.assertRegex(fd.stderr_text(), r"(?m)^warn %s:\d+: warning: key 'partial' "
+                         r"has no effect in mode first \(route 'r'; it is for mode all\)"
+                         % re.escape(fd.config_path))
+        fd.routes["r"]["mode"] = "hedge"
+        fd.reload("ok")
+        self.assertRegex(fd.stderr_text(), r"(?m)^warn reload: %s:\d+: warning: key "
+                         r"'partial' has no effect in mode hedge"
+                         % re.escape(fd.config_path))
+
+    def test_check_empty_config_is_an_error(self):
+        for name, text in (("empty.ini", ""), ("comments.ini", "# nothing\n; here\n"),
+                           ("noroute.ini", "[server]\nlisten = 127.0.0.1:%d\n"
+                            % free_port())):
+            path = write(self.tmp, name, text)
+            for args in (["-t", "-c", path], ["-c", path]):
+                p = run_cli(args)
+                self.assertEqual(p.returncode, 1, "%s: %r" % (args, p))
+                self.assertEqual(p.stderr, "%s: no [route] section: nothing to serve\n"
+                                 % path, p)
+                self.assertNotIn("ok", p.stdout)
+
+    def test_check_access_log_that_cannot_be_opened(self):
+        text = GOOD.format(port=free_port(), admin=free_port(), up=free_port())
+        text = text.replace("access_log = off", "access_log = /nonexistent/dir/acc.log")
+        path = write(self.tmp, "log.ini", text)
+        p = run_cli(["-t", "-c", path])
+        self.assertEqual(p.returncode, 1, p)
+        self.assertEqual(p.stderr, "%s:3: cannot create access_log "
+                         "'/nonexistent/dir/acc.log' in '/nonexistent/dir': "
+                         "No such file or directory\n" % path, p)
+        self.assertEqual(p.stdout, "")
+        # a directory is no log file, at start as at -t
+        text = text.replace("/nonexistent/dir/acc.log", self.tmp)
+        path = write(self.tmp, "dir.ini", text)
+        for args in (["-t", "-c", path], ["-c", path]):
+            p = run_cli(args)
+            self.assertEqual(p.returncode, 1, "%s: %r" % (args, p))
+            self.assertEqual(p.stderr, "%s:3: cannot write access_log '%s': "
+                             "Is a directory\n" % (path, self.tmp), p)
+        # -t neither creates a log that is not there yet nor touches one
+        log = os.path.join(self.tmp, "acc.log")
+        path = write(self.tmp, "new.ini", text.replace(self.tmp, log))
+        p = run_cli(["-t", "-c", path])
+        self.assertEqual(p.returncode, 0, p)
+        self.assertFalse(os.path.exists(log), "-t created the access log")
+        write(self.tmp, "acc.log", "old\n")
+        os.utime(log, (1, 1))
+        self.assertEqual(run_cli(["-t", "-c", path]).returncode, 0)
+        with open(log) as f:
+            self.assertEqual(f.read(), "old\n")
+        self.assertEqual(os.stat(log).st_mtime, 1)
+
     def _busy_port(self):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))

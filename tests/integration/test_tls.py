@@ -6,7 +6,10 @@ over TLS still cancels its request; failed handshakes (clear text on the TLS
 port, a client that gives up mid-handshake, a TLS 1.0 client) are counted
 and leave the daemon serving; certificate errors are FILE:LINE errors at -t
 and at reload; SIGHUP loads a new certificate for new connections and a
-broken one changes nothing.
+broken one changes nothing. The TLS policy: TLS 1.2 suites ECDHE with AEAD
+only by default (a CBC-only client is refused), tls_ciphers replaces them,
+tls_min_version = 1.3 refuses TLS 1.2, and a bad value of either fails -t
+at its line.
 
 Each test makes its own throwaway self-signed certificates with the openssl
 command in a temporary directory that its cleanup deletes.
@@ -341,6 +344,96 @@ class TlsHandshakeFailureTest(TlsBase):
         self.assertServing(fd)
 
 
+CBC_ONLY = "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA"
+DEFAULT_SUITES = ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+                  "ECDHE-ECDSA-CHACHA20-POLY1305")
+
+
+def handshake(port, maximum=None, minimum=None, ciphers=None):
+    """A TLS handshake with fanoutd's PORT: (version, cipher) on success,
+    the ssl.SSLError (or the reset) on failure."""
+    ctx = h2raw.client_context(("http/1.1",), minimum, maximum)
+    if ciphers is not None:
+        ctx.set_ciphers(ciphers)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=PATIENCE)
+    try:
+        s = ctx.wrap_socket(raw, server_hostname="localhost")
+    except (ssl.SSLError, ConnectionResetError) as e:
+        return e
+    finally:
+        raw.close()
+    try:
+        return s.version(), s.cipher()[0]
+    finally:
+        s.close()
+
+
+class TlsPolicyTest(TlsBase):
+    """TLS 1.2 and 1.3 only; TLS 1.2 suites ECDHE with an AEAD cipher
+    (Mozilla intermediate without DHE) unless tls_ciphers says otherwise;
+    tls_min_version = 1.3 leaves TLS 1.2 out. The certificates are EC
+    (P-256): the ECDSA suites of the default list are the ones in play."""
+
+    def errors(self, fd):
+        return fd.metric("fanoutd_tls_handshakes_total", result="error")
+
+    def assertRefused(self, fd, what, **kw):
+        e0 = self.errors(fd)
+        got = handshake(fd.tls_port, **kw)
+        self.assertIsInstance(got, (ssl.SSLError, ConnectionResetError),
+                              "%s: the handshake went through: %r" % (what, got))
+        fd.wait_metric("fanoutd_tls_handshakes_total", lambda v: v == e0 + 1,
+                       result="error")
+
+    def test_cbc_only_tls12_client_refused(self):
+        fd = self.start()
+        self.assertRefused(fd, "CBC suites only", maximum=ssl.TLSVersion.TLSv1_2,
+                           ciphers=CBC_ONLY)
+        self.assertServing(fd)
+
+    def test_aead_tls12_client_accepted(self):
+        fd = self.start()
+        for suite in DEFAULT_SUITES:
+            got = handshake(fd.tls_port, maximum=ssl.TLSVersion.TLSv1_2, ciphers=suite)
+            self.assertEqual(got, ("TLSv1.2", suite))
+        # a client offering everything gets an AEAD suite all the same
+        got = handshake(fd.tls_port, maximum=ssl.TLSVersion.TLSv1_2,
+                        ciphers=CBC_ONLY + ":" + DEFAULT_SUITES[1])
+        self.assertEqual(got, ("TLSv1.2", DEFAULT_SUITES[1]))
+
+    def test_tls_ciphers_replaces_the_default(self):
+        # the control for the CBC refusal: with the suite allowed, the same
+        # client gets through, so it was the server's list that refused it
+        fd = self.start(server={"tls_ciphers": "ECDHE-ECDSA-AES128-SHA  # CBC, on purpose"})
+        got = handshake(fd.tls_port, maximum=ssl.TLSVersion.TLSv1_2, ciphers=CBC_ONLY)
+        self.assertEqual(got, ("TLSv1.2", "ECDHE-ECDSA-AES128-SHA"))
+        self.assertRefused(fd, "a default suite outside tls_ciphers",
+                           maximum=ssl.TLSVersion.TLSv1_2, ciphers=DEFAULT_SUITES[0])
+        # TLS 1.3 keeps its own suites
+        got = handshake(fd.tls_port, minimum=ssl.TLSVersion.TLSv1_3)
+        self.assertEqual(got[0], "TLSv1.3")
+
+    def test_min_version_13_refuses_tls12(self):
+        fd = self.start(server={"tls_min_version": "1.3"})
+        self.assertRefused(fd, "TLS 1.2 only", maximum=ssl.TLSVersion.TLSv1_2)
+        with self.tls_client(fd, minimum=ssl.TLSVersion.TLSv1_3) as c:
+            self.assertEqual(c.sock.version(), "TLSv1.3")
+            r = c.get("/t?body=tls13")
+        self.assertEqual((r.status, r.body), (200, b"tls13"), r)
+
+    def test_reload_changes_min_version_for_new_connections(self):
+        fd = self.start()
+        before = self.tls_client(fd, maximum=ssl.TLSVersion.TLSv1_2)
+        self.assertEqual(before.get("/b?body=1").status, 200)
+        fd.server_opts["tls_min_version"] = "1.3"
+        fd.reload("ok")
+        self.assertRefused(fd, "TLS 1.2 after the reload", maximum=ssl.TLSVersion.TLSv1_2)
+        # the connection from before keeps its TLS 1.2
+        r = before.get("/b?body=still")
+        self.assertEqual((r.status, r.body), (200, b"still"), r)
+        self.assertEqual(before.sock.version(), "TLSv1.2")
+
+
 class TlsConfigTest(TlsBase):
 
     def check(self, fd):
@@ -407,6 +500,29 @@ class TlsConfigTest(TlsBase):
                          server={"tls_cert": self.cert, "tls_key": self.key})
         p, text = self.check(fd)
         self.assertConfigError(p, fd, line_of(text, "tls_cert = "), "tls")
+
+    def test_bad_tls_ciphers_fails_check_at_its_line(self):
+        fd = self.cfg(server={"tls_ciphers": "NOT-A-SUITE:NOR-THIS"})
+        p, text = self.check(fd)
+        self.assertConfigError(p, fd, line_of(text, "tls_ciphers = "),
+                               re.escape("bad tls_ciphers 'NOT-A-SUITE:NOR-THIS' "
+                                         "(no cipher suite that OpenSSL knows)"))
+        fd = self.cfg(server={"tls_min_version": "1.1"})
+        p, text = self.check(fd)
+        self.assertConfigError(p, fd, line_of(text, "tls_min_version = "),
+                               re.escape("bad value '1.1' for 'tls_min_version' "
+                                         "(use 1.2 or 1.3)"))
+
+    def test_bad_tls_ciphers_reload_keeps_the_old_ones(self):
+        fd = self.start()
+        ok0, err0 = fd.reload_counts()
+        fd.server_opts["tls_ciphers"] = "NOT-A-SUITE"
+        self.assertEqual(fd.reload("error"), (ok0, err0 + 1))
+        self.assertIn("bad tls_ciphers 'NOT-A-SUITE'", fd.stderr_text())
+        got = handshake(fd.tls_port, maximum=ssl.TLSVersion.TLSv1_2,
+                        ciphers=DEFAULT_SUITES[0])
+        self.assertEqual(got, ("TLSv1.2", DEFAULT_SUITES[0]))
+        self.assertServing(fd)
 
     def test_tls_on_admin_listener_refused(self):
         fd = self.cfg(admin={"listen": "127.0.0.1:%d tls" % harness.free_port()})

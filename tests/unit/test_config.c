@@ -30,6 +30,8 @@
 #include "config.h"
 
 #define UPSTREAM_U	"[upstream \"u\"]\nurl = http://127.0.0.1:9001\n"
+/* A file needs a route: this one, to upstream u. */
+#define ROUTE_U		"[route \"r\"]\nmatch = /\nupstreams = u\n"
 
 static char	tmpdir[] = "/tmp/test_config.XXXXXX";
 
@@ -129,10 +131,11 @@ test_full(void **state)
 	struct config			*cfg;
 	const struct upstream_conf	*a, *b;
 	const struct route_conf		*r;
-	char				 ca[256], text[4096];
+	char				 ca[256], text[4096], log[256];
 	FILE				*f;
 
 	(void)state;
+	snprintf(log, sizeof log, "%s/access.log", tmpdir);
 	snprintf(ca, sizeof ca, "%s/ca.pem", tmpdir);
 	assert_non_null(f = fopen(ca, "w"));
 	fputs("not really a certificate\n", f);
@@ -151,7 +154,7 @@ test_full(void **state)
 	    "max_body_size = 0\n"
 	    "drain_timeout = 1m\n"
 	    "half_close = wait\n"
-	    "access_log = /var/log/fanoutd/access.log\n"
+	    "access_log = %s\n"
 	    "log_level = debug\n"
 	    "[admin]\n"
 	    "listen = 127.0.0.1:19901\n"
@@ -175,8 +178,14 @@ test_full(void **state)
 	    "deadline = 1h\n"
 	    "hedge_delay = 0ms\n"
 	    "quorum = 1\n"
-	    "partial = allow\n", ca);
+	    "partial = allow\n", log, ca);
 	cfg = load_ok(text);
+	/* Every key, so some that mode quorum does not read. */
+	assert_string_equal(cfg->warnings,
+	    "t.ini:35: warning: key 'hedge_delay' has no effect in mode quorum "
+	    "(route 'r'; it is for mode hedge)\n"
+	    "t.ini:37: warning: key 'partial' has no effect in mode quorum "
+	    "(route 'r'; it is for mode all)\n");
 
 	assert_string_equal(cfg->path, "t.ini");
 	assert_int_equal(cfg->nlisten, 2);
@@ -191,7 +200,8 @@ test_full(void **state)
 	assert_int_equal(cfg->max_body_size, 0);
 	assert_int_equal(cfg->drain_timeout_ms, 60000);
 	assert_int_equal(cfg->half_close, HALF_CLOSE_WAIT);
-	assert_string_equal(cfg->access_log, "/var/log/fanoutd/access.log");
+	assert_string_equal(cfg->access_log, log);
+	assert_int_equal(access(log, F_OK), -1);	/* checked, not created */
 	assert_int_equal(cfg->log_level, LOG_LEVEL_DEBUG);
 	assert_int_equal(cfg->nadmin_listen, 1);
 	assert_in4(&cfg->admin_listen[0], "127.0.0.1", 19901,
@@ -280,15 +290,7 @@ test_defaults(void **state)
 	assert_int_equal(r->quorum, 1);
 	assert_int_equal(r->partial, PARTIAL_FAIL);
 	assert_int_equal(r->line, 3);
-	config_unref(cfg);
-
-	/* An empty file is a proxy that answers 404 to everything. */
-	cfg = load_ok("");
-	assert_int_equal(cfg->nlisten, 1);
-	assert_int_equal(cfg->nadmin_listen, 1);
-	assert_int_equal(cfg->nupstreams, 0);
-	assert_int_equal(cfg->nroutes, 0);
-	assert_null(config_find_route(cfg, "/", 1));
+	assert_null(cfg->warnings);
 	config_unref(cfg);
 }
 
@@ -352,6 +354,12 @@ test_spec_example(void **state)
 	assert_string_equal(r->upstreams[2]->name, "recs");
 	assert_int_equal(r->deadline_ms, 3000);
 	assert_int_equal(r->quorum, 2);
+	/* SPEC shows every route key on one mode all route. */
+	assert_string_equal(cfg->warnings,
+	    "t.ini:35: warning: key 'hedge_delay' has no effect in mode all "
+	    "(route 'profile'; it is for mode hedge)\n"
+	    "t.ini:36: warning: key 'quorum' has no effect in mode all "
+	    "(route 'profile'; it is for mode quorum)\n");
 	config_unref(cfg);
 }
 
@@ -410,7 +418,7 @@ test_workers_auto(void **state)
 	long		 ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
 	(void)state;
-	cfg = load_ok("[server]\nworkers = 0\n");
+	cfg = load_ok("[server]\nworkers = 0\n" UPSTREAM_U ROUTE_U);
 	assert_true(cfg->workers >= 1);
 	if (ncpu >= 1 && ncpu <= 1024)
 		assert_int_equal(cfg->workers, ncpu);
@@ -434,8 +442,8 @@ test_bools(void **state)
 
 	(void)state;
 	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		snprintf(text, sizeof text, UPSTREAM_U "tls_verify = %s\n",
-		    cases[i].text);
+		snprintf(text, sizeof text, UPSTREAM_U "tls_verify = %s\n"
+		    ROUTE_U, cases[i].text);
 		cfg = load_ok(text);
 		assert_int_equal(cfg->upstreams[0]->tls_verify, cases[i].v);
 		config_unref(cfg);
@@ -465,8 +473,8 @@ test_urls(void **state)
 
 	(void)state;
 	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		snprintf(text, sizeof text, "[upstream \"u\"]\nurl = %s\n",
-		    cases[i].in);
+		snprintf(text, sizeof text, "[upstream \"u\"]\nurl = %s\n"
+		    ROUTE_U, cases[i].in);
 		cfg = load_ok(text);
 		assert_string_equal(cfg->upstreams[0]->url, cases[i].url);
 		assert_string_equal(cfg->upstreams[0]->host_header,
@@ -684,7 +692,7 @@ test_listen_list(void **state)
 
 	(void)state;
 	cfg = load_ok("[server]\nlisten = *:8080 ,127.0.0.1:8081,[::1]:8080\n"
-	    "[admin]\nlisten = localhost:9999, [::1]:9999\n");
+	    "[admin]\nlisten = localhost:9999, [::1]:9999\n" UPSTREAM_U ROUTE_U);
 	assert_int_equal(cfg->nlisten, 3);
 	assert_in4(&cfg->listen[0], "0.0.0.0", 8080, "*:8080");
 	assert_in4(&cfg->listen[1], "127.0.0.1", 8081, "127.0.0.1:8081");
@@ -701,13 +709,13 @@ test_listen_list(void **state)
 	for (i = 0; i < CONFIG_MAX_LISTEN; i++)
 		off += (size_t)snprintf(text + off, sizeof text - off,
 		    "%s*:%zu", i ? "," : "", 1000 + i);
-	snprintf(text + off, sizeof text - off, "\n");
+	snprintf(text + off, sizeof text - off, "\n" UPSTREAM_U ROUTE_U);
 	cfg = load_ok(text);
 	assert_int_equal(cfg->nlisten, CONFIG_MAX_LISTEN);
 	assert_in4(&cfg->listen[CONFIG_MAX_LISTEN - 1], "0.0.0.0",
 	    1000 + CONFIG_MAX_LISTEN - 1, "*:1015");
 	config_unref(cfg);
-	snprintf(text + off, sizeof text - off, ",*:2000\n");
+	snprintf(text + off, sizeof text - off, ",*:2000\n" UPSTREAM_U ROUTE_U);
 	expect_errors(text,
 	    "x.ini:2: too many listen addresses (at most 16)\n");
 }
@@ -791,6 +799,201 @@ test_route_lookup(void **state)
 	assert_null(config_find_route(cfg, "", 0));
 	assert_non_null(config_find_route(cfg, "/a/b", 4));
 	config_unref(cfg);
+}
+
+/*
+ * An inline comment starts with ';' or '#' after a blank, for every value;
+ * without a blank before it either is part of the value. Line numbers
+ * after comments stay right.
+ */
+static void
+test_inline_comments(void **state)
+{
+	struct config		*cfg;
+	const struct route_conf	*r;
+	char			 text[1024], a[256], b[256], c[256];
+
+	(void)state;
+	snprintf(a, sizeof a, "%s/acc.log", tmpdir);
+	snprintf(b, sizeof b, "%s/a#b", tmpdir);
+	snprintf(c, sizeof c, "%s/a;b", tmpdir);
+
+	snprintf(text, sizeof text,
+	    "[server]   # the proxy\n"
+	    "access_log = %s   # access log\n"
+	    "workers = 3\t; three\n"
+	    "[upstream \"u\"]\n"
+	    "url = http://127.0.0.1:9001/p #not a fragment\n"
+	    "ca_file =   # none\n"
+	    "[route \"r\"] ; a route\n"
+	    "match = /  # all\n"
+	    "upstreams = u ; one\n"
+	    "mode = proxy # the default\n", a);
+	cfg = load_ok(text);
+	assert_string_equal(cfg->access_log, a);
+	assert_int_equal(cfg->workers, 3);
+	assert_string_equal(cfg->upstreams[0]->url, "http://127.0.0.1:9001/p");
+	assert_null(cfg->upstreams[0]->ca_file);
+	r = cfg->routes[0];
+	assert_string_equal(r->match, "/");
+	assert_int_equal(r->nupstreams, 1);
+	assert_null(cfg->warnings);
+	config_unref(cfg);
+
+	/* Without a blank before it, '#' or ';' is part of the value. */
+	snprintf(text, sizeof text, "[server]\naccess_log = %s\n"
+	    UPSTREAM_U ROUTE_U, b);
+	cfg = load_ok(text);
+	assert_string_equal(cfg->access_log, b);
+	config_unref(cfg);
+	snprintf(text, sizeof text, "[server]\naccess_log = %s # c\n"
+	    UPSTREAM_U ROUTE_U, c);
+	cfg = load_ok(text);
+	assert_string_equal(cfg->access_log, c);
+	config_unref(cfg);
+
+	/* The value is judged without its comment, at its own line. */
+	expect_errors("# one\n; two\n" UPSTREAM_U
+	    "timeout = 5x   # five what?\n"
+	    "connect_timeout = # nothing\n" ROUTE_U,
+	    "x.ini:5: bad duration '5x' for 'timeout' (use ms, s, m or h)\n"
+	    "x.ini:6: bad duration '' for 'connect_timeout' "
+	    "(use ms, s, m or h)\n");
+	/* '=' right after a blank-led '#' is in the comment. */
+	expect_errors("[server]\nworkers #= 2\n" UPSTREAM_U ROUTE_U,
+	    "x.ini:2: syntax error: expected 'key = value'\n");
+}
+
+/* Keys the route's mode does not read: warnings, in line order. */
+static void
+test_mode_key_warnings(void **state)
+{
+	struct config	*cfg;
+
+	(void)state;
+	cfg = load_ok(UPSTREAM_U "[upstream \"v\"]\nurl = http://v\n"
+	    "[route \"all\"]\nmatch = /a\nupstreams = u, v\nmode = all\n"
+	    "hedge_delay = 10ms\nquorum = 2\npartial = allow\n"
+	    "[route \"first\"]\nmatch = /f\nupstreams = u, v\nmode = first\n"
+	    "hedge_delay = 10ms\n"
+	    "[route \"proxy\"]\nmatch = /p\nupstreams = u\n"
+	    "partial = fail\n");
+	assert_string_equal(cfg->warnings,
+	    "t.ini:9: warning: key 'hedge_delay' has no effect in mode all "
+	    "(route 'all'; it is for mode hedge)\n"
+	    "t.ini:10: warning: key 'quorum' has no effect in mode all "
+	    "(route 'all'; it is for mode quorum)\n"
+	    "t.ini:16: warning: key 'hedge_delay' has no effect in mode first "
+	    "(route 'first'; it is for mode hedge)\n"
+	    "t.ini:20: warning: key 'partial' has no effect in mode proxy "
+	    "(route 'proxy'; it is for mode all)\n");
+	config_unref(cfg);
+
+	/* Each in its own mode: nothing to say. */
+	cfg = load_ok(UPSTREAM_U "[upstream \"v\"]\nurl = http://v\n"
+	    "[route \"h\"]\nmatch = /h\nupstreams = u, v\nmode = hedge\n"
+	    "hedge_delay = 10ms\n"
+	    "[route \"q\"]\nmatch = /q\nupstreams = u, v\nmode = quorum\n"
+	    "quorum = 2\n"
+	    "[route \"a\"]\nmatch = /a\nupstreams = u, v\nmode = all\n"
+	    "partial = allow\n");
+	assert_null(cfg->warnings);
+	config_unref(cfg);
+
+	/* With errors, warnings are listed among them; a bad mode or a
+	 * bad value gives no warning of its own. */
+	expect_errors(UPSTREAM_U ROUTE_U "mode = all\nhedge_delay = 1s\n"
+	    "quorum = 0\nbogus = 1\n"
+	    "[route \"r2\"]\nmatch = /2\nupstreams = u\nmode = fast\n"
+	    "quorum = 1\n",
+	    "x.ini:7: warning: key 'hedge_delay' has no effect in mode all "
+	    "(route 'r'; it is for mode hedge)\n"
+	    "x.ini:8: 'quorum' out of range: '0' (1 to 1000000)\n"
+	    "x.ini:9: unknown key 'bogus' in [route \"r\"]\n"
+	    "x.ini:13: bad value 'fast' for 'mode' (use proxy, all, first, "
+	    "hedge or quorum)\n");
+}
+
+/* Nothing to serve: no [route] at all is an error, the only one. */
+static void
+test_no_route(void **state)
+{
+	(void)state;
+	expect_errors("", "x.ini: no [route] section: nothing to serve\n");
+	expect_errors("# comments\n; only\n\n",
+	    "x.ini: no [route] section: nothing to serve\n");
+	expect_errors("[server]\nworkers = 2\n" UPSTREAM_U,
+	    "x.ini: no [route] section: nothing to serve\n");
+	/* A misspelt or broken [route] is reported as itself. */
+	expect_errors("[server]\nlistn = 1\n",
+	    "x.ini:2: unknown key 'listn' in [server]\n");
+	expect_errors(UPSTREAM_U "[route r]\nmatch = /\nupstreams = u\n",
+	    "x.ini:3: section [route r] needs a quoted name, as in "
+	    "[route \"NAME\"]\n");
+	expect_errors(UPSTREAM_U "[routes \"r\"]\n",
+	    "x.ini:3: unknown section [routes \"r\"]\n");
+}
+
+/* The access log is checked at load, never created there. */
+static void
+test_access_log(void **state)
+{
+	struct config	*cfg;
+	char		 text[1024], want[1024], file[256], sub[256];
+	FILE		*f;
+
+	(void)state;
+	expect_errors("[server]\naccess_log = /nonexistent/dir/acc.log\n"
+	    UPSTREAM_U ROUTE_U,
+	    "x.ini:2: cannot create access_log '/nonexistent/dir/acc.log' in "
+	    "'/nonexistent/dir': No such file or directory\n");
+
+	/* A directory is no log file. */
+	snprintf(text, sizeof text, "[server]\naccess_log = %s\n"
+	    UPSTREAM_U ROUTE_U, tmpdir);
+	snprintf(want, sizeof want, "x.ini:2: cannot write access_log '%s': "
+	    "Is a directory\n", tmpdir);
+	expect_errors(text, want);
+
+	/* Below a file. */
+	snprintf(file, sizeof file, "%s/plain", tmpdir);
+	snprintf(sub, sizeof sub, "%s/plain/acc.log", tmpdir);
+	assert_non_null(f = fopen(file, "w"));
+	fclose(f);
+	snprintf(text, sizeof text, "[server]\naccess_log = %s\n"
+	    UPSTREAM_U ROUTE_U, sub);
+	snprintf(want, sizeof want, "x.ini:2: cannot write access_log '%s': "
+	    "Not a directory\n", sub);
+	expect_errors(text, want);
+
+	/* An existing file: taken, and left as it was. */
+	assert_non_null(f = fopen(file, "w"));
+	fputs("old line\n", f);
+	fclose(f);
+	snprintf(text, sizeof text, "[server]\naccess_log = %s\n"
+	    UPSTREAM_U ROUTE_U, file);
+	cfg = load_ok(text);
+	assert_string_equal(cfg->access_log, file);
+	config_unref(cfg);
+	assert_non_null(f = fopen(file, "r"));
+	assert_non_null(fgets(text, sizeof text, f));
+	assert_string_equal(text, "old line\n");
+	assert_null(fgets(text, sizeof text, f));
+	fclose(f);
+	assert_int_equal(unlink(file), 0);
+
+	/* "-" and "off" are no files; a relative name is in ".". */
+	cfg = load_ok("[server]\naccess_log = off\n" UPSTREAM_U ROUTE_U);
+	assert_string_equal(cfg->access_log, "off");
+	config_unref(cfg);
+	cfg = load_ok("[server]\naccess_log = -\n" UPSTREAM_U ROUTE_U);
+	config_unref(cfg);
+	if (access(".", W_OK) == 0) {
+		cfg = load_ok("[server]\naccess_log = test-config-acc.log\n"
+		    UPSTREAM_U ROUTE_U);
+		assert_int_equal(access("test-config-acc.log", F_OK), -1);
+		config_unref(cfg);
+	}
 }
 
 /* ---- errors, one at a time ------------------------------------------- */
@@ -1197,20 +1400,24 @@ test_long_lines(void **state)
 #endif
 	assert_true(max >= 100 && max < 10000);
 
-	/* Exactly the limit loads, whole; one more does not. */
-	off = (size_t)snprintf(text, size, "[server]\n  access_log = /");
-	memset(text + off, 'b', max - (off - 9));
-	off += max - (off - 9);
-	snprintf(text + off, size - off, "\r\nworkers = 2\n");
+	/*
+	 * Exactly the limit loads, whole; one more does not. (A URL: an
+	 * access_log that long would be checked as a file name.)
+	 */
+	off = (size_t)snprintf(text, size, "[upstream \"u\"]\n  url = http://h/");
+	memset(text + off, 'b', max - (off - 15));
+	off += max - (off - 15);
+	snprintf(text + off, size - off, "\r\n" ROUTE_U);
 	cfg = load_ok(text);
-	assert_int_equal(strlen(cfg->access_log), max - 15);
-	assert_int_equal(cfg->workers, 2);
+	assert_int_equal(strlen(cfg->upstreams[0]->url), max - 8);
+	assert_int_equal(cfg->nroutes, 1);
 	config_unref(cfg);
 
 	text[off] = 'b';
-	snprintf(text + off + 1, size - off - 1, "\r\nworkers = 2\n");
-	snprintf(want, sizeof want, "x.ini:2: line too long (more than %lu "
-	    "characters)\n", max);
+	snprintf(text + off + 1, size - off - 1, "\r\n" ROUTE_U);
+	snprintf(want, sizeof want, "x.ini:1: missing key 'url' in "
+	    "[upstream \"u\"]\n"
+	    "x.ini:2: line too long (more than %lu characters)\n", max);
 	expect_errors(text, want);
 
 	/* A long section header: the keys under it are not taken elsewhere. */
@@ -1374,7 +1581,7 @@ test_tls_listen(void **state)
 
 	snprintf(text, sizeof text, "[server]\nlisten = 127.0.0.1:8080, "
 	    "127.0.0.1:8443 tls, [::1]:8443  TLS\ntls_cert = %s\n"
-	    "tls_key = %s\n" UPSTREAM_U, cert, key);
+	    "tls_key = %s\n" UPSTREAM_U ROUTE_U, cert, key);
 	cfg = load_ok(text);
 	assert_int_equal(cfg->nlisten, 3);
 	assert_in4(&cfg->listen[0], "127.0.0.1", 8080, "127.0.0.1:8080");
@@ -1389,7 +1596,7 @@ test_tls_listen(void **state)
 
 	/* A key that is not the certificate's. */
 	snprintf(text, sizeof text, "[server]\nlisten = 127.0.0.1:8443 tls\n"
-	    "tls_cert = %s\ntls_key = %s\n" UPSTREAM_U, cert, key2);
+	    "tls_cert = %s\ntls_key = %s\n" UPSTREAM_U ROUTE_U, cert, key2);
 	assert_null(config_load_string("x.ini", text, &errors));
 	assert_non_null(errors);
 	assert_non_null(strstr(errors, "x.ini:4: tls_key '"));
@@ -1398,7 +1605,7 @@ test_tls_listen(void **state)
 
 	/* Not PEM at all: OpenSSL's reason, at the key's line. */
 	snprintf(text, sizeof text, "[server]\nlisten = 127.0.0.1:8443 tls\n"
-	    "tls_cert = %s\ntls_key = %s\n" UPSTREAM_U, key, key);
+	    "tls_cert = %s\ntls_key = %s\n" UPSTREAM_U ROUTE_U, key, key);
 	assert_null(config_load_string("x.ini", text, &errors));
 	assert_non_null(errors);
 	assert_non_null(strstr(errors, "x.ini:3: cannot load tls_cert '"));
@@ -1410,12 +1617,83 @@ test_tls_listen(void **state)
 	assert_int_equal(unlink(key2), 0);
 }
 
+/* tls_min_version and tls_ciphers (SPEC section 2). */
+static void
+test_tls_keys(void **state)
+{
+	struct config	*cfg;
+	char		 text[1024], cert[256], key[256];
+
+	(void)state;
+	snprintf(cert, sizeof cert, "%s/cert.pem", tmpdir);
+	snprintf(key, sizeof key, "%s/key.pem", tmpdir);
+	make_cert(cert, key);
+
+	snprintf(text, sizeof text, "[server]\nlisten = 127.0.0.1:8443 tls\n"
+	    "tls_cert = %s\ntls_key = %s\n" UPSTREAM_U ROUTE_U, cert, key);
+	cfg = load_ok(text);
+	assert_int_equal(cfg->tls_min_version, TLS_MIN_1_2);
+	assert_null(cfg->tls_ciphers);
+	assert_non_null(cfg->tls_ctx);
+	assert_null(cfg->warnings);
+	config_unref(cfg);
+
+	snprintf(text, sizeof text, "[server]\nlisten = 127.0.0.1:8443 tls\n"
+	    "tls_cert = %s\ntls_key = %s\ntls_min_version = 1.3\n"
+	    "tls_ciphers =\n" UPSTREAM_U ROUTE_U, cert, key);
+	cfg = load_ok(text);
+	assert_int_equal(cfg->tls_min_version, TLS_MIN_1_3);
+	assert_null(cfg->tls_ciphers);
+	assert_null(cfg->warnings);
+	config_unref(cfg);
+
+	snprintf(text, sizeof text, "[server]\nlisten = 127.0.0.1:8443 tls\n"
+	    "tls_cert = %s\ntls_key = %s\n"
+	    "tls_ciphers = ECDHE-ECDSA-AES256-GCM-SHA384  # one\n"
+	    UPSTREAM_U ROUTE_U, cert, key);
+	cfg = load_ok(text);
+	assert_string_equal(cfg->tls_ciphers, "ECDHE-ECDSA-AES256-GCM-SHA384");
+	config_unref(cfg);
+
+	/* TLS 1.2 suites with TLS 1.3 only; either without a tls address. */
+	snprintf(text, sizeof text, "[server]\nlisten = 127.0.0.1:8443 tls\n"
+	    "tls_cert = %s\ntls_key = %s\ntls_min_version = 1.3\n"
+	    "tls_ciphers = HIGH\n" UPSTREAM_U ROUTE_U, cert, key);
+	cfg = load_ok(text);
+	assert_string_equal(cfg->warnings, "t.ini:6: warning: key "
+	    "'tls_ciphers' has no effect with tls_min_version = 1.3\n");
+	config_unref(cfg);
+	cfg = load_ok("[server]\ntls_ciphers = HIGH\ntls_min_version = 1.3\n"
+	    UPSTREAM_U ROUTE_U);
+	assert_string_equal(cfg->warnings,
+	    "t.ini:2: warning: key 'tls_ciphers' has no effect without a "
+	    "listen address with 'tls'\n"
+	    "t.ini:3: warning: key 'tls_min_version' has no effect without a "
+	    "listen address with 'tls'\n");
+	config_unref(cfg);
+
+	/* Checked at load, tls address or not. */
+	expect_errors("[server]\ntls_ciphers = NO-SUCH-SUITE:ALSO-NOT\n"
+	    "tls_min_version = 1.1\n" UPSTREAM_U ROUTE_U,
+	    "x.ini:2: bad tls_ciphers 'NO-SUCH-SUITE:ALSO-NOT' (no cipher "
+	    "suite that OpenSSL knows)\n"
+	    "x.ini:3: bad value '1.1' for 'tls_min_version' (use 1.2 or 1.3)\n");
+	snprintf(text, sizeof text, "[server]\nlisten = 127.0.0.1:8443 tls\n"
+	    "tls_cert = %s\ntls_key = %s\ntls_ciphers = FOO\n"
+	    UPSTREAM_U ROUTE_U, cert, key);
+	expect_errors(text, "x.ini:5: bad tls_ciphers 'FOO' (no cipher suite "
+	    "that OpenSSL knows)\n");
+
+	assert_int_equal(unlink(cert), 0);
+	assert_int_equal(unlink(key), 0);
+}
+
 static void
 test_h2_keys(void **state)
 {
 	struct config	*cfg;
 
-	cfg = load_ok(UPSTREAM_U);
+	cfg = load_ok(UPSTREAM_U ROUTE_U);
 	assert_int_equal(cfg->http2, 1);
 	assert_int_equal(cfg->h2_max_streams, 128);
 	assert_int_equal(cfg->h2_stream_window, 64 * 1024);
@@ -1424,7 +1702,8 @@ test_h2_keys(void **state)
 	config_unref(cfg);
 
 	cfg = load_ok("[server]\nhttp2 = off\nh2_max_concurrent_streams = 7\n"
-	    "h2_stream_window = 1m\nh2_connection_window = 2m\n" UPSTREAM_U);
+	    "h2_stream_window = 1m\nh2_connection_window = 2m\n" UPSTREAM_U
+	    ROUTE_U);
 	assert_int_equal(cfg->http2, 0);
 	assert_int_equal(cfg->h2_max_streams, 7);
 	assert_int_equal(cfg->h2_stream_window, 1024 * 1024);
@@ -1453,6 +1732,11 @@ main(void)
 		cmocka_unit_test(test_route_lookup),
 		cmocka_unit_test(test_tls_listen),
 		cmocka_unit_test(test_h2_keys),
+		cmocka_unit_test(test_tls_keys),
+		cmocka_unit_test(test_inline_comments),
+		cmocka_unit_test(test_mode_key_warnings),
+		cmocka_unit_test(test_no_route),
+		cmocka_unit_test(test_access_log),
 		cmocka_unit_test(test_many_errors),
 		cmocka_unit_test(test_long_lines),
 		cmocka_unit_test(test_load_file),
