@@ -8,7 +8,6 @@ bounded timeout and fail with a message naming what was awaited.
 """
 
 import atexit
-import errno
 import json
 import os
 import re
@@ -592,15 +591,16 @@ class Fanoutd:
 
     def _lost_port_race(self):
         """Whether the start that just failed could not bind a port because
-        another process took it (its log says "cannot listen on ...
-        Address already in use")."""
+        another process took it (its log says "cannot listen on ADDR:
+        address in use by PID (COMM)", or "... address already in use" when
+        the holder could not be found)."""
         f = self._stderr
         f.flush()
         with open(self.stderr_path, "rb") as r:
             r.seek(self._stderr_start)
             text = r.read().decode("utf-8", "replace")
-        return bool(re.search(r"cannot listen on .*%s" % re.escape(
-            os.strerror(errno.EADDRINUSE)), text))
+        return bool(re.search(r"cannot listen on .*(?:address in use by "
+                              r"|address already in use)", text))
 
     def wait_ready(self, timeout=PATIENCE):
         end = time.monotonic() + timeout
