@@ -431,6 +431,12 @@ def duration(v):
 # the machine is slow (valgrind on a loaded 2-core box).  These are the
 # defaults of every generated configuration; a test that is about one of them
 # sets it (a value of None leaves the key out: fanoutd's own default).
+# Where a line of fanoutd's error log starts: a UTC timestamp with
+# milliseconds, or under journald (JOURNAL_STREAM names its stderr) a syslog
+# priority such as "<6>".  Anchor a pattern with it: LOG_START + "info ...".
+LOG_START = r"(?m)^(?:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z |<[0-7]>)"
+
+
 CALM_SERVER = {"header_timeout": "10m", "body_timeout": "10m",
                "keepalive_timeout": "10m"}
 CALM_UPSTREAM = {"connect_timeout": "10m", "timeout": "10m"}
