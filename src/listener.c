@@ -5,9 +5,19 @@
  * listener would stay readable and the loop would spin: instead accepting
  * pauses for a moment, and the problem is logged once per episode.
  */
+#include <sys/types.h>
+#include <sys/socket.h>
+
+#include <netinet/in.h>
+
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -21,6 +31,9 @@
 
 #define ACCEPT_BACKOFF_MS	100
 #define RECHECK_MS		50
+#define LISTEN_BACKLOG		1024
+/* Sockets on an address held by another process that we look up. */
+#define HOLDER_MAX		8
 
 struct listener {
 	struct loop			*loop;
@@ -124,20 +137,259 @@ lset_pause(struct lset *s, int paused)
 		lset_enable(s, 1);
 }
 
-static struct evconnlistener *
-lset_bind(struct lset *s, const struct listen_addr *a)
+/* Same socket address, whatever the tls flag. */
+static int
+addr_same_socket(const struct listen_addr *a, const struct listen_addr *b)
 {
-	/* SO_REUSEPORT: one socket per worker on the same address, and the
-	 * kernel spreads connections over them. */
-	unsigned	flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-			    LEV_OPT_CLOSE_ON_EXEC |
-			    (s->reuseport ? LEV_OPT_REUSEABLE_PORT : 0);
+	return (a->sslen == b->sslen && memcmp(&a->ss, &b->ss, a->sslen) == 0);
+}
 
-	if (a->ss.ss_family == AF_INET6)
-		flags |= LEV_OPT_BIND_IPV6ONLY;
-	/* No callback yet: the listener starts disabled. */
-	return (evconnlistener_new_bind(s->base, NULL, NULL, flags, 1024,
-	    (const struct sockaddr *)&a->ss, a->sslen));
+/*
+ * A listening socket on a. With SO_REUSEPORT each worker has a socket of
+ * its own on the address and the kernel spreads connections over them.
+ * But SO_REUSEPORT would as gladly let a second fanoutd (or anything of
+ * the same user) bind the same address, and the kernel would then split
+ * the clients between two processes and two configurations. So the first
+ * socket of an address the process does not hold yet (first) is bound
+ * without SO_REUSEPORT: that bind fails with EADDRINUSE when any other
+ * socket holds the address, with SO_REUSEPORT or without. The option is
+ * set after the bind and before listen(2): Linux looks at both sockets'
+ * flags when the next one binds, so our other workers' sockets, bound
+ * with it, join this one. The check is the bind itself, no window
+ * between a probe and the real socket. (Once set, a process of the same
+ * user that binds with SO_REUSEPORT can still join: a twin fanoutd
+ * cannot, as its own first bind fails.)
+ */
+static int
+lset_socket(const struct listen_addr *a, int reuseport, int first)
+{
+	int	fd, on = 1, saved;
+
+	if ((fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0)) == -1)
+		return (-1);
+	/* SO_REUSEADDR: a restart binds despite connections in TIME_WAIT. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) == -1)
+		goto fail;
+	if (a->ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6,
+	    IPV6_V6ONLY, &on, sizeof on) == -1)
+		goto fail;
+	if (reuseport && !first && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT,
+	    &on, sizeof on) == -1)
+		goto fail;
+	if (bind(fd, (const struct sockaddr *)&a->ss, a->sslen) == -1)
+		goto fail;
+	if (reuseport && first && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT,
+	    &on, sizeof on) == -1)
+		goto fail;
+	if (listen(fd, LISTEN_BACKLOG) == -1)
+		goto fail;
+	return (fd);
+fail:
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return (-1);
+}
+
+static struct evconnlistener *
+lset_bind(struct lset *s, const struct listen_addr *a, int first)
+{
+	struct evconnlistener	*el;
+	int			 fd, saved;
+
+	if ((fd = lset_socket(a, s->reuseport, first)) == -1)
+		return (NULL);
+	/* No callback yet: the listener starts disabled. Backlog 0: the
+	 * socket listens already. */
+	if ((el = evconnlistener_new(s->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE,
+	    0, fd)) == NULL) {
+		saved = errno;
+		close(fd);
+		errno = saved;
+	}
+	return (el);
+}
+
+/* ---- who holds an address (for the message when a bind fails) ------------ */
+
+/* One line of /proc/net/tcp{,6}: its local address and port, in the
+ * kernel's words (each 32-bit word of the address as it lies in memory,
+ * printed in hex), its state and its inode. */
+static int
+holder_parse(const char *line, int v6, unsigned char *addr, unsigned *port,
+    unsigned *state, unsigned long *inode)
+{
+	char		 hex[33], word[9];
+	uint32_t	 w;
+	size_t		 i, n = v6 ? 4 : 1;
+
+	if (sscanf(line, " %*u: %32[0-9A-Fa-f]:%x %*s %x %*s %*s %*s %*u %*u "
+	    "%lu", hex, port, state, inode) != 4 || strlen(hex) != n * 8)
+		return (-1);
+	for (i = 0; i < n; i++) {
+		memcpy(word, hex + i * 8, 8);
+		word[8] = '\0';
+		w = (uint32_t)strtoul(word, NULL, 16);
+		memcpy(addr + i * 4, &w, 4);
+	}
+	return (0);
+}
+
+/*
+ * Would a socket listening on this entry's address hold ours? The same
+ * address, or the wildcard of its family; an IPv6 wildcard socket (not
+ * v6only, as far as we can tell) holds IPv4 addresses too, and so does a
+ * v4-mapped one.
+ */
+static int
+holder_match(const struct listen_addr *a, int v6, const unsigned char *addr)
+{
+	static const unsigned char	 any[16];
+	static const unsigned char	 mapped[12] = { [10] = 0xff, [11] = 0xff };
+	const struct sockaddr_in	*sin;
+	const struct sockaddr_in6	*sin6;
+
+	if (a->ss.ss_family == AF_INET) {
+		sin = (const struct sockaddr_in *)&a->ss;
+		if (!v6)
+			return (memcmp(addr, &sin->sin_addr, 4) == 0 ||
+			    memcmp(addr, any, 4) == 0);
+		return (memcmp(addr, any, 16) == 0 ||
+		    (memcmp(addr, mapped, 12) == 0 &&
+		    memcmp(addr + 12, &sin->sin_addr, 4) == 0));
+	}
+	sin6 = (const struct sockaddr_in6 *)&a->ss;
+	return (v6 && (memcmp(addr, &sin6->sin6_addr, 16) == 0 ||
+	    memcmp(addr, any, 16) == 0));
+}
+
+/* The inodes of the listening sockets that hold a's port. */
+static size_t
+holder_inodes(const struct listen_addr *a, unsigned long *inodes, size_t max)
+{
+	static const char *const	 files[] = { "/proc/net/tcp",
+					    "/proc/net/tcp6" };
+	const struct sockaddr_in	*sin = (const struct sockaddr_in *)&a->ss;
+	const struct sockaddr_in6	*sin6 =
+					    (const struct sockaddr_in6 *)&a->ss;
+	unsigned char			 addr[16];
+	char				 line[512];
+	unsigned			 port, state, want;
+	unsigned long			 inode;
+	size_t				 n = 0, v6;
+	FILE				*f;
+
+	want = ntohs(a->ss.ss_family == AF_INET ? sin->sin_port :
+	    sin6->sin6_port);
+	for (v6 = 0; v6 < 2; v6++) {
+		if ((f = fopen(files[v6], "re")) == NULL)
+			continue;
+		while (n < max && fgets(line, sizeof line, f) != NULL) {
+			/* 0A: TCP_LISTEN */
+			if (holder_parse(line, v6, addr, &port, &state,
+			    &inode) == -1 || port != want || state != 0x0A ||
+			    inode == 0 || !holder_match(a, v6, addr))
+				continue;
+			inodes[n++] = inode;
+		}
+		fclose(f);
+	}
+	return (n);
+}
+
+/* Whether process pid has a descriptor on one of the sockets. */
+static int
+holder_has(const char *pid, const unsigned long *inodes, size_t n)
+{
+	char		 path[PATH_MAX], link[64], want[40];
+	struct dirent	*de;
+	DIR		*d;
+	ssize_t		 len;
+	size_t		 i;
+	int		 found = 0;
+
+	snprintf(path, sizeof path, "/proc/%s/fd", pid);
+	if ((d = opendir(path)) == NULL)
+		return (0);	/* gone, or not ours to look at */
+	while (!found && (de = readdir(d)) != NULL) {
+		if (snprintf(path, sizeof path, "/proc/%s/fd/%s", pid,
+		    de->d_name) >= (int)sizeof path ||
+		    (len = readlink(path, link, sizeof link - 1)) <= 0)
+			continue;
+		link[len] = '\0';
+		for (i = 0; i < n && !found; i++) {
+			snprintf(want, sizeof want, "socket:[%lu]", inodes[i]);
+			found = strcmp(link, want) == 0;
+		}
+	}
+	closedir(d);
+	return (found);
+}
+
+/*
+ * Which process holds a (best effort): a listening socket on it in
+ * /proc/net/tcp{,6}, then a process with a descriptor for that socket in
+ * /proc/PID/fd. 0 with the pid and its command name, or -1: not found, or
+ * not permitted (another user's processes).
+ */
+static int
+lset_holder(const struct listen_addr *a, long *pid, char *comm, size_t len)
+{
+	unsigned long	 inodes[HOLDER_MAX];
+	char		 path[PATH_MAX];
+	struct dirent	*de;
+	DIR		*d;
+	FILE		*f;
+	size_t		 n;
+	int		 found = 0;
+
+	if ((n = holder_inodes(a, inodes, HOLDER_MAX)) == 0 ||
+	    (d = opendir("/proc")) == NULL)
+		return (-1);
+	while (!found && (de = readdir(d)) != NULL) {
+		if (!isdigit((unsigned char)de->d_name[0]) ||
+		    strtol(de->d_name, NULL, 10) == (long)getpid())
+			continue;
+		found = holder_has(de->d_name, inodes, n);
+	}
+	if (found) {
+		*pid = strtol(de->d_name, NULL, 10);
+		snprintf(comm, len, "?");
+		snprintf(path, sizeof path, "/proc/%s/comm", de->d_name);
+		if ((f = fopen(path, "re")) != NULL) {
+			if (fgets(comm, len, f) != NULL)
+				comm[strcspn(comm, "\n")] = '\0';
+			fclose(f);
+		}
+	}
+	closedir(d);
+	return (found ? 0 : -1);
+}
+
+/*
+ * Say why a can not be listened on. An address in use gets its holder
+ * named when it can be found. " (admin)" reads as part of the address,
+ * " worker=N" as a key at the end.
+ */
+static void
+lset_bind_error(struct lset *s, const struct listen_addr *a, int err)
+{
+	const char	*pre = s->what[0] == ' ' && s->what[1] == '(' ?
+			    s->what : "";
+	const char	*post = *pre != '\0' ? "" : s->what;
+	char		 comm[64];
+	long		 pid;
+
+	if (err != EADDRINUSE)
+		log_error("cannot listen on %s%s%s error=\"%s\"", a->text, pre,
+		    post, strerror(err));
+	else if (lset_holder(a, &pid, comm, sizeof comm) == 0)
+		log_error("cannot listen on %s%s: address in use by %ld (%s)%s",
+		    a->text, pre, pid, comm, post);
+	else
+		log_error("cannot listen on %s%s: address already in use%s",
+		    a->text, pre, post);
 }
 
 int
@@ -145,6 +397,7 @@ lset_prepare(struct lset *s, const struct listen_addr *addrs, size_t n,
     struct lset_change *ch)
 {
 	size_t	i, j;
+	int	first;
 
 	memset(ch, 0, sizeof *ch);
 	ch->n = n;
@@ -160,9 +413,13 @@ lset_prepare(struct lset *s, const struct listen_addr *addrs, size_t n,
 		}
 		if (ch->next[i].el != NULL)
 			continue;
-		if ((ch->next[i].el = lset_bind(s, &addrs[i])) == NULL) {
-			log_error("cannot listen on %s%s error=\"%s\"",
-			    addrs[i].text, s->what, strerror(errno));
+		/* The first to bind an address the process does not hold
+		 * (TLS or not) makes sure nobody else does (lset_socket). */
+		first = s->first;
+		for (j = 0; j < s->n && first; j++)
+			first = !addr_same_socket(&s->e[j].addr, &addrs[i]);
+		if ((ch->next[i].el = lset_bind(s, &addrs[i], first)) == NULL) {
+			lset_bind_error(s, &addrs[i], errno);
 			goto fail;
 		}
 		ch->next[i].handle = s->ops->attach(s->arg, ch->next[i].el,
@@ -322,6 +579,9 @@ listener_new(struct loop *loop, unsigned id, const struct config *conf,
 		return (NULL);
 	}
 	ls->set.reuseport = 1;
+	/* Workers bind in order, the first one first (server_start, and
+	 * server_reload's preparation). */
+	ls->set.first = id == 0;
 	if ((ls->recheck = evtimer_new(loop->base, listener_recheck_cb, ls)) ==
 	    NULL || lset_update(&ls->set, conf->listen, conf->nlisten) == -1) {
 		listener_free(ls);

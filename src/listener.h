@@ -4,7 +4,9 @@
  * A listener set binds a list of addresses and can be moved to another
  * list (SIGHUP): addresses in both keep their socket, so nothing queued on
  * them is lost; new ones are bound first, and only when all of them bind
- * are the dropped ones closed.
+ * are the dropped ones closed. An address the process does not hold yet
+ * must not be held by any other socket either (SO_REUSEPORT would let a
+ * twin process share it): its bind fails, and the log names the holder.
  */
 #ifndef FANOUTD_LISTENER_H
 #define FANOUTD_LISTENER_H
@@ -38,6 +40,7 @@ struct lset {
 	void			*arg;
 	const char		*what;		/* for logs: "" or " (admin)" */
 	int			 reuseport;
+	int			 first;		/* binds new addresses first */
 	int			 paused;	/* by the owner (max_connections) */
 	int			 backoff;	/* out of descriptors */
 	int			 episode;	/* that was logged */

@@ -1,6 +1,9 @@
 /*
  * log.h: the error log. One line per event on stderr:
- *	LEVEL message key=value ...
+ *	2026-12-07T04:15:02.123Z LEVEL message key=value ...
+ * or, when stderr is journald's stream, with the syslog priority in front
+ * instead of the time:
+ *	<6>LEVEL message key=value ...
  */
 #ifndef FANOUTD_LOG_H
 #define FANOUTD_LOG_H
@@ -9,6 +12,8 @@
 
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
 
+/* Before the first line: journald's stream or not. */
+void	log_init(void);
 void	log_set_level(enum log_level);
 int	log_enabled(enum log_level);
 

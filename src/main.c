@@ -77,6 +77,7 @@ main(int argc, char *argv[])
 	int				 ch, test = 0;
 	unsigned long			 nofile;
 
+	log_init();
 	while ((ch = getopt_long(argc, argv, "c:tVh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':

@@ -8,7 +8,6 @@ bounded timeout and fail with a message naming what was awaited.
 """
 
 import atexit
-import errno
 import json
 import os
 import re
@@ -432,6 +431,12 @@ def duration(v):
 # the machine is slow (valgrind on a loaded 2-core box).  These are the
 # defaults of every generated configuration; a test that is about one of them
 # sets it (a value of None leaves the key out: fanoutd's own default).
+# Where a line of fanoutd's error log starts: a UTC timestamp with
+# milliseconds, or under journald (JOURNAL_STREAM names its stderr) a syslog
+# priority such as "<6>".  Anchor a pattern with it: LOG_START + "info ...".
+LOG_START = r"(?m)^(?:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z |<[0-7]>)"
+
+
 CALM_SERVER = {"header_timeout": "10m", "body_timeout": "10m",
                "keepalive_timeout": "10m"}
 CALM_UPSTREAM = {"connect_timeout": "10m", "timeout": "10m"}
@@ -592,15 +597,16 @@ class Fanoutd:
 
     def _lost_port_race(self):
         """Whether the start that just failed could not bind a port because
-        another process took it (its log says "cannot listen on ...
-        Address already in use")."""
+        another process took it (its log says "cannot listen on ADDR:
+        address in use by PID (COMM)", or "... address already in use" when
+        the holder could not be found)."""
         f = self._stderr
         f.flush()
         with open(self.stderr_path, "rb") as r:
             r.seek(self._stderr_start)
             text = r.read().decode("utf-8", "replace")
-        return bool(re.search(r"cannot listen on .*%s" % re.escape(
-            os.strerror(errno.EADDRINUSE)), text))
+        return bool(re.search(r"cannot listen on .*(?:address in use by "
+                              r"|address already in use)", text))
 
     def wait_ready(self, timeout=PATIENCE):
         end = time.monotonic() + timeout

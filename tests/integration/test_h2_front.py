@@ -476,7 +476,7 @@ class H2FloodTest(H2Base):
             self.assertCancelled(self.up, r,
                                  "a rapid-reset request's upstream connection")
         harness.wait_until(lambda: re.search(
-            r"(?m)^warn .*http2 flood, closing connection kind=rapid_reset "
+            harness.LOG_START + r"warn .*http2 flood, closing connection kind=rapid_reset "
             r"client=127\.0\.0\.1", fd.stderr_text()), what="the flood warning")
         fd.wait_metric("fanoutd_h2_floods_total", lambda v: v == fl0 + 1,
                        kind="rapid_reset")
@@ -517,7 +517,7 @@ class H2FloodTest(H2Base):
             self.assertEqual(c.goaway[1], ENHANCE_YOUR_CALM, c.goaway)
         self.assertFalse(c.stream(sid).headers, "the flooded stream was answered")
         harness.wait_until(lambda: re.search(
-            r"(?m)^warn .*http2 flood, closing connection kind=continuation "
+            harness.LOG_START + r"warn .*http2 flood, closing connection kind=continuation "
             r"client=127\.0\.0\.1", fd.stderr_text()), what="the flood warning")
         fd.wait_metric("fanoutd_h2_floods_total",
                        lambda v: v == m0.get("fanoutd_h2_floods_total",

@@ -60,7 +60,7 @@ class ReloadTest(harness.TestCase):
         self.assertEqual([q.path for q in self.y.requests], ["/a/2", "/a/3"])
         self.assertEqual([q.path for q in self.x.requests], ["/a/1"])
         text = fd.stderr_text()
-        self.assertRegex(text, r"(?m)^info reloaded %s\b" % re.escape(fd.config_path))
+        self.assertRegex(text, harness.LOG_START + r"info reloaded %s\b" % re.escape(fd.config_path))
         self.assertNotIn("reload failed", text)
 
     def test_upstream_url_change_applies_to_the_same_name(self):
@@ -122,11 +122,11 @@ class ReloadTest(harness.TestCase):
         log = fd.stderr_text()
         path = re.escape(fd.config_path)
         n = line_of(text, "listn =")
-        self.assertRegex(log, r"(?m)^error reload: %s:%d: .*'listn'" % (path, n))
-        self.assertRegex(log, r"(?m)^error reload: %s:\d+: .*nosuch" % path)
-        self.assertRegex(log, r"(?m)^error reload failed, keeping the running "
+        self.assertRegex(log, harness.LOG_START + r"error reload: %s:%d: .*'listn'" % (path, n))
+        self.assertRegex(log, harness.LOG_START + r"error reload: %s:\d+: .*nosuch" % path)
+        self.assertRegex(log, harness.LOG_START + r"error reload failed, keeping the running "
                               r"configuration$")
-        self.assertNotRegex(log, r"(?m)^info reloaded ")
+        self.assertNotRegex(log, harness.LOG_START + r"info reloaded ")
         # fixing the file makes the next reload good
         del fd.routes["b"]
         del fd.server_opts["listn"]
@@ -141,7 +141,7 @@ class ReloadTest(harness.TestCase):
         fd.sighup()
         fd.wait_metric("fanoutd_config_reloads_total",
                        lambda v: v == before[1] + 1, result="error")
-        self.assertRegex(fd.stderr_text(), r"(?m)^error reload: %s:1: "
+        self.assertRegex(fd.stderr_text(), harness.LOG_START + r"error reload: %s:1: "
                          % re.escape(fd.config_path))
         self.assertServedBy(fd.get("/a"), "from-x")
         self.assertEqual(fd.healthz().status, 200)
@@ -194,10 +194,10 @@ class ReloadTest(harness.TestCase):
                 fd.routes["a"]["upstreams"] = "x"
         self.assertEqual(fd.reload_counts(), (0, 2))
         log = fd.stderr_text()
-        self.assertRegex(log, r"(?m)^error .*cannot listen on 127\.0\.0\.1:\d+")
+        self.assertRegex(log, harness.LOG_START + r"error .*cannot listen on 127\.0\.0\.1:\d+")
         # the same closing line as any other failed reload, so that one grep
         # finds every failed reload
-        self.assertEqual(len(re.findall(r"(?m)^error reload failed, keeping the "
+        self.assertEqual(len(re.findall(harness.LOG_START + r"error reload failed, keeping the "
                                         r"running configuration$", log)), 2,
                          "a reload failed on a bind error without saying "
                          "'reload failed, keeping the running configuration'")
@@ -225,7 +225,7 @@ class ReloadTest(harness.TestCase):
         fd.wait_access_log(lambda e: "tag=still" in e["path"])
         log = fd.stderr_text()
         self.assertIn("/nonexistent-dir/fanoutd/access.log", log)
-        self.assertRegex(log, r"(?m)^error reload failed, keeping the running "
+        self.assertRegex(log, harness.LOG_START + r"error reload failed, keeping the running "
                               r"configuration$")
 
     def test_reloads_under_load_lose_nothing(self):
