@@ -129,6 +129,25 @@ LOG_FN(log_info, LOG_LEVEL_INFO, 0)
 LOG_FN(log_debug, LOG_LEVEL_DEBUG, 0)
 
 void
+log_text(enum log_level level, const char *text)
+{
+	const char	*nl;
+	size_t		 len;
+
+	while (*text != '\0') {
+		if ((nl = strchr(text, '\n')) != NULL)
+			len = (size_t)(nl - text);
+		else
+			len = strlen(text);
+		if (log_journal)
+			fprintf(stderr, "<%d>", level_prio[level]);
+		fprintf(stderr, "%.*s\n", (int)len, text);
+		text += len + (nl != NULL);
+	}
+	fflush(stderr);
+}
+
+void
 fatal(const char *fmt, ...)
 {
 	va_list	ap;

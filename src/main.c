@@ -109,17 +109,17 @@ main(int argc, char *argv[])
 	}
 
 	if ((conf = config_load(path, &errors)) == NULL) {
-		fputs(errors ? errors : "configuration error\n", stderr);
-		if (errors != NULL && errors[0] != '\0' &&
-		    errors[strlen(errors) - 1] != '\n')
-			fputc('\n', stderr);
+		/* Under ExecStartPre or ExecStart, journald files these as
+		 * errors: "journalctl -p err" finds them. */
+		log_text(LOG_LEVEL_ERROR, errors != NULL ? errors :
+		    "configuration error\n");
 		free(errors);
 		return (1);
 	}
 	if (test) {
 		/* Warnings do not fail the check: "ok" still follows. */
 		if (conf->warnings != NULL)
-			fputs(conf->warnings, stderr);
+			log_text(LOG_LEVEL_WARN, conf->warnings);
 		printf("%s: ok\n", path);
 		config_unref(conf);
 		return (0);

@@ -176,12 +176,14 @@ class CliTest(harness.TestCase):
                                        "mode": "first", "partial": "allow"}})
         want = "warn %s:" % fd.config_path
         harness.wait_until(lambda: fd.log_contains(want), what="the warning at start")
-        self.assertRegex(fd.stderr_text(), r"(?m)^warn %s:\d+: warning: key 'partial' "
+        self.assertRegex(fd.stderr_text(), harness.LOG_START +
+                         r"warn %s:\d+: warning: key 'partial' "
                          r"has no effect in mode first \(route 'r'; it is for mode all\)"
                          % re.escape(fd.config_path))
         fd.routes["r"]["mode"] = "hedge"
         fd.reload("ok")
-        self.assertRegex(fd.stderr_text(), r"(?m)^warn reload: %s:\d+: warning: key "
+        self.assertRegex(fd.stderr_text(), harness.LOG_START +
+                         r"warn reload: %s:\d+: warning: key "
                          r"'partial' has no effect in mode hedge"
                          % re.escape(fd.config_path))
 

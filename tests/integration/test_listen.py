@@ -10,7 +10,6 @@ share the address, and a reload that keeps an address keeps its sockets.
 """
 
 import os
-import re
 import socket
 
 import sys

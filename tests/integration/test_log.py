@@ -14,7 +14,10 @@ import json
 import os
 import re
 import resource
+import shutil
 import socket
+import subprocess
+import tempfile
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean
@@ -149,6 +152,38 @@ class LogTest(harness.TestCase):
         self.assertRegex(d.stderr_text(), r"(?m)^<3>error cannot listen on "
                          r"127\.0\.0\.1:%d: address in use by %d \("
                          % (s.getsockname()[1], os.getpid()))
+
+    def run_journal(self, config, *args):
+        """fanoutd ARGS on CONFIG with stderr a file that JOURNAL_STREAM
+        names, as under systemd's ExecStartPre or ExecStart; returns the
+        exit status and what it wrote."""
+        tmp = tempfile.mkdtemp(prefix="fanoutd-it-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "fanoutd.ini")
+        with open(path, "w") as f:
+            f.write(config)
+        err = os.path.join(tmp, "stderr")
+        with open(err, "wb") as f:
+            st = os.fstat(f.fileno())
+            env = dict(os.environ, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
+            p = subprocess.run([harness.FANOUTD, "-c", path] + list(args),
+                               stdout=subprocess.DEVNULL, stderr=f, env=env,
+                               timeout=harness.PATIENCE)
+        with open(err) as f:
+            return p.returncode, f.read(), path
+
+    def test_config_errors_and_warnings_under_journald_have_priorities(self):
+        good = ("[upstream \"u\"]\nurl = %s\n[route \"r\"]\nmatch = /\n"
+                "upstreams = u\nquorum = 1\n" % self.up.url)
+        rc, out, path = self.run_journal(good, "-t")
+        self.assertEqual(rc, 0, out)
+        self.assertEqual(out, "<4>%s:6: warning: key 'quorum' has no effect in "
+                         "mode proxy (route 'r'; it is for mode quorum)\n" % path)
+        rc, out, path = self.run_journal(good.replace("match", "mtach"))
+        self.assertEqual(rc, 1, out)
+        lines = out.splitlines()
+        self.assertIn("<3>%s:4: unknown key 'mtach' in [route \"r\"]" % path, lines)
+        self.assertTrue(all(line.startswith("<") for line in lines), lines)
 
 
 if __name__ == "__main__":
