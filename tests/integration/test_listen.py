@@ -71,9 +71,13 @@ class ListenTest(harness.TestCase):
         self.requests_one_per_connection(a, REQUESTS)
         self.assertEqual(len(self.a_up.snapshot()), REQUESTS)
         self.assertEqual(self.b_up.snapshot(), [])
-        self.assertEqual(a.metrics().sum("fanoutd_requests_total"), REQUESTS)
+        # A counts a request once its answer is written: wait for the
+        # count, then check it is exact
+        harness.wait_until(lambda: a.metrics().sum("fanoutd_requests_total") >= REQUESTS,
+                           what="%d requests counted" % REQUESTS)
         harness.wait_until(lambda: len(a.access_log_lines()) >= REQUESTS,
                            what="%d access log lines" % REQUESTS)
+        self.assertEqual(a.metrics().sum("fanoutd_requests_total"), REQUESTS)
         self.assertEqual(len(a.access_log_lines()), REQUESTS)
 
     def test_twin_on_the_same_admin_address_exits_2(self):
