@@ -41,6 +41,7 @@
 #define RST_FLUSHED	0x080f00	/* 8.15.0: sends the RST_STREAM itself */
 #define PORTMAP_SIZE	1024
 #define PRUNE_AGAIN_MS	1100	/* curl prunes at most once a second */
+#define PRUNE_SETTLE_MS	50	/* closes from one burst, in one prune */
 #define PRUNE_TRIES	10
 
 struct upstreams {
@@ -532,11 +533,16 @@ again:
 	evtimer_add_ms(u->prune, PRUNE_AGAIN_MS);
 }
 
+/*
+ * An upstream's keep-alive timeout ends the connections of a burst a few
+ * milliseconds apart: a prune a little later takes them all, where one
+ * at the first would leave the others for a second.
+ */
 static void
 upstreams_prune_soon(struct upstreams *u)
 {
 	if (!u->pruning && !evtimer_pending(u->prune, NULL))
-		evtimer_add_ms(u->prune, 0);
+		evtimer_add_ms(u->prune, PRUNE_SETTLE_MS);
 }
 
 /* The pruner's transfer ended (it always fails). */

@@ -20,8 +20,12 @@ import harness  # noqa: E402
 import h2raw  # noqa: E402
 from h2upstream import H2Upstream  # noqa: E402
 
+# The upstream's keep-alive timeout.  Under a second, curl's prune (at
+# most once a second) waits for the one the last transfer ran; IDLE_MS=1500
+# shows the release at once.  IDLE_VERBOSE=1 prints how long it took (a
+# measurement: the tests assert no timing).
 IDLE_MS = int(os.environ.get("IDLE_MS", "200"))
-N = 4
+N = int(os.environ.get("IDLE_CONNS", "4"))
 
 
 def socket_inodes(pid):
@@ -122,8 +126,6 @@ class UpstreamIdleTest(harness.TestCase):
                                   "idle connections")
         if os.environ.get("IDLE_VERBOSE"):
             sys.stderr.write("closed by fanoutd %.3f s after the upstream\n" % took)
-            sys.stderr.write("\n".join(l for l in d.stderr_text().splitlines()
-                                        if "resting" in l or "upstream" in l) + "\n")
         # afterwards: new connections, no request lost on an old one
         for i in range(3):
             r = d.get("/x?tag=after%d" % i)
