@@ -77,16 +77,18 @@ struct upstreams {
  * upstream connection) stays registered for reading while it rests in
  * curl's connection cache: the next transfer on it then costs no
  * epoll_ctl at all, where removing and adding it again cost two per
- * request. Such a watch lives until curl closes the socket through
- * transfer_close_cb, so its descriptor cannot be reused behind our back.
- * Sockets curl makes by itself (a resolver's socketpair) are closed
+ * request; and the upstream's close (a keep-alive timeout) is seen at
+ * once, not when curl next looks at its cache (watch_kill). Such a watch
+ * lives until curl closes the socket through transfer_close_cb, so its
+ * descriptor cannot be reused behind our back. Sockets curl makes by itself (a resolver's socketpair) are closed
  * without telling us and are unwatched at once when curl lets them go.
  *
- * owner is the transfer whose request went out on the connection, from
- * CURLOPT_PREREQFUNCTION until the transfer is released: the socket
- * callback alone cannot say, since a transfer may take a resting
- * connection, read its answer and pause within one curl call without
- * one. Outside that span an HTTP/1.1 connection owes nobody a byte.
+ * owner is the HTTP/1.1 transfer whose request went out on the
+ * connection, from CURLOPT_PREREQFUNCTION until the transfer is released
+ * (HTTP/2 transfers join h2_users instead): the socket callback alone
+ * cannot say, since a transfer may take a resting connection, read its
+ * answer and pause within one curl call without one. Outside that span
+ * an HTTP/1.1 connection owes nobody a byte.
  */
 struct sockwatch {
 	struct upstreams	*u;
