@@ -50,6 +50,7 @@ static struct server {
 	unsigned		 nconns;	/* all workers' (atomic) */
 	unsigned		 max_conns;	/* in effect (atomic) */
 	unsigned long		 nofile;	/* the descriptor limit */
+	unsigned long		 warned_need;	/* the figure last warned of */
 } the_server, *server = &the_server;
 
 static int
@@ -97,12 +98,14 @@ server_pool_size(void)
  * max_connections as configured; with a warning when the descriptor
  * limit cannot serve that many busy connections (each takes its own
  * descriptor and one per leg), since a transfer that cannot get a socket
- * fails (503, over capacity).
+ * fails (503, over capacity). The warning names both ways out with their
+ * figures, and is given once: again only when a reload changes the
+ * figure, not at every reload of the same configuration.
  */
 static unsigned
 server_max_conns(const struct config *conf)
 {
-	unsigned long	per = 1, legs, need;
+	unsigned long	per = 1, legs, need, base, fit;
 	size_t		i;
 
 	for (i = 0; i < conf->nroutes; i++) {
@@ -111,12 +114,26 @@ server_max_conns(const struct config *conf)
 		if (1 + legs > per)
 			per = 1 + legs;
 	}
-	need = FD_RESERVE + server->nworkers * server_pool_size() +
-	    (unsigned long)conf->max_connections * per;
-	if (need > server->nofile)
+	base = FD_RESERVE + server->nworkers * server_pool_size();
+	need = base + (unsigned long)conf->max_connections * per;
+	if (need <= server->nofile) {
+		server->warned_need = 0;
+		return (conf->max_connections);
+	}
+	if (need == server->warned_need)
+		return (conf->max_connections);
+	server->warned_need = need;
+	fit = server->nofile > base ? (server->nofile - base) / per : 0;
+	if (fit > 0)
 		log_warnx("max_connections %u, all busy, may need %lu "
-		    "descriptors; the limit is %lu (raise LimitNOFILE)",
-		    conf->max_connections, need, server->nofile);
+		    "descriptors; the limit is %lu: raise LimitNOFILE (or "
+		    "ulimit -n) to %lu, or lower max_connections to %lu",
+		    conf->max_connections, need, server->nofile, need, fit);
+	else
+		log_warnx("max_connections %u, all busy, may need %lu "
+		    "descriptors; the limit is %lu: raise LimitNOFILE (or "
+		    "ulimit -n) to %lu",
+		    conf->max_connections, need, server->nofile, need);
 	return (conf->max_connections);
 }
 

@@ -17,6 +17,7 @@
  *   any more; an HTTP/2 one has its stream reset (transfer_unqueue_reset).
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -39,6 +40,9 @@
 #define EASY_POOL_MAX	256
 #define RST_FLUSHED	0x080f00	/* 8.15.0: sends the RST_STREAM itself */
 #define PORTMAP_SIZE	1024
+#define PRUNE_AGAIN_MS	1100	/* curl prunes at most once a second */
+#define PRUNE_SETTLE_MS	50	/* closes from one burst, in one prune */
+#define PRUNE_TRIES	10
 
 struct upstreams {
 	struct event_base	*base;
@@ -59,6 +63,13 @@ struct upstreams {
 	size_t			 nwatch;
 	/* Our connections by local port, for CURLOPT_PREREQFUNCTION. */
 	struct sockwatch	*byport[PORTMAP_SIZE];
+	/* Resting connections the upstream closed, shut and waiting for
+	 * curl to close them, and what makes it (see upstreams_prune_cb). */
+	unsigned		 ndead;
+	struct event		*prune;
+	CURL			*pruner;
+	int			 pruning;	/* pruner in the multi */
+	int			 prune_tries;	/* without one closed */
 };
 
 /*
@@ -66,16 +77,18 @@ struct upstreams {
  * upstream connection) stays registered for reading while it rests in
  * curl's connection cache: the next transfer on it then costs no
  * epoll_ctl at all, where removing and adding it again cost two per
- * request. Such a watch lives until curl closes the socket through
- * transfer_close_cb, so its descriptor cannot be reused behind our back.
- * Sockets curl makes by itself (a resolver's socketpair) are closed
+ * request; and the upstream's close (a keep-alive timeout) is seen at
+ * once, not when curl next looks at its cache (watch_kill). Such a watch
+ * lives until curl closes the socket through transfer_close_cb, so its
+ * descriptor cannot be reused behind our back. Sockets curl makes by itself (a resolver's socketpair) are closed
  * without telling us and are unwatched at once when curl lets them go.
  *
- * owner is the transfer whose request went out on the connection, from
- * CURLOPT_PREREQFUNCTION until the transfer is released: the socket
- * callback alone cannot say, since a transfer may take a resting
- * connection, read its answer and pause within one curl call without
- * one. Outside that span an HTTP/1.1 connection owes nobody a byte.
+ * owner is the HTTP/1.1 transfer whose request went out on the
+ * connection, from CURLOPT_PREREQFUNCTION until the transfer is released
+ * (HTTP/2 transfers join h2_users instead): the socket callback alone
+ * cannot say, since a transfer may take a resting connection, read its
+ * answer and pause within one curl call without one. Outside that span
+ * an HTTP/1.1 connection owes nobody a byte.
  */
 struct sockwatch {
 	struct upstreams	*u;
@@ -91,6 +104,7 @@ struct sockwatch {
 	struct sockwatch	*kick_next;	/* in u->kicks */
 	int			 kicked;
 	int			 mapped;
+	int			 dead;		/* shut: curl is to close it */
 	int			 lport;		/* local port, when mapped */
 	int			 rport;
 	char			 rip[64];	/* curl's "primary IP" */
@@ -130,6 +144,8 @@ struct transfer {
 };
 
 static void	upstreams_check_done(struct upstreams *);
+static void	upstreams_prune_soon(struct upstreams *);
+static void	upstreams_event_cb(evutil_socket_t, short, void *);
 static size_t	transfer_read_cb(char *, size_t, size_t, void *);
 static int	transfer_pause_mask(const struct transfer *);
 
@@ -247,30 +263,113 @@ watch_free(struct upstreams *u, curl_socket_t s)
 			;
 		*p = sw->kick_next;
 	}
+	if (sw->dead) {
+		u->ndead--;
+		u->prune_tries = 0;
+	}
 	u->watch[s] = NULL;
 	free(sw);
 }
 
 /*
- * Bytes came on a resting cleartext HTTP/1.1 connection (a stale "408"
- * before a close, say). It must never carry another request: curl 7.88
- * took such bytes for the next answer; 8.x drops the connection at its
- * check before reuse, which may be long after. Shut it and read it empty
- * now, so that curl sees an EOF and closes it, and the upstream gets its
- * descriptor back.
+ * Whether a socket curl does not wait on rests in its cache, as far as
+ * the port map can say: no HTTP/1.1 transfer owns it and no HTTP/2 one
+ * is on it. A transfer paused for its client also leaves curl waiting on
+ * nothing, and its connection must be left alone. A cleartext HTTP/1.1
+ * socket never mapped never carried a request.
+ */
+static int
+watch_resting(const struct sockwatch *sw)
+{
+	return (sw->ours && sw->owner == NULL && LIST_EMPTY(&sw->h2_users) &&
+	    (sw->mapped || sw->plain_h1));
+}
+
+enum watch_state { WATCH_QUIET, WATCH_BYTES, WATCH_GONE };
+
+/*
+ * What a readable socket holds. poll's POLLRDHUP sees the upstream's FIN
+ * even behind unread bytes (a TLS close_notify, an HTTP/2 GOAWAY), and
+ * POLLHUP/POLLERR its reset; a recv would see only the bytes.
+ */
+static enum watch_state
+watch_peek(curl_socket_t fd)
+{
+	struct pollfd	pfd;
+
+	pfd.fd = fd;
+	pfd.events = POLLIN | POLLRDHUP;
+	pfd.revents = 0;
+	if (poll(&pfd, 1, 0) <= 0)
+		return (WATCH_QUIET);
+	if (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR))
+		return (WATCH_GONE);
+	return (pfd.revents & POLLIN ? WATCH_BYTES : WATCH_QUIET);
+}
+
+/*
+ * A resting connection must never carry another request: the upstream
+ * closed it, or (cleartext HTTP/1.1) sent bytes that answer nothing (a
+ * stale "408" before a close, say: curl 7.88 took them for the next
+ * answer). Shut it now, so that the upstream's side is gone at once
+ * (no CLOSE-WAIT here) and curl's check before reuse finds it dead (8.14
+ * polls and peeks: a shut socket is POLLHUP). Its descriptor stays
+ * until curl closes it, which curl does only when it looks at its cache:
+ * upstreams_prune_cb makes it look. Unwatched: level-triggered, a shut
+ * socket is readable for ever.
  */
 static void
-watch_retire(evutil_socket_t fd)
+watch_kill(struct sockwatch *sw, const char *why)
+{
+	struct upstreams	*u = sw->u;
+
+	log_debug("resting upstream connection %s, shut fd=%d", why,
+	    (int)sw->fd);
+	shutdown(sw->fd, SHUT_RDWR);
+	if (sw->registered)
+		event_del(&sw->ev);
+	sw->registered = 0;
+	if (!sw->dead) {
+		sw->dead = 1;
+		u->ndead++;
+		u->prune_tries = 0;
+	}
+	upstreams_prune_soon(u);
+}
+
+/* Bytes on a cleartext HTTP/1.1 connection at rest: read them away. */
+static void
+watch_retire(struct sockwatch *sw)
 {
 	char	buf[4096];
 	int	i;
 
-	log_debug("upstream connection sent bytes while resting, shut fd=%d",
-	    (int)fd);
-	shutdown(fd, SHUT_RDWR);
+	watch_kill(sw, "sent bytes while resting");
 	for (i = 0; i < 16; i++)
-		if (recv(fd, buf, sizeof buf, MSG_DONTWAIT) <= 0)
+		if (recv(sw->fd, buf, sizeof buf, MSG_DONTWAIT) <= 0)
 			break;
+}
+
+/*
+ * Bytes on a resting TLS or HTTP/2 connection (a close_notify, GOAWAY or
+ * PING) are curl's to read on its next use. Level-triggered they would
+ * fire for ever; edge-triggered the next thing to come, the FIN most
+ * likely, fires once more.
+ */
+static void
+watch_edge(struct sockwatch *sw)
+{
+	short	events = EV_READ | EV_ET | EV_PERSIST;
+
+	if (sw->registered == events)
+		return;
+	if (sw->registered)
+		event_del(&sw->ev);
+	sw->registered = 0;
+	event_assign(&sw->ev, sw->u->base, sw->fd, events, upstreams_event_cb,
+	    sw);
+	if (event_add(&sw->ev, NULL) == 0)
+		sw->registered = events;
 }
 
 static void
@@ -279,8 +378,6 @@ upstreams_event_cb(evutil_socket_t fd, short what, void *arg)
 	struct sockwatch	*sw = arg;
 	struct upstreams	*u = sw->u;
 	int			 action = 0;
-	ssize_t			 n;
-	char			 c;
 
 	if (!sw->wanted) {
 		/*
@@ -289,18 +386,26 @@ upstreams_event_cb(evutil_socket_t fd, short what, void *arg)
 		 * sent something. The event may also be stale: the transfer
 		 * read its answer from an earlier callback of this pass and
 		 * let the socket rest, and nothing is waiting (the watch then
-		 * stays). Bytes on a resting HTTP/1.1 connection are not an
-		 * answer to anything: retire it. Then stop listening, which
-		 * is all there is to do otherwise (curl looks again before
-		 * reuse or on resume); level-triggered it would spin.
+		 * stays). A resting connection the upstream closed, or a
+		 * cleartext HTTP/1.1 one that got bytes, is shut for curl to
+		 * close (watch_kill). Otherwise stop listening (curl looks
+		 * again before reuse or on resume); level-triggered it would
+		 * spin.
 		 */
-		if (sw->plain_h1 && sw->owner == NULL) {	/* ours */
-			n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-			if (n == -1 && (errno == EAGAIN ||
-			    errno == EWOULDBLOCK || errno == EINTR))
+		if (watch_resting(sw) && !sw->dead) {
+			switch (watch_peek(fd)) {
+			case WATCH_QUIET:
 				return;
-			if (n > 0)
-				watch_retire(fd);
+			case WATCH_GONE:
+				watch_kill(sw, "closed by the upstream");
+				return;
+			case WATCH_BYTES:
+				if (sw->plain_h1)
+					watch_retire(sw);
+				else
+					watch_edge(sw);
+				return;
+			}
 		}
 		event_del(&sw->ev);
 		sw->registered = 0;
@@ -369,6 +474,89 @@ upstreams_timer_cb(evutil_socket_t fd, short what, void *arg)
 	upstreams_check_done(u);
 }
 
+/* The pruner never connects: it is a transfer only to reach the prune. */
+static curl_socket_t
+pruner_socket_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	return (CURL_SOCKET_BAD);
+}
+
+static CURL *
+pruner_new(void)
+{
+	CURL	*e;
+
+	if ((e = curl_easy_init()) == NULL)
+		return (NULL);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http");
+	curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(e, CURLOPT_URL, "http://127.0.0.1:9/");
+	curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+	curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, pruner_socket_cb);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 1000L);
+	return (e);
+}
+
+/*
+ * Make curl close the resting connections watch_kill shut. libcurl 8.14
+ * has no call for that: a socket_action on a socket no transfer holds
+ * finds nothing to run, and curl_easy_upkeep only pings. It drops dead
+ * connections from its cache (Curl_cpool_prune_dead: each idle one is
+ * polled, found dead, closed through CLOSESOCKETFUNCTION) when a transfer
+ * looks for a connection, at most once a second. The pruner is such a
+ * transfer, told to take no pooled connection and unable to open one: it
+ * fails at once, having had curl prune. Under traffic transfers prune
+ * anyway; at rest the pruner does, so a dead connection's descriptor
+ * goes within about a second. If the prune was skipped (one ran less
+ * than a second ago) the pruner goes again a second later, a few times.
+ */
+static void
+upstreams_prune_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstreams	*u = arg;
+
+	if (u->ndead == 0 || u->pruning)
+		return;
+	if (u->prune_tries >= PRUNE_TRIES) {
+		log_debug("curl kept %u shut upstream connections, not asking "
+		    "again", u->ndead);
+		return;
+	}
+	u->prune_tries++;
+	if (u->pruner == NULL && (u->pruner = pruner_new()) == NULL)
+		goto again;
+	if (curl_multi_add_handle(u->multi, u->pruner) != CURLM_OK)
+		goto again;
+	u->pruning = 1;	/* runs from the timer curl sets now */
+	return;
+again:
+	evtimer_add_ms(u->prune, PRUNE_AGAIN_MS);
+}
+
+/*
+ * An upstream's keep-alive timeout ends the connections of a burst a few
+ * milliseconds apart: a prune a little later takes them all, where one
+ * at the first would leave the others for a second.
+ */
+static void
+upstreams_prune_soon(struct upstreams *u)
+{
+	if (!u->pruning && !evtimer_pending(u->prune, NULL))
+		evtimer_add_ms(u->prune, PRUNE_SETTLE_MS);
+}
+
+/* The pruner's transfer ended (it always fails). */
+static void
+upstreams_pruned(struct upstreams *u)
+{
+	curl_multi_remove_handle(u->multi, u->pruner);
+	u->pruning = 0;
+	if (u->ndead > 0)
+		evtimer_add_ms(u->prune, PRUNE_AGAIN_MS);
+}
+
 /* CURLMOPT_SOCKETFUNCTION: only arm or disarm events here. */
 static int
 upstreams_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
@@ -385,9 +573,16 @@ upstreams_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
 		if (!sw->ours)
 			watch_free(u, s);
 		else if (sw->registered & EV_WRITE) {
-			/* Writable would fire at once, and forever. */
+			/* Writable would fire at once, and forever; reading
+			 * stays, to see the upstream close it. */
 			event_del(&sw->ev);
 			sw->registered = 0;
+			if (!sw->dead) {
+				event_assign(&sw->ev, u->base, s,
+				    EV_READ | EV_PERSIST, upstreams_event_cb, sw);
+				if (event_add(&sw->ev, NULL) == 0)
+					sw->registered = EV_READ | EV_PERSIST;
+			}
 		}
 		return (0);
 	}
@@ -439,6 +634,8 @@ upstreams_new(struct event_base *base, unsigned long pool)
 		goto fail;
 	if ((u->kick = event_new(base, -1, 0, upstreams_kick_cb, u)) == NULL)
 		goto fail;
+	if ((u->prune = evtimer_new(base, upstreams_prune_cb, u)) == NULL)
+		goto fail;
 	u->rst_unflushed =
 	    curl_version_info(CURLVERSION_NOW)->version_num < RST_FLUSHED;
 	if ((e = curl_easy_init()) == NULL)
@@ -456,6 +653,8 @@ upstreams_new(struct event_base *base, unsigned long pool)
 	curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, (long)pool);
 	return (u);
 fail:
+	if (u->prune != NULL)
+		event_free(u->prune);
 	if (u->kick != NULL)
 		event_free(u->kick);
 	if (u->timer != NULL)
@@ -475,12 +674,17 @@ upstreams_free(struct upstreams *u)
 		return;
 	while (u->npool > 0)
 		curl_easy_cleanup(u->pool[--u->npool]);
+	if (u->pruning)
+		curl_multi_remove_handle(u->multi, u->pruner);
+	if (u->pruner != NULL)
+		curl_easy_cleanup(u->pruner);
 	/* Owners abort their transfers first; this closes idle connections. */
 	curl_multi_cleanup(u->multi);
 	for (i = 0; i < u->nwatch; i++)
 		watch_free(u, (curl_socket_t)i);
 	free(u->watch);
 	free(u->cainfo);
+	event_free(u->prune);
 	event_free(u->kick);
 	event_free(u->timer);
 	free(u);
@@ -645,9 +849,8 @@ transfer_own(struct transfer *x, const char *rip, int rport, int lport)
 	struct sockwatch	*sw;
 	size_t			 i;
 
-	/* Only cleartext HTTP/1.1 connections are ever retired. */
-	if (!(x->plain_h1 || (x->h2 && u->rst_unflushed)) || rip == NULL ||
-	    lport <= 0)
+	/* Every connection: one that rests is told from one in use. */
+	if (rip == NULL || lport <= 0)
 		return;
 	sw = port_find(u, lport, rport, rip);
 	for (i = 0; sw == NULL && i < (size_t)x->nopened; i++)
@@ -662,7 +865,7 @@ transfer_own(struct transfer *x, const char *rip, int rport, int lport)
 		log_debug("upstream connection not found local_port=%d", lport);
 		return;
 	}
-	if (!x->plain_h1) {
+	if (x->h2) {
 		if (x->h2conn == sw)
 			return;
 		if (x->h2conn != NULL)
@@ -778,6 +981,8 @@ transfer_free(struct transfer *x)
 static void
 transfer_unqueue_reset(struct upstreams *u, struct sockwatch *sw)
 {
+	if (!u->rst_unflushed)
+		return;
 	if (LIST_EMPTY(&sw->h2_users))
 		watch_shut(sw);
 	else if (!sw->kicked) {
@@ -1163,6 +1368,10 @@ upstreams_check_done(struct upstreams *u)
 		if (msg->msg != CURLMSG_DONE)
 			continue;
 		rc = msg->data.result;
+		if (msg->easy_handle == u->pruner) {
+			upstreams_pruned(u);
+			continue;
+		}
 		x = NULL;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
 		if (x != NULL)

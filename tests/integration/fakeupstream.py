@@ -53,6 +53,11 @@ defaults (``FakeUpstream("a", defaults="delay=300")`` or a dict) used when
 the request names neither.  Precedence: handler spec, NAME.OPT, OPT,
 defaults.
 
+``FakeUpstream("a", idle_close_ms=200)`` closes a keep-alive connection
+that has been idle (its answers written, nothing asked since) for that long,
+as a server's keep-alive timeout does: with a FIN, or with an RST when
+``idle_reset=True``.  Its close_kind is then "idle".
+
 Everything seen is recorded: every connection (opened, closed, how it ended)
 and every request on it (arrival time, method, target, headers, body).  Tests
 wait on what was recorded with the bounded ``wait_*`` methods, never with
@@ -190,6 +195,7 @@ class Connection:
         self._busy = False            # a response is being held back
         self._close_after_write = False
         self._parse_state = None      # (Request, needed) while reading a body
+        self._idle_gen = 0            # bumped by every byte read (idle_close_ms)
 
     @property
     def is_closed(self):
@@ -226,8 +232,10 @@ class FakeUpstream:
     """An HTTP/1.1 server on 127.0.0.1 in a background thread."""
 
     def __init__(self, name="up", host="127.0.0.1", port=0, handler=None,
-                 defaults=None):
+                 defaults=None, idle_close_ms=None, idle_reset=False):
         self.name = name
+        self.idle_close_ms = idle_close_ms
+        self.idle_reset = idle_reset
         self.handler = handler        # optional callable(req) -> dict or None
         if isinstance(defaults, str):
             defaults = {k: v for k, v in urllib.parse.parse_qsl(
@@ -490,6 +498,7 @@ class FakeUpstream:
             self._close(conn, "eof")
             return
         conn._inbuf += data
+        conn._idle_gen += 1
         try:
             self._parse(conn)
         except _Bad:
@@ -804,6 +813,20 @@ class FakeUpstream:
                 self._close(conn, "server")
                 return
             self._sel.modify(conn.sock, selectors.EVENT_READ, ("conn", conn))
+            if self.idle_close_ms is not None:
+                gen = conn._idle_gen
+                self._add_timer(self.idle_close_ms / 1000.0,
+                                lambda: self._idle_close(conn, gen))
+
+    def _idle_close(self, conn, gen):
+        """idle_close_ms: close CONN if nothing was read or asked since."""
+        if (conn.closed is not None or conn._idle_gen != gen or conn._busy or
+                conn._pending or conn._outbuf or conn._inbuf):
+            return
+        if self.idle_reset:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                 struct.pack("ii", 1, 0))
+        self._close(conn, "idle")
 
 
 class RefusedPort:

@@ -8,6 +8,10 @@ Streams are answered by path:
   /hold/TAG    not answered until release(TAG); the stream stays open
   anything     answered at once: 200, body "ok <path>" (or size=N bytes)
 
+H2Upstream("h2", idle_close_ms=200) ends a connection on which no stream
+has been open for that long, as a server's idle timeout does: a GOAWAY,
+then a FIN (the connection's idle_closed records when).
+
 Every connection (opened, closed) and every stream on it (path, when it
 arrived, when and how it was reset, when it was answered) is recorded.
 Tests wait on that record with the wait_* methods, never with sleeps; each
@@ -64,6 +68,8 @@ class Connection:
         self.opened = time.monotonic()
         self.closed = None
         self.goaway = None          # error code of a GOAWAY from the peer
+        self.idle_closed = None     # when idle_close_ms ended it
+        self.active = self.opened   # the last read or answer (idle_close_ms)
         self.streams = {}
         self.pending = {}           # sid -> body bytes not yet sent
 
@@ -71,8 +77,9 @@ class Connection:
 class H2Upstream:
     """h2c upstream on 127.0.0.1; use as a context manager or call close()."""
 
-    def __init__(self, name="h2"):
+    def __init__(self, name="h2", idle_close_ms=None):
         self.name = name
+        self.idle_close_ms = idle_close_ms
         self.cond = threading.Condition()
         self.connections = []
         self.streams = []
@@ -171,7 +178,7 @@ class H2Upstream:
 
     def _loop(self):
         while not self._stop:
-            for key, _ in self.sel.select():
+            for key, _ in self.sel.select(self._idle_check()):
                 if key.data is None:
                     self._accept()
                 elif key.data == "wake":
@@ -187,6 +194,30 @@ class H2Upstream:
                 else:
                     self._read(key.data)
         self.sel.close()
+
+    def _idle(self, c):
+        return (c.closed is None and not c.pending and
+                all(s.answered or s.reset for s in c.streams.values()))
+
+    def _idle_check(self):
+        """idle_close_ms: end the connections idle that long; the select
+        timeout until the next one is due (None: none is idle)."""
+        if self.idle_close_ms is None:
+            return None
+        now, due = time.monotonic(), None
+        for c in list(self.connections):
+            if not self._idle(c):
+                continue
+            left = c.active + self.idle_close_ms / 1000.0 - now
+            if left > 0:
+                due = left if due is None else min(due, left)
+                continue
+            c.h2.close_connection()
+            self._flush(c)
+            with self.cond:
+                c.idle_closed = time.monotonic()
+            self._close(c)
+        return due
 
     def _accept(self):
         try:
@@ -227,6 +258,7 @@ class H2Upstream:
         if not data:
             self._close(c)
             return
+        c.active = time.monotonic()
         try:
             events = c.h2.receive_data(data)
         except h2.exceptions.ProtocolError:
@@ -306,6 +338,7 @@ class H2Upstream:
             body = body[n:]
         c.h2.end_stream(sid)
         del c.pending[sid]
+        c.active = time.monotonic()
         with self.cond:
             c.streams[sid].answered = time.monotonic()
             self.cond.notify_all()
