@@ -45,12 +45,16 @@ class NofileWarningTest(harness.TestCase):
         w = self.warnings(d)
         self.assertEqual(len(w), 1, d.stderr_text())
         maxc, need, limit, raise_to, lower_to = w[0]
-        self.assertEqual((maxc, limit, raise_to), (10000, LOW_NOFILE, need))
+        # the limit set, or a little less under valgrind, which keeps a
+        # few descriptors for itself
+        self.assertLessEqual(limit, LOW_NOFILE)
+        self.assertGreater(limit, LOW_NOFILE - 64)
+        self.assertEqual((maxc, raise_to), (10000, need))
         base = need - 2 * maxc
         self.assertGreater(base, 0)
-        self.assertEqual(lower_to, (LOW_NOFILE - base) // 2, w[0])
-        self.assertLessEqual(base + 2 * lower_to, LOW_NOFILE)
-        self.assertGreater(base + 2 * (lower_to + 1), LOW_NOFILE)
+        self.assertEqual(lower_to, (limit - base) // 2, w[0])
+        self.assertLessEqual(base + 2 * lower_to, limit)
+        self.assertGreater(base + 2 * (lower_to + 1), limit)
 
         # the same figure: no second warning (the reload is counted only
         # after the figure was worked out, so it would be there by now)
@@ -64,7 +68,7 @@ class NofileWarningTest(harness.TestCase):
         d.reload()
         w2 = self.warnings(d)
         self.assertEqual(len(w2), 2, d.stderr_text())
-        self.assertEqual(w2[1][:3], (5000, base + 2 * 5000, LOW_NOFILE))
+        self.assertEqual(w2[1][:3], (5000, base + 2 * 5000, limit))
         self.assertEqual(w2[1][4], lower_to)
 
         # a figure that fits: quiet, and going back over warns again
