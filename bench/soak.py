@@ -672,6 +672,17 @@ def main():
             if idle[g] != 0:
                 problems.append("%s = %s at idle" % (g, idle[g]))
 
+        # Still serving after the idle trim: a GET and a POST.
+        for path, data in (("/p/x", None), ("/all/x", b"after idle")):
+            try:
+                code = urllib.request.urlopen(
+                    "http://127.0.0.1:%d%s" % (port, path), data=data,
+                    timeout=10).status
+            except OSError as e:
+                code = repr(e)
+            if code != 200:
+                problems.append("after idle: %s %s -> %s" % (
+                    "POST" if data else "GET", path, code))
         rc = end(fd, 15)
         print("soak: fanoutd exit status at SIGTERM: %s" % rc)
         if rc != 0:

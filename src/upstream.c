@@ -476,6 +476,8 @@ static void
 upstreams_idle_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct upstreams	*u = arg;
+	uint64_t		 t0;
+	size_t			 lean = u->npool, fat = u->nfat;
 
 	if (u->started != u->seen || u->running_xfers > 0) {
 		u->seen = u->started;
@@ -484,12 +486,15 @@ upstreams_idle_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (++u->quiet != IDLE_TICKS)
 		return;
-	log_debug("idle: trimming the handle pool lean=%zu fat=%zu",
-	    u->npool, u->nfat);
+	t0 = now_us();
 	upstreams_trim(u, EASY_POOL_IDLE);
 #ifdef HAVE_MALLOC_TRIM
+	/* Every arena, one lock at a time: another worker's allocations wait
+	 * at most for the trim of its own arena, once per quiet period. */
 	malloc_trim(0);
 #endif
+	log_debug("idle: pool trimmed lean=%zu fat=%zu (was %zu, %zu) in %llu us",
+	    u->npool, u->nfat, lean, fat, (unsigned long long)(now_us() - t0));
 }
 
 struct upstreams *
