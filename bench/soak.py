@@ -5,14 +5,15 @@
                   [--sample-seconds S] [--keep]
 
 Starts fanoutd (2 workers, config in a temp dir) in front of three fast
-HTTP/1.1 keep-alive upstreams and a faulty one (resets, hangs, truncates),
-all of them Python threads in one child process, with routes in every mode
-(proxy, all, first, hedge, quorum).  Then, in cycles of a minute: wrk on a
-proxy route, a fan-out route with POST bodies and the faulty route; h2load
-(h2c) bursts on first / hedge / quorum; clients that abandon a slow request
-(FIN, RST with SO_LINGER 0, half-close); HTTP/2 streams reset by the client
-(tests/integration/h2raw.py); a SIGHUP reload every 30 s, one of them with a
-bad config that must be refused while the old one keeps serving.
+HTTP/1.1 keep-alive upstreams (which close a connection idle for 3 s) and a
+faulty one (resets, hangs, truncates), all of them Python threads in one
+child process, with routes in every mode (proxy, all, first, hedge,
+quorum).  Then, in cycles of a minute: wrk on a proxy route (also with
+256 KiB answers), a fan-out route with POST bodies and the faulty route;
+h2load (h2c) bursts on first / hedge / quorum; clients that abandon a slow
+request (FIN, RST with SO_LINGER 0, half-close); HTTP/2 streams reset by the
+client (tests/integration/h2raw.py); a SIGHUP reload every 30 s, one of them
+with a bad config that must be refused while the old one keeps serving.
 
 Every --sample-seconds (15): VmRSS, Anonymous (smaps_rollup: the heap and
 thread stacks, as near to "heap in use" as one gets from outside), the
@@ -24,9 +25,10 @@ Prints the series, the RSS slope after minute 2 (least squares, KiB/min) and
 the idle figures.  Exit status 1 when: the slope is over 100 KiB/min (runs of
 10 minutes or more only), idle RSS is more than 4 MiB above the sample after
 the first minute, an upstream socket is in CLOSE-WAIT 1 s into the idle
-phase, a gauge is not 0 at idle, the bad config was not refused, or fanoutd
-died or did not exit 0 on SIGTERM.  Loopback only, free ports, every process
-started is ended by PID (also on SIGINT).  Needs wrk, h2load and curl.
+phase or at its end, a gauge is not 0 at idle, the bad config was not
+refused, a GET or a POST fails after the idle phase, or fanoutd died or did
+not exit 0 on SIGTERM.  Loopback only, free ports, every process started is
+ended by PID (also on SIGINT).  Needs wrk, h2load and curl.
 """
 import argparse
 import atexit
@@ -49,6 +51,7 @@ REPO = os.path.dirname(HERE)
 sys.dont_write_bytecode = True
 
 PROCS = []          # every child process, ended by PID at exit
+UPSTREAM_KEEPALIVE_S = 3
 STOP = threading.Event()
 
 
@@ -61,6 +64,9 @@ def serve_upstreams(max_seconds):
 
     class Fast(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # An idle keep-alive connection is closed after this, as nginx's
+        # keepalive_timeout does: fanoutd must not keep it in CLOSE-WAIT.
+        timeout = UPSTREAM_KEEPALIVE_S
 
         def log_message(self, *a):
             pass
@@ -84,7 +90,7 @@ def serve_upstreams(max_seconds):
                 except OSError:
                     self.close_connection = True
                     return
-                self.connection.settimeout(None)
+                self.connection.settimeout(self.timeout)
             kb = min(int(q.get("kb", "0") or 0), 4096)
             body = (b'{"ok":true,"pad":"' + b"x" * (kb * 1024) + b'"}') if kb \
                 else b'{"ok":true}'
@@ -663,11 +669,13 @@ def main():
         if first_min is not None and idle["rss"] > first_min["rss"] + 4096:
             problems.append("idle RSS %.1f MiB > minute-1 RSS %.1f + 4 MiB" % (
                 idle["rss"] / 1024, first_min["rss"] / 1024))
-        cw = s1["tcp"].get("CLOSE-WAIT", 0)
-        print("soak: idle: upstream sockets 1 s in %s, at the end %s" % (
-            s1["tcp"] or "{}", idle["tcp"] or "{}"))
-        if cw:
-            problems.append("%d upstream sockets in CLOSE-WAIT 1 s into idle" % cw)
+        print("soak: idle: upstream sockets 1 s in %s, at the end %s (the "
+              "upstreams close keep-alive connections idle for %d s)" % (
+                  s1["tcp"] or "{}", idle["tcp"] or "{}", UPSTREAM_KEEPALIVE_S))
+        for s, when in ((s1, "1 s into idle"), (idle, "at the end of idle")):
+            cw = s["tcp"].get("CLOSE-WAIT", 0)
+            if cw:
+                problems.append("%d upstream sockets in CLOSE-WAIT %s" % (cw, when))
         for g in GAUGES:
             if idle[g] != 0:
                 problems.append("%s = %s at idle" % (g, idle[g]))
