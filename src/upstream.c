@@ -50,7 +50,7 @@
  * time a request does not go out whole at once, as any request with a body
  * does, and keeps it as a spare until curl_easy_cleanup: curl_easy_reset
  * does not free it. Measured with 8.14: a handle holds 6.5 KiB after a GET,
- * 72 KiB after a POST, HTTP/1.1 or h2c alike; neither HTTP/2 nor a large
+ * 70.5 KiB after a POST, HTTP/1.1 or h2c alike; neither HTTP/2 nor a large
  * answer leaves anything on the handle (the connection holds those
  * buffers). 256 fat handles would be 18 MiB per worker.
  * After IDLE_TICKS ticks of IDLE_TICK_MS with no transfer started or in
