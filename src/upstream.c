@@ -1035,7 +1035,8 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	x->url[urllen + r->pathlen] = '\0';
 	if ((x->sendhdrs = transfer_headers(r)) == NULL)
 		goto fail;
-	x->fat = r->has_body || r->source != NULL;
+	/* An empty body is sent from the head's buffer, as a GET is. */
+	x->fat = (r->has_body && r->bodylen > 0) || r->source != NULL;
 	if ((x->easy = e = easy_get(u, &x->fat)) == NULL)
 		goto fail;
 
