@@ -14,8 +14,10 @@ cut for "resting").
 
 import hashlib
 import os
+import re
 import socket
 import sys
+import threading
 sys.dont_write_bytecode = True  # keep the source tree clean
 
 import time  # noqa: E402
@@ -38,7 +40,7 @@ class UpstreamReuseTest(harness.SharedDaemonTest):
         # one worker: every request meets the same cache of connections
         return dict(upstreams={"up": cls.up},
                     routes={"r": {"match": "/", "upstreams": "up"}},
-                    server={"workers": "1"})
+                    server={"workers": "1", "log_level": "debug"})
 
     def cpu_seconds(self):
         with open("/proc/%d/stat" % self.fd.pid) as f:
@@ -154,6 +156,43 @@ class UpstreamReuseTest(harness.SharedDaemonTest):
                 c.request("GET", "/x?tag=%s&size=%d" % (tag, size))
                 r = c.read_response()
             self.assertEqual((r.status, len(r.body)), (200, size), "answer %d cut" % i)
+
+
+    def test_idle_worker_trims_its_handle_pool(self):
+        """Handles that sent a body keep curl's 64 KiB send buffer: at most
+        8 are pooled, and a worker quiet for two 5 s ticks frees them all
+        and keeps 8 lean ones (issue 20).  20 POSTs in flight at once leave
+        20 such handles; a pool that kept them all says "was ..., 20"."""
+        start = len(self.fd.stderr_text())
+        results = []
+
+        def post(i):
+            r, _ = self.call("/x?delay=300&tag=" + self.tag("fat"),
+                             method="POST", body=b"b" * 4000)
+            results.append(r.status)
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(harness.PATIENCE)
+        self.assertEqual(results, [200] * 20)
+        pat = re.compile(r"idle: pool trimmed lean=(\d+) fat=(\d+) "
+                         r"\(was (\d+), (\d+)\)")
+        deadline = time.monotonic() + harness.PATIENCE
+        while True:
+            m = pat.search(self.fd.stderr_text()[start:])
+            if m or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)   # the trim comes 10 to 15 s after the last transfer
+        self.assertIsNotNone(m, "no idle trim in the log")
+        lean, fat, was_lean, was_fat = map(int, m.groups())
+        self.assertEqual(fat, 0, m.group(0))
+        self.assertLessEqual(lean, 8, m.group(0))
+        self.assertTrue(1 <= was_fat <= 8, m.group(0))
+        # still serving, with a body, from the trimmed pool
+        r, _ = self.call("/x?echo=1", method="POST", body=b"after")
+        self.assertEqual(r.status, 200, r)
 
 
 class ProxyEnvironmentTest(harness.SharedDaemonTest):
