@@ -113,13 +113,15 @@ class UpstreamIdleTest(harness.TestCase):
         up.wait_requests(N)
         conns = [c for c in up.connections]
         self.assertEqual(len(conns), N)
+        # fanoutd's sockets, taken while each holds a request: no idle
+        # close can have come yet, however slow this machine
+        pooled, _ = self.ours(d, up.port)
+        self.assertEqual(len(pooled), N, pooled)
         # nothing is answered before every connection is open: N rest
         up.release_all()
         for c in clients:
             r = c.read_response()
             self.assertEqual(r.status, 200, r)
-        pooled, _ = self.ours(d, up.port)
-        self.assertEqual(len(pooled), N, pooled)
         up.wait_connections_closed(conns)
         self.assertEqual({c.close_kind for c in conns}, {"idle"})
         took = self.assert_all_go(d, up.port, set(pooled),
@@ -142,11 +144,15 @@ class UpstreamIdleTest(harness.TestCase):
         could not be sent again (502), and must arrive whole elsewhere."""
         up = self.fake("up", idle_close_ms=IDLE_MS)
         d = self.start(up)
-        r = d.get("/x?tag=first")
+        with d.client() as c:
+            c.send(harness.build_request("GET", "/x?hold=1&tag=first"))
+            conn = up.wait_for_tag("first").conn
+            # taken while the request is held: not idle yet
+            pooled, _ = self.ours(d, up.port)
+            self.assertEqual(len(pooled), 1, pooled)
+            up.release("first")
+            r = c.read_response()
         self.assertEqual(r.status, 200, r)
-        conn = up.wait_for_tag("first").conn
-        pooled, _ = self.ours(d, up.port)
-        self.assertEqual(len(pooled), 1, pooled)
         up.wait_connections_closed([conn])
         # fanoutd shut it: the kernel socket is gone (no CLOSE-WAIT)
         harness.wait_until(lambda: not self.ours(d, up.port)[0],
@@ -174,7 +180,15 @@ class UpstreamIdleTest(harness.TestCase):
         for i in range(N):
             r = d.get("/x?n=%d" % i)
             self.assertEqual(r.status, 200, r)
-        pooled, _ = self.ours(d, up.port)
+        # a held stream keeps its connection busy (not idle) while
+        # fanoutd's sockets are taken
+        with d.client() as c:
+            c.send(harness.build_request("GET", "/hold/busy"))
+            up.wait_stream("busy")
+            pooled, _ = self.ours(d, up.port)
+            up.release("busy")
+            r = c.read_response()
+        self.assertEqual(r.status, 200, r)
         self.assertGreaterEqual(len(pooled), 1, pooled)
         first = list(up.connections)
         up.wait_for(lambda: all(c.idle_closed for c in first),
@@ -184,8 +198,7 @@ class UpstreamIdleTest(harness.TestCase):
             r = d.get("/x?after=%d" % i)
             self.assertEqual(r.status, 200, r)
         self.assertGreater(len(up.connections), len(first))
-        self.assert_no_upstream_error(d, N + 3)
-
+        self.assert_no_upstream_error(d, N + 4)
 
     def check_tls(self, http2):
         """A TLS upstream (a fanoutd with a tls listener, in front of a
@@ -213,14 +226,22 @@ class UpstreamIdleTest(harness.TestCase):
         for i in range(N):
             r = d.get("/x?body=b%d" % i)
             self.assertEqual((r.status, r.body), (200, b"b%d" % i), r)
-        pooled, _ = self.ours(d, tls_up.tls_port)
+        # a request held at the origin keeps a TLS connection busy (not
+        # idle) while fanoutd's sockets are taken
+        with d.client() as c:
+            c.send(harness.build_request("GET", "/x?hold=1&tag=busy&body=busy"))
+            origin.wait_for_tag("busy")
+            pooled, _ = self.ours(d, tls_up.tls_port)
+            origin.release("busy")
+            r = c.read_response()
+        self.assertEqual((r.status, r.body), (200, b"busy"), r)
         self.assertGreaterEqual(len(pooled), 1, pooled)
         self.assert_all_go(d, tls_up.tls_port, set(pooled),
                            "idle TLS connections")
         for i in range(3):
             r = d.get("/x?body=after%d" % i)
             self.assertEqual((r.status, r.body), (200, b"after%d" % i), r)
-        self.assert_no_upstream_error(d, N + 3)
+        self.assert_no_upstream_error(d, N + 4)
 
     def test_close_on_idle_http1_over_tls(self):
         self.check_tls("off")
