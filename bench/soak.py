@@ -35,7 +35,6 @@ import argparse
 import atexit
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -49,7 +48,9 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 sys.dont_write_bytecode = True
+from harness import free_port  # noqa: E402
 
 PROCS = []          # every child process, ended by PID at exit
 UPSTREAM_KEEPALIVE_S = 3
@@ -195,12 +196,6 @@ def end_all():
                 pass
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # ---- fanoutd's configuration ---------------------------------------------
@@ -404,7 +399,6 @@ def abandoning_clients(port, counts):
 
 def h2_resets(port, counts):
     """HTTP/2 streams reset by the client while their legs are in flight."""
-    sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
     import h2raw
     while not STOP.is_set():
         try:
