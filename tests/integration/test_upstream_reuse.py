@@ -179,13 +179,10 @@ class UpstreamReuseTest(harness.SharedDaemonTest):
         self.assertEqual(results, [200] * 20)
         pat = re.compile(r"idle: pool trimmed lean=(\d+) fat=(\d+) "
                          r"\(was (\d+), (\d+)\)")
-        deadline = time.monotonic() + harness.PATIENCE
-        while True:
-            m = pat.search(self.fd.stderr_text()[start:])
-            if m or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)   # the trim comes 10 to 15 s after the last transfer
-        self.assertIsNotNone(m, "no idle trim in the log")
+        # the trim comes 10 to 15 s after the last transfer
+        m = harness.wait_until(
+            lambda: pat.search(self.fd.stderr_text()[start:]),
+            what="the idle trim in the log")
         lean, fat, was_lean, was_fat = map(int, m.groups())
         self.assertEqual(fat, 0, m.group(0))
         self.assertLessEqual(lean, 8, m.group(0))
