@@ -35,18 +35,7 @@ sys.dont_write_bytecode = True
 import h2raw  # noqa: E402
 from h2upstream import H2Upstream  # noqa: E402
 from harness import free_port  # noqa: E402
-
-
-def pct(v, p):
-    v = sorted(v)
-    return v[min(len(v) - 1, int(round(p / 100.0 * len(v) + 0.5)) - 1)]
-
-
-def summary(name, v):
-    if not v:
-        return "%-7s no samples" % name
-    return ("%-7s n=%d  median %.3f ms  p99 %.3f ms  max %.3f ms"
-            % (name, len(v), pct(v, 50) * 1e3, pct(v, 99) * 1e3, max(v) * 1e3))
+from h2_upstream_cancel import summary  # noqa: E402  (its neighbour here)
 
 
 def floor(trials):
