@@ -247,19 +247,33 @@ label(char *buf, size_t len, const char *name, const char *value)
 	return (n);
 }
 
+/*
+ * route="R",KEY="N" into l: room is kept after the route for the second
+ * label (N up to 20 digits). len must exceed 32 and KEY's length.
+ */
+static void
+route_num_label(char *l, size_t len, const char *route, const char *key,
+    int v)
+{
+	size_t	n, klen = strlen(key);
+
+	n = label(l, len - 32 - klen, "route", route ? route : "");
+	l[n++] = ',';
+	memcpy(l + n, key, klen);
+	n += klen;
+	memcpy(l + n, "=\"", 2);
+	n += 2;
+	n += fmt_u64(l + n, v < 0 ? 0 : (uint64_t)v);
+	l[n++] = '"';
+	l[n] = '\0';
+}
+
 void
 metrics_request_done(const char *route, int code, uint64_t duration_us)
 {
 	char	l[512];
-	size_t	n;
 
-	/* Room kept after the route for ,code="N" (N up to 20 digits). */
-	n = label(l, sizeof l - 32, "route", route ? route : "");
-	memcpy(l + n, ",code=\"", 7);
-	n += 7;
-	n += fmt_u64(l + n, code < 0 ? 0 : (uint64_t)code);
-	l[n++] = '"';
-	l[n] = '\0';
+	route_num_label(l, sizeof l, route, "code", code);
 	series_inc(&f_requests, l, 1);
 	label(l, sizeof l, "route", route ? route : "");
 	series_observe(&f_duration, l, duration_us / 1e6);
@@ -269,14 +283,9 @@ void
 metrics_grpc_request(const char *route, int grpc_status)
 {
 	char	l[512];
-	size_t	n;
 
-	n = label(l, sizeof l - 32, "route", route ? route : "");
-	memcpy(l + n, ",grpc_status=\"", 14);
-	n += 14;
-	n += fmt_u64(l + n, grpc_status < 0 ? 0 : (uint64_t)grpc_status);
-	l[n++] = '"';
-	l[n] = '\0';
+	route_num_label(l, sizeof l, route, "grpc_status",
+	    grpc_status);
 	series_inc(&f_grpc, l, 1);
 }
 
