@@ -66,6 +66,16 @@
  *	     missing host | bad host | bad port |
  *	     spaces and control characters are not allowed
  *   FILE:N: http2 = on needs an https:// url (use prior-knowledge for h2c)
+ *   FILE:N: 'url' and 'servers' both given in SECTION (use one)
+ *   FILE:N: empty item in 'servers'
+ *   FILE:N: bad weight 'V' in 'servers' (weight=N, N from 1 to 256)
+ *   FILE:N: duplicate server 'URL' in 'servers'
+ *   FILE:N: too many servers (at most 64)
+ *   FILE:N: bad value 'V' for 'max_ejected' (use N% or a number of servers)
+ *   FILE:N: bad percentage 'V' for 'budget' (use N%)
+ *   FILE:N: bad health_check 'V' (off, or a path starting with '/',
+ *	     without '?', '#' or spaces)
+ *   FILE:N: 'eject_time_max' is below 'eject_time' in SECTION
  *   FILE:N: cannot use ca_file 'V': STRERROR
  *   FILE:N: cannot use ca_file 'V': not a regular file
  *   FILE:N: bad match 'V' (a path starting with '/', without '?', '#' or

@@ -1,7 +1,9 @@
 /*
  * fanout.c: the modes (see fanout.h).
  *
- *	proxy	one leg; on a connect failure the next upstream in the ring
+ *	proxy	one leg; on a connect failure another server of the same
+ *		upstream, then the next upstream in the ring (retries, within
+ *		the route's budget)
  *	all	every leg; answer when all have ended
  *	first	every leg; the first success wins, the rest are superseded
  *	hedge	one leg now, one more each hedge_delay or at once after a
@@ -9,6 +11,11 @@
  *		at Scale", 2013)
  *	quorum	every leg; answer once K succeeded, or fail as soon as K can
  *		no longer be reached
+ *
+ * A request that is not safe to repeat (ev->once) goes once, to the first
+ * upstream, in first, hedge and quorum alike, and is answered as proxy
+ * answers. Hedges after the first leg and proxy's retries are extra
+ * attempts: each is asked of ev->extra (the route's budget) before it goes.
  *
  * Every function here reads the route and the legs and fills in an action;
  * none sends, arms, cuts or answers anything itself: request.c carries the
