@@ -98,10 +98,14 @@ class GrpcBase(harness.TestCase):
         ups = ["g1", "g2"]
         r = {
             "g": {"match": "/t.T/", "upstreams": "g1"},
+            # a gRPC call is repeated only where the route opts in
             "first": {"match": "/first/", "strip_prefix": "yes", "mode": "first",
-                      "upstreams": ups},
+                      "upstreams": ups, "repeat_unsafe": "yes"},
             "hedge": {"match": "/hedge/", "strip_prefix": "yes", "mode": "hedge",
-                      "upstreams": ups, "hedge_delay": "50ms"},
+                      "upstreams": ups, "hedge_delay": "50ms",
+                      "repeat_unsafe": "yes"},
+            "once": {"match": "/once/", "strip_prefix": "yes", "mode": "first",
+                     "upstreams": ups},
             "all": {"match": "/all/", "strip_prefix": "yes", "mode": "all",
                     "upstreams": ups},
             "quorum": {"match": "/quorum/", "strip_prefix": "yes",
@@ -449,6 +453,21 @@ class GrpcModesTest(GrpcBase):
 
     def test_hedge_answers_with_the_winner_and_cancels_the_loser(self):
         self._race("hedge")
+
+    def test_a_call_goes_once_where_the_route_does_not_opt_in(self):
+        # a gRPC call is a POST: mode first without repeat_unsafe sends it
+        # to the first upstream only, as gRPC's hedging is opt-in per method
+        t = self.tag("once")
+        self.unary("/once/t.T/Unary", tag=t)
+        self.assertTrue(self.g1.record(t).started.is_set())
+        e = self.log_for(t)
+        legs = {u["name"]: u for u in e["upstreams"]}
+        self.assertEqual(legs["g2"].get("reason"), "not_sent", e)
+        self.assertFalse(self.g2.record(t).started.is_set())
+        self.assertEqual(e["grpc_status"], 0, e)
+        self.assertEqual(self.fd.metrics().get(
+            "fanoutd_extra_attempts_total", route="once", kind="hedge",
+            outcome="skipped_unsafe"), 1)
 
     def test_all_and_quorum_are_unimplemented(self):
         for route in ("all", "quorum"):

@@ -101,6 +101,11 @@ class UpstreamIdleTest(harness.TestCase):
         m = d.metrics()
         self.assertEqual(m.sum("fanoutd_upstream_requests_total"), n,
                          "an upstream request did not end ok")
+        # a leg is counted before its request's log line is written (and
+        # the client may read the answer in between): wait for the line
+        harness.wait_until(
+            lambda: len([e for e in d.access_log_lines() if "status" in e]) >= n,
+            what="%d access log lines" % n)
         entries = [e for e in d.access_log_lines() if "status" in e]
         self.assertEqual(len(entries), n)
         self.assertEqual([e for e in entries if e["status"] != 200
