@@ -153,13 +153,19 @@ server_failed(const struct upstream_conf *u, struct server_conf *sv)
 	uint64_t		 now, ms;
 	unsigned		 fails;
 
-	fails = __atomic_add_fetch(&st->fails, 1, __ATOMIC_RELAXED);
-	if (u->eject_after == 0 || fails < u->eject_after)
+	if (u->eject_after == 0)
 		return;
 	now = now_ms();
+	/* A leg sent before the ejection: it is out already, and the run of
+	 * failures starts again from nothing when it is back. */
+	if (ATOMIC_LOAD(&st->ejected_until) > now)
+		return;
+	fails = __atomic_add_fetch(&st->fails, 1, __ATOMIC_RELAXED);
+	if (fails < u->eject_after)
+		return;
 	pthread_mutex_lock(&eject_lock);
 	if (ATOMIC_LOAD(&st->ejected_until) > now) {
-		/* A leg sent before the ejection: it is out already. */
+		/* Another worker's leg ejected it just now. */
 		pthread_mutex_unlock(&eject_lock);
 		return;
 	}

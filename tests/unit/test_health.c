@@ -142,6 +142,14 @@ test_ejection_doubles(void **state)
 	/* One server, ejected: the circuit is open, no leg goes. */
 	assert_null(health_pick(u, NULL, 0));
 	assert_int_equal(st->inflight, 0);
+	/* Legs sent before the ejection that fail after it count for
+	 * nothing: the run starts from zero when the server is back. */
+	for (i = 0; i < 4; i++) {
+		__atomic_add_fetch(&st->inflight, 1, __ATOMIC_RELAXED);
+		health_leg_end(u, &u->servers[0], HEALTH_FAIL);
+	}
+	assert_int_equal(st->fails, 0);
+	assert_int_equal(st->ejections, 1);
 
 	/* Its time is over: back, and the next ejection lasts twice as
 	 * long, the one after is capped at eject_time_max. */
