@@ -102,6 +102,8 @@ class PassiveHealthTest(ServersCase):
         u = {"servers": servers(a, b), "eject_after": eject_after,
              "eject_time": eject_time}
         u.update(extra)
+        # eject_time_max may not be below eject_time (default 5m)
+        u.setdefault("eject_time_max", "10m")
         fd = self.daemon(upstreams={"u": u},
                          routes={"p": {"match": "/p", "upstreams": "u"}})
         return fd, a, b
@@ -159,7 +161,8 @@ class PassiveHealthTest(ServersCase):
         a = self.refused()
         b = self.fake("pb")
         fd = self.daemon(upstreams={"u": {"servers": "%s, %s" % (a.url, b.url),
-                                          "eject_after": "2", "eject_time": "10m"}},
+                                          "eject_after": "2", "eject_time": "10m",
+                                          "eject_time_max": "10m"}},
                          routes={"p": {"match": "/p", "upstreams": "u"}})
         for _ in range(8):
             r, who = self.send(fd, "/p/x")
@@ -175,7 +178,8 @@ class PassiveHealthTest(ServersCase):
         s = self.fake("ps")
         fd = self.daemon(
             upstreams={"one": {"servers": servers(s), "eject_after": "5",
-                               "eject_time": "10m", "max_ejected": "50%"}},
+                               "eject_time": "10m", "eject_time_max": "10m",
+                               "max_ejected": "50%"}},
             routes={"p": {"match": "/p", "upstreams": "one"},
                     "all": {"match": "/all", "mode": "all", "upstreams": "one"}})
         for k in range(1, 6):
@@ -352,7 +356,8 @@ class ActiveHealthTest(ServersCase):
 
     def test_a_passing_check_ends_an_ejection_early(self):
         # design (choice, as Envoy): a passing active check ends an ejection
-        fd, a, b = self.start("2", "1", eject_after="1", eject_time="10m")
+        fd, a, b = self.start("2", "1", eject_after="1", eject_time="10m",
+                                eject_time_max="10m")
         self.send_until(fd, "/p/x", a, 1, "ha.status=503")
         self.wait_ejections(fd, "u", a, 1)
         self.wait_up(fd, "u", a, 1)     # long before ten minutes
@@ -368,7 +373,7 @@ class CancelledLegsTest(ServersCase):
         s = self.fake("slow")
         fd = self.daemon(
             upstreams={"u": {"servers": servers(s), "eject_after": "1",
-                             "eject_time": "10m"}},
+                             "eject_time": "10m", "eject_time_max": "10m"}},
             routes={"p": {"match": "/p", "upstreams": "u"},
                     "dl": {"match": "/dl", "upstreams": "u", "deadline": "200ms"}})
         m0 = fd.metrics()
@@ -470,7 +475,8 @@ class ReloadTest(ServersCase):
 
     def test_reload_keeps_an_ejection_and_a_server_dropped_comes_back_fresh(self):
         a, b = self.fake("ra"), self.fake("rb")
-        u = {"servers": servers(a, b), "eject_after": "1", "eject_time": "10m"}
+        u = {"servers": servers(a, b), "eject_after": "1", "eject_time": "10m",
+             "eject_time_max": "10m"}
         fd = self.daemon(upstreams={"u": dict(u)},
                          routes={"p": {"match": "/p", "upstreams": "u"}})
         self.send_until(fd, "/p/x", a, 1, "ra.status=503")
