@@ -556,5 +556,94 @@ class AccessLogTest(ServersCase):
         self.assertTrue(env)
 
 
+# ----------------------------------------------------------------------
+class ConfigTest(ServersCase):
+    """The new keys at -t: what is accepted, and the design's messages,
+    FILE:LINE first (the line of the key at fault).  Durations take a unit
+    (SPEC 2: ms, s, m, h), so the design's "1d" is written 24h."""
+
+    def check(self, upstream=None, route=None):
+        """fanoutd -t on a configuration with upstream u (URL of a fake
+        unless UPSTREAM says otherwise) and route r; returns (completed
+        process, config path, config text)."""
+        fd = self.daemon(start=False,
+                         upstreams={"u": upstream or {"url": "http://127.0.0.1:1"}},
+                         routes={"r": dict({"match": "/", "upstreams": "u"},
+                                           **(route or {}))})
+        fd.port, fd.admin_port = harness.free_port(), harness.free_port()
+        fd.write_config()
+        with open(fd.config_path) as f:
+            text = f.read()
+        return harness.run_cli(["-t", "-c", fd.config_path]), fd.config_path, text
+
+    def assertConfigError(self, message, key, upstream=None, route=None):
+        p, path, text = self.check(upstream, route)
+        self.assertEqual(p.returncode, 1, p)
+        line = next(i for i, l in enumerate(text.splitlines(), 1)
+                    if l.startswith(key + " ="))
+        self.assertIn("%s:%d: %s" % (path, line, message), p.stderr, text)
+
+    def test_every_new_key_accepted(self):
+        p, path, text = self.check(
+            {"servers": "http://127.0.0.1:1 weight=256, http://127.0.0.1:2/, "
+                        "http://localhost:3 weight=1",
+             "balance": "least_request", "dns_ttl": "0s", "eject_after": "1000",
+             "eject_time": "1ms", "eject_time_max": "24h", "max_ejected": "100%",
+             "health_check": "/health", "health_interval": "10ms",
+             "health_timeout": "1ms", "health_rise": "100", "health_fall": "1"},
+            {"mode": "hedge", "repeat_unsafe": "yes", "budget": "1000%",
+             "budget_min": "0"})
+        self.assertEqual(p.returncode, 0, "%r\n%s" % (p, text))
+        for u in ({"servers": "http://127.0.0.1:1", "balance": "round_robin",
+                   "max_ejected": "2", "health_check": "off", "dns_ttl": "24h"},
+                  {"servers": "http://127.0.0.1:1", "max_ejected": "0%"}):
+            p, path, text = self.check(u, {"budget": "0%", "budget_min": "100000",
+                                           "repeat_unsafe": "no"})
+            self.assertEqual(p.returncode, 0, "%r\n%s" % (p, text))
+
+    def test_url_and_servers(self):
+        self.assertConfigError("'url' and 'servers' both given in [upstream \"u\"] "
+                               "(use one)", "servers",
+                               {"url": "http://127.0.0.1:1",
+                                "servers": "http://127.0.0.1:2"})
+
+    def test_servers_list_errors(self):
+        for w in ("0", "257", "x"):
+            with self.subTest(weight=w):
+                self.assertConfigError("bad weight '%s' in 'servers' (1 to 256)" % w,
+                                       "servers",
+                                       {"servers": "http://127.0.0.1:1 weight=%s" % w})
+        many = ", ".join("http://127.0.0.1:%d" % (1000 + i) for i in range(65))
+        self.assertConfigError("too many servers (at most 64)", "servers",
+                               {"servers": many})
+        p, _, text = self.check({"servers": ", ".join(
+            "http://127.0.0.1:%d" % (1000 + i) for i in range(64))})
+        self.assertEqual(p.returncode, 0, "64 servers: %r" % p)
+        self.assertConfigError("duplicate server 'http://127.0.0.1:1' in 'servers'",
+                               "servers",
+                               {"servers": "http://127.0.0.1:1, http://127.0.0.1:1/"})
+
+    def test_eject_time_max_below_eject_time(self):
+        self.assertConfigError("'eject_time_max' (5s) is below 'eject_time' (10s)",
+                               "eject_time_max",
+                               {"servers": "http://127.0.0.1:1", "eject_time": "10s",
+                                "eject_time_max": "5s"})
+
+    def test_bad_values(self):
+        for key, value in (("balance", "random"), ("eject_after", "1001"),
+                           ("eject_time", "0ms"), ("max_ejected", "101%"),
+                           ("health_check", "health"), ("health_interval", "9ms"),
+                           ("health_rise", "0"), ("health_fall", "101"),
+                           ("dns_ttl", "25h")):
+            p, path, text = self.check({"servers": "http://127.0.0.1:1", key: value})
+            self.assertEqual(p.returncode, 1, "%s = %s: %r" % (key, value, p))
+            self.assertRegex(p.stderr, r"%s:\d+: .*%s" % (path, key), p.stderr)
+        for key, value in (("budget", "1001%"), ("budget_min", "100001"),
+                           ("repeat_unsafe", "maybe")):
+            p, path, text = self.check(None, {key: value})
+            self.assertEqual(p.returncode, 1, "%s = %s: %r" % (key, value, p))
+            self.assertRegex(p.stderr, r"%s:\d+: .*%s" % (path, key), p.stderr)
+
+
 if __name__ == "__main__":
     harness.main()
