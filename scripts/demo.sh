@@ -200,6 +200,16 @@ curl -sS -m 2 "http://$HOST:$ADMIN/metrics" >"$tmp/metrics" || true
 grep -E '^fanoutd_(cancellations_total|requests_in_flight|upstream_transfers_in_flight|cancel_latency_seconds_(count|sum))' \
 	"$tmp/metrics" | indent || problems+=("the cancellation metrics are missing from /metrics")
 
+echo
+say "The wasted-work ledger: how long the slow upstream worked for nobody before"
+say "fanoutd stopped it (wasted_ms in the access log line above, summed here), and"
+say "the bytes it had sent that were thrown away:"
+run "curl -s http://$HOST:$ADMIN/metrics | grep -E 'upstream_wasted'"
+grep -E '^fanoutd_upstream_wasted_(seconds|bytes)_total\{upstream="slow"' "$tmp/metrics" |
+	indent || problems+=("the wasted-work ledger has nothing for upstream slow")
+access_lines | grep '"status":499' | tail -n 1 | grep -q '"wasted_ms":' ||
+	problems+=("the 499 access-log line has no wasted_ms")
+
 # ---------------------------------------------------------------------------
 step "7/7  SIGTERM: fanoutd drains and exits 0"
 run "kill -TERM $fd_pid"

@@ -139,6 +139,12 @@ accesslog_write(const struct accesslog_entry *e)
 			evbuffer_add(b, ",", 1);
 		evbuffer_add(b, "{\"name\":", 8);
 		json_append_string(b, l->up->name, strlen(l->up->name));
+		evbuffer_add(b, ",\"server\":", 10);
+		if (l->server != NULL)
+			json_append_string(b, l->server->url,
+			    strlen(l->server->url));
+		else
+			evbuffer_add(b, "null", 4);
 		switch (l->state == LEG_DONE ? l->outcome : LEG_CANCELLED) {
 		case LEG_OK:
 		case LEG_STATUS:
@@ -155,8 +161,13 @@ accesslog_write(const struct accesslog_entry *e)
 			    cancel_reason_of(&l->cancel)));
 			break;
 		}
-		evbuffer_add_printf(b, ",\"duration_ms\":%.3f}",
+		evbuffer_add_printf(b, ",\"duration_ms\":%.3f",
 		    l->duration_us / 1000.0);
+		/* The ledger's figure for a leg cut in flight. */
+		if (l->state == LEG_DONE && l->outcome == LEG_CANCELLED)
+			evbuffer_add_printf(b, ",\"wasted_ms\":%.3f",
+			    l->wasted_us / 1000.0);
+		evbuffer_add(b, "}", 1);
 	}
 	evbuffer_add(b, "]}\n", 3);
 

@@ -14,6 +14,7 @@
 
 #include "admin.h"
 #include "config.h"
+#include "health.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -22,6 +23,7 @@ struct admin {
 	struct evhttp	*http;
 	struct lset	 set;
 	const int	*draining;	/* the process's drain flag (atomic) */
+	struct config	*const *current;	/* the server's configuration */
 };
 
 static void
@@ -62,6 +64,8 @@ admin_cb(struct evhttp_request *req, void *arg)
 		}
 	} else if (strcmp(path, "/metrics") == 0) {
 		metrics_render(body);
+		if (*a->current != NULL)
+			health_render(body, *a->current);
 		admin_reply(req, 200, "OK",
 		    "text/plain; version=0.0.4; charset=utf-8", body);
 	} else {
@@ -110,7 +114,7 @@ static const struct lset_ops admin_ops = { admin_attach, admin_detach };
 
 struct admin *
 admin_new(struct event_base *base, const struct config *conf,
-    const int *draining)
+    const int *draining, struct config *const *current)
 {
 	struct admin	*a;
 
@@ -122,6 +126,7 @@ admin_new(struct event_base *base, const struct config *conf,
 	}
 	evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
 	a->draining = draining;
+	a->current = current;
 	the_admin = a;
 	evhttp_set_gencb(a->http, admin_cb, a);
 	evhttp_set_timeout(a->http, 10);

@@ -66,6 +66,16 @@
  *	     missing host | bad host | bad port |
  *	     spaces and control characters are not allowed
  *   FILE:N: http2 = on needs an https:// url (use prior-knowledge for h2c)
+ *   FILE:N: 'url' and 'servers' both given in SECTION (use one)
+ *   FILE:N: empty item in 'servers'
+ *   FILE:N: bad weight 'V' in 'servers' (weight=N, N from 1 to 256)
+ *   FILE:N: duplicate server 'URL' in 'servers'
+ *   FILE:N: too many servers (at most 64)
+ *   FILE:N: bad value 'V' for 'max_ejected' (use N% or a number of servers)
+ *   FILE:N: bad percentage 'V' for 'budget' (use N%)
+ *   FILE:N: bad health_check 'V' (off, or a path starting with '/',
+ *	     without '?', '#' or spaces)
+ *   FILE:N: 'eject_time_max' is below 'eject_time' in SECTION
  *   FILE:N: cannot use ca_file 'V': STRERROR
  *   FILE:N: cannot use ca_file 'V': not a regular file
  *   FILE:N: bad match 'V' (a path starting with '/', without '?', '#' or
@@ -116,6 +126,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,6 +174,10 @@ enum key_type {
 	KEY_MATCH,
 	KEY_METHODS,
 	KEY_NAMES,
+	KEY_SERVERS,
+	KEY_SHARE,	/* "N%" or a count N: max_ejected */
+	KEY_PERCENT,	/* "N%": budget */
+	KEY_CHECK,	/* "off" or a path: health_check */
 };
 
 #define KEY_REQUIRED	0x1
@@ -191,6 +206,9 @@ static const char *const mode_choices[] = {
 };
 static const char *const partial_choices[] = { "fail", "allow", NULL };
 static const char *const tls_version_choices[] = { "1.2", "1.3", NULL };
+static const char *const balance_choices[] = {
+	"round_robin", "least_request", NULL
+};
 
 #define S(f)	offsetof(struct config, f)
 #define U(f)	offsetof(struct upstream_conf, f)
@@ -245,8 +263,33 @@ static const struct config_key config_keys[] = {
 	{ "admin", "listen", KEY_LISTEN,
 	  S(admin_listen), 0, 0, "127.0.0.1:9901", NULL, 0 },
 
+	/* url or servers, one of them: checked once both are known. */
 	{ "upstream", "url", KEY_URL,
-	  U(url), 0, 0, NULL, NULL, KEY_REQUIRED },
+	  U(url), 0, 0, NULL, NULL, 0 },
+	{ "upstream", "servers", KEY_SERVERS,
+	  U(servers), 1, UPSTREAM_WEIGHT_MAX, NULL, NULL, 0 },
+	{ "upstream", "balance", KEY_CHOICE,
+	  U(balance), 0, 0, "round_robin", balance_choices, 0 },
+	{ "upstream", "dns_ttl", KEY_DURATION,
+	  U(dns_ttl_ms), 0, MS_DAY, "60s", NULL, 0 },
+	{ "upstream", "eject_after", KEY_UINT,
+	  U(eject_after), 0, 1000, "5", NULL, 0 },
+	{ "upstream", "eject_time", KEY_DURATION,
+	  U(eject_time_ms), 1, MS_DAY, "30s", NULL, 0 },
+	{ "upstream", "eject_time_max", KEY_DURATION,
+	  U(eject_time_max_ms), 1, MS_DAY, "5m", NULL, 0 },
+	{ "upstream", "max_ejected", KEY_SHARE,
+	  U(max_ejected_share), 0, 100, "50%", NULL, 0 },
+	{ "upstream", "health_check", KEY_CHECK,
+	  U(health_check), 0, 0, NULL, NULL, 0 },
+	{ "upstream", "health_interval", KEY_DURATION,
+	  U(health_interval_ms), 10, MS_DAY, "5s", NULL, 0 },
+	{ "upstream", "health_timeout", KEY_DURATION,
+	  U(health_timeout_ms), 1, MS_DAY, "1s", NULL, 0 },
+	{ "upstream", "health_rise", KEY_UINT,
+	  U(health_rise), 1, 100, "2", NULL, 0 },
+	{ "upstream", "health_fall", KEY_UINT,
+	  U(health_fall), 1, 100, "3", NULL, 0 },
 	{ "upstream", "connect_timeout", KEY_DURATION,
 	  U(connect_timeout_ms), 1, MS_DAY, "1s", NULL, 0 },
 	{ "upstream", "timeout", KEY_DURATION,
@@ -279,6 +322,12 @@ static const struct config_key config_keys[] = {
 	  R(quorum), 1, 1000000, NULL, NULL, 0 },
 	{ "route", "partial", KEY_CHOICE,
 	  R(partial), 0, 0, "fail", partial_choices, 0 },
+	{ "route", "repeat_unsafe", KEY_BOOL,
+	  R(repeat_unsafe), 0, 0, "no", NULL, 0 },
+	{ "route", "budget", KEY_PERCENT,
+	  R(budget_pct), 0, 1000, "20%", NULL, 0 },
+	{ "route", "budget_min", KEY_UINT,
+	  R(budget_min), 0, 100000, "10", NULL, 0 },
 };
 
 #undef S
@@ -952,6 +1001,118 @@ config_set_methods(struct parse *p, unsigned *mask, const char *value,
 	}
 }
 
+/*
+ * servers = URL [weight=N], ...: each URL checked as url's, at most
+ * UPSTREAM_SERVERS_MAX of them, none twice.
+ */
+static void
+config_set_servers(struct parse *p, struct upstream_conf *u, const char *value,
+    int line)
+{
+	struct server_conf	*sv, *all;
+	const char		*item, *sp, *why, *end;
+	char			*url, *host, *parsed;
+	size_t			 len, ulen, i;
+	uint64_t		 w;
+
+	while (list_next(&value, &item, &len)) {
+		if (len == 0) {
+			config_error(p, line, "empty item in 'servers'");
+			continue;
+		}
+		ulen = strcspn(item, " \t");
+		if (ulen > len)
+			ulen = len;
+		w = 1;
+		sp = item + ulen;
+		while (sp < item + len && (*sp == ' ' || *sp == '\t'))
+			sp++;
+		if (sp < item + len) {
+			if (strncmp(sp, "weight=", 7) != 0 ||
+			    parse_digits(sp + 7, &w, &end) != 0 ||
+			    end != item + len || w < 1 ||
+			    w > UPSTREAM_WEIGHT_MAX) {
+				config_error(p, line, "bad weight '%.*s' in "
+				    "'servers' (weight=N, N from 1 to %d)",
+				    (int)(item + len - sp), sp,
+				    UPSTREAM_WEIGHT_MAX);
+				continue;
+			}
+		}
+		if ((url = parse_strndup(p, item, ulen)) == NULL)
+			return;
+		if (url_parse(url, &parsed, &host, &why) != 0) {
+			if (why == NULL)
+				p->oom = 1;
+			else
+				config_error(p, line, "bad url '%s' (%s)", url,
+				    why);
+			free(url);
+			continue;
+		}
+		free(url);
+		free(host);
+		url = parsed;
+		for (i = 0; i < u->nservers; i++) {
+			if (strcmp(u->servers[i].url, url) == 0)
+				break;
+		}
+		if (i < u->nservers) {
+			config_error(p, line, "duplicate server '%s' in "
+			    "'servers'", url);
+			free(url);
+			continue;
+		}
+		if (u->nservers == UPSTREAM_SERVERS_MAX) {
+			config_error(p, line, "too many servers (at most %d)",
+			    UPSTREAM_SERVERS_MAX);
+			free(url);
+			return;
+		}
+		all = reallocarray(u->servers, u->nservers + 1, sizeof *all);
+		if (all == NULL) {
+			free(url);
+			p->oom = 1;
+			return;
+		}
+		u->servers = all;
+		sv = &all[u->nservers++];
+		memset(sv, 0, sizeof *sv);
+		sv->url = url;
+		sv->weight = (unsigned)w;
+	}
+}
+
+/* "50%" (a share, up to k->max percent) or "2" (a count). */
+static void
+config_set_share(struct parse *p, const struct config_key *k,
+    struct config_share *v, const char *value, int line, int percent_only)
+{
+	const char	*end;
+	uint64_t	 n;
+
+	if (parse_digits(value, &n, &end) != 0 ||
+	    (*end != '\0' && strcmp(end, "%") != 0) ||
+	    (percent_only && *end != '%')) {
+		config_error(p, line, "bad %s '%s' for '%s' (use %s)",
+		    percent_only ? "percentage" : "value", value, k->name,
+		    percent_only ? "N%" : "N% or a number of servers");
+		return;
+	}
+	v->percent = (*end == '%');
+	if (v->percent && n > k->max) {
+		config_error(p, line, "'%s' out of range: '%s' (0%% to "
+		    "%llu%%)", k->name, value, (unsigned long long)k->max);
+		return;
+	}
+	if (!v->percent && n > UPSTREAM_SERVERS_MAX) {
+		config_error(p, line, "'%s' out of range: '%s' (0 to %d)",
+		    k->name, value, UPSTREAM_SERVERS_MAX);
+		return;
+	}
+	v->n = (unsigned)n;
+}
+
 static void
 config_set_choice(struct parse *p, const struct config_key *k, int *v,
     const char *value, int line)
@@ -1174,6 +1335,31 @@ config_set(struct parse *p, struct section *sec, const struct config_key *k,
 	case KEY_NAMES:
 		/* Upstreams may be defined further down: resolved later. */
 		sec->names = parse_strndup(p, value, strlen(value));
+		break;
+	case KEY_SERVERS:
+		config_set_servers(p, sec->base, value, line);
+		break;
+	case KEY_SHARE:
+		config_set_share(p, k, ptr, value, line, 0);
+		break;
+	case KEY_PERCENT: {
+		struct config_share	sh = { 0, 0 };
+
+		config_set_share(p, k, &sh, value, line, 1);
+		*(unsigned *)ptr = sh.n;
+		break;
+	}
+	case KEY_CHECK:
+		if (strcmp(value, "off") == 0)
+			break;
+		if (!match_valid(value)) {
+			config_error(p, line, "bad health_check '%s' (off, or "
+			    "a path starting with '/', without '?', '#' or "
+			    "spaces)",
+			    value);
+			break;
+		}
+		*(char **)ptr = parse_strndup(p, value, strlen(value));
 		break;
 	}
 }
@@ -1685,11 +1871,87 @@ config_check_tls(struct parse *p)
 		    "%s", err);
 }
 
+/*
+ * Smooth weighted round robin, laid out once: each turn goes to the server
+ * whose running credit is highest, which then pays the sum of the weights
+ * back. Weights 5, 1, 1 give a a b a c a a: every server gets its share,
+ * spread out, and no server is hit weight times in a row.
+ */
+static int
+upstream_turns(struct upstream_conf *u)
+{
+	long	credit[UPSTREAM_SERVERS_MAX];
+	size_t	i, t, best;
+	long	total = 0;
+
+	for (i = 0; i < u->nservers; i++) {
+		credit[i] = 0;
+		total += u->servers[i].weight;
+	}
+	if ((u->turns = calloc((size_t)total, sizeof *u->turns)) == NULL)
+		return (-1);
+	u->nturns = (size_t)total;
+	for (t = 0; t < u->nturns; t++) {
+		best = 0;
+		for (i = 0; i < u->nservers; i++) {
+			credit[i] += u->servers[i].weight;
+			if (credit[i] > credit[best])
+				best = i;
+		}
+		credit[best] -= total;
+		u->turns[t] = (unsigned short)best;
+	}
+	return (0);
+}
+
 static void
 config_check_upstream(struct parse *p, struct section *sec)
 {
 	struct upstream_conf	*u = sec->base;
-	int			 line;
+	int			 line, lurl, lservers;
+	unsigned		 n;
+
+	lurl = sec->seen[config_key_index("upstream", "url")];
+	lservers = sec->seen[config_key_index("upstream", "servers")];
+	if (lurl != 0 && lservers != 0)
+		config_error(p, lurl > lservers ? lurl : lservers, "'url' and "
+		    "'servers' both given in %s (use one)", sec->label);
+	else if (lurl == 0 && lservers == 0)
+		config_error(p, sec->line, "missing key 'url' in %s",
+		    sec->label);
+	else if (lurl != 0 && u->url != NULL) {
+		/* url is the one-server case of servers. */
+		if ((u->servers = calloc(1, sizeof *u->servers)) == NULL ||
+		    (u->servers[0].url = strdup(u->url)) == NULL) {
+			p->oom = 1;
+			return;
+		}
+		u->servers[0].weight = 1;
+		u->nservers = 1;
+	} else if (lservers != 0 && u->nservers > 0) {
+		if ((u->url = strdup(u->servers[0].url)) == NULL) {
+			p->oom = 1;
+			return;
+		}
+	}
+	if (u->nservers > 0 && upstream_turns(u) == -1) {
+		p->oom = 1;
+		return;
+	}
+	if (u->eject_time_max_ms < u->eject_time_ms)
+		config_error(p, sec->seen[config_key_index("upstream",
+		    "eject_time_max")] ? sec->seen[config_key_index("upstream",
+		    "eject_time_max")] : sec->line, "'eject_time_max' is below "
+		    "'eject_time' in %s", sec->label);
+	/* At least one may go, whatever the share (as Envoy does): a
+	 * one-server upstream is a circuit breaker. */
+	n = u->max_ejected_share.n;
+	if (u->max_ejected_share.percent) {
+		n = (unsigned)((u->nservers * n) / 100);
+		if (n < 1)
+			n = 1;
+	}
+	u->max_ejected = n;
 
 	if (u->http2 != HTTP2_ON || u->url == NULL ||
 	    strncasecmp(u->url, "https://", 8) == 0)
@@ -1868,12 +2130,144 @@ config_error_text(struct parse *p)
 	return (text);
 }
 
+/* ---- what outlives a configuration ------------------------------------------ */
+
+/*
+ * The registry of server and route states, shared by every configuration
+ * alive (see config.h). Loads take references on the main thread; the last
+ * configuration of a state may go on any worker, hence the lock.
+ */
+static pthread_mutex_t		 state_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct server_state	*server_states;
+static struct route_state	*route_states;
+
+static struct server_state *
+state_get_server(const char *upstream, const char *url)
+{
+	struct server_state	*st;
+	char			*key;
+
+	if (asprintf(&key, "%s %s", upstream, url) == -1)
+		return (NULL);
+	pthread_mutex_lock(&state_lock);
+	for (st = server_states; st != NULL; st = st->next) {
+		if (strcmp(st->key, key) == 0) {
+			st->refs++;
+			break;
+		}
+	}
+	if (st == NULL && (st = calloc(1, sizeof *st)) != NULL) {
+		st->key = key;
+		key = NULL;
+		st->refs = 1;
+		pthread_mutex_init(&st->lock, NULL);
+		st->next = server_states;
+		server_states = st;
+	}
+	pthread_mutex_unlock(&state_lock);
+	free(key);
+	return (st);
+}
+
+static void
+state_put_server(struct server_state *st)
+{
+	struct server_state	**pp;
+
+	if (st == NULL)
+		return;
+	pthread_mutex_lock(&state_lock);
+	if (--st->refs > 0) {
+		pthread_mutex_unlock(&state_lock);
+		return;
+	}
+	for (pp = &server_states; *pp != st; pp = &(*pp)->next)
+		;
+	*pp = st->next;
+	pthread_mutex_unlock(&state_lock);
+	pthread_mutex_destroy(&st->lock);
+	free(st->key);
+	free(st);
+}
+
+static struct route_state *
+state_get_route(const char *name)
+{
+	struct route_state	*st;
+
+	pthread_mutex_lock(&state_lock);
+	for (st = route_states; st != NULL; st = st->next) {
+		if (strcmp(st->key, name) == 0) {
+			st->refs++;
+			break;
+		}
+	}
+	if (st == NULL && (st = calloc(1, sizeof *st)) != NULL) {
+		if ((st->key = strdup(name)) == NULL) {
+			free(st);
+			st = NULL;
+		} else {
+			st->refs = 1;
+			pthread_mutex_init(&st->lock, NULL);
+			st->next = route_states;
+			route_states = st;
+		}
+	}
+	pthread_mutex_unlock(&state_lock);
+	return (st);
+}
+
+static void
+state_put_route(struct route_state *st)
+{
+	struct route_state	**pp;
+
+	if (st == NULL)
+		return;
+	pthread_mutex_lock(&state_lock);
+	if (--st->refs > 0) {
+		pthread_mutex_unlock(&state_lock);
+		return;
+	}
+	for (pp = &route_states; *pp != st; pp = &(*pp)->next)
+		;
+	*pp = st->next;
+	pthread_mutex_unlock(&state_lock);
+	pthread_mutex_destroy(&st->lock);
+	free(st->key);
+	free(st);
+}
+
+/* A whole configuration takes its states: those alive are shared. */
+static int
+config_bind_states(struct config *cfg)
+{
+	struct upstream_conf	*u;
+	size_t			 i, j;
+
+	for (i = 0; i < cfg->nupstreams; i++) {
+		u = cfg->upstreams[i];
+		for (j = 0; j < u->nservers; j++) {
+			u->servers[j].st = state_get_server(u->name,
+			    u->servers[j].url);
+			if (u->servers[j].st == NULL)
+				return (-1);
+		}
+	}
+	for (i = 0; i < cfg->nroutes; i++) {
+		if ((cfg->routes[i]->st = state_get_route(cfg->routes[i]->name))
+		    == NULL)
+			return (-1);
+	}
+	return (0);
+}
+
 static void
 config_free(struct config *cfg)
 {
 	struct upstream_conf	*u;
 	struct route_conf	*r;
-	size_t			 i;
+	size_t			 i, j;
 
 	if (cfg == NULL)
 		return;
@@ -1883,11 +2277,19 @@ config_free(struct config *cfg)
 		free(u->url);
 		free(u->host_header);
 		free(u->ca_file);
+		for (j = 0; j < u->nservers; j++) {
+			state_put_server(u->servers[j].st);
+			free(u->servers[j].url);
+		}
+		free(u->servers);
+		free(u->turns);
+		free(u->health_check);
 		free(u);
 	}
 	free(cfg->upstreams);
 	for (i = 0; i < cfg->nroutes; i++) {
 		r = cfg->routes[i];
+		state_put_route(r->st);
 		free(r->name);
 		free(r->match);
 		free(r->upstreams);
@@ -1984,6 +2386,10 @@ config_parse(const char *file, const char *text, size_t len, char **errors,
 	if (cfg->nroutes > 1)
 		qsort(cfg->routes, cfg->nroutes, sizeof *cfg->routes,
 		    route_cmp);
+	if (config_bind_states(cfg) == -1) {
+		p.oom = 1;
+		goto fail;
+	}
 	parse_free(&p);
 	return (cfg);
 

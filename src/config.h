@@ -9,6 +9,7 @@
 #ifndef FANOUTD_CONFIG_H
 #define FANOUTD_CONFIG_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -32,11 +33,88 @@ enum route_mode { MODE_PROXY, MODE_ALL, MODE_FIRST, MODE_HEDGE, MODE_QUORUM };
 enum partial_policy { PARTIAL_FAIL, PARTIAL_ALLOW };
 enum tls_min_version { TLS_MIN_1_2, TLS_MIN_1_3 };
 
+enum balance { BALANCE_ROUND_ROBIN, BALANCE_LEAST_REQUEST };
+
+/*
+ * What outlives a configuration: the health of a server (keyed by its
+ * upstream's name and its URL) and the budget of a route (by name). Every
+ * configuration that names the same server shares one server_state, so a
+ * reload keeps it; it goes with the last configuration that names it.
+ * config.c keeps the registry; health.c and budget.c give the fields
+ * their meaning. Fields are atomics, or under the state's lock.
+ */
+struct server_state {
+	/* the registry's */
+	struct server_state	*next;
+	char			*key;
+	unsigned		 refs;
+
+	unsigned		 inflight;	/* legs under way (atomic) */
+	int			 checked_down;	/* active checks: out (atomic) */
+	uint64_t		 ejected_until;	/* now_ms() clock, 0: not (atomic) */
+	uint64_t		 ejections;	/* total, for the metric (atomic) */
+	unsigned		 fails;		/* failures in a row (atomic) */
+
+	pthread_mutex_t		 lock;		/* the rest */
+	unsigned		 streak;	/* ejections in a row: the doubling */
+	uint64_t		 back_at;	/* when the last ejection ended */
+	unsigned		 check_passes;	/* in a row */
+	unsigned		 check_fails;
+};
+
+#define BUDGET_SLOTS	10		/* the window: 10 slots of 1 s */
+
+struct route_state {
+	struct route_state	*next;
+	char			*key;
+	unsigned		 refs;
+
+	pthread_mutex_t		 lock;
+	uint64_t		 slot_sec[BUDGET_SLOTS];	/* which second */
+	uint64_t		 requests[BUDGET_SLOTS];
+	uint64_t		 extra[BUDGET_SLOTS];
+};
+
+/* "50%" or "2": a share of a whole, or a count. */
+struct config_share {
+	unsigned		 n;
+	int			 percent;
+};
+
+#define UPSTREAM_SERVERS_MAX	64
+#define UPSTREAM_WEIGHT_MAX	256
+
+struct server_conf {
+	char			*url;		/* base URL, no trailing slash;
+						 * also the server's name */
+	unsigned		 weight;
+	struct server_state	*st;
+};
+
 /* Durations are kept in milliseconds, sizes in bytes. */
 struct upstream_conf {
 	char			*name;
-	char			*url;		/* base URL, no trailing slash */
+	char			*url;		/* url's, or the first server's */
 	char			*host_header;	/* "host[:port]" of url, for Host: */
+	struct server_conf	*servers;
+	size_t			 nservers;
+	/* round robin: server indices, each as often as its weight, spread
+	 * (smooth weighted round robin); a turn takes the next */
+	unsigned short		*turns;
+	size_t			 nturns;
+	unsigned		 rr_next;	/* atomic, like route_conf's */
+	enum balance		 balance;
+	uint64_t		 dns_ttl_ms;
+	unsigned		 eject_after;
+	uint64_t		 eject_time_ms;
+	uint64_t		 eject_time_max_ms;
+	struct config_share	 max_ejected_share;	/* as written */
+	unsigned		 max_ejected;	/* servers, resolved (>= 1) */
+	char			*health_check;	/* path, NULL: off */
+	uint64_t		 health_interval_ms;
+	uint64_t		 health_timeout_ms;
+	unsigned		 health_rise;
+	unsigned		 health_fall;
 	uint64_t		 connect_timeout_ms;
 	uint64_t		 timeout_ms;
 	enum http2_mode		 http2;
@@ -58,6 +136,10 @@ struct route_conf {
 	uint64_t		 hedge_delay_ms;
 	unsigned		 quorum;
 	enum partial_policy	 partial;
+	int			 repeat_unsafe;
+	unsigned		 budget_pct;
+	unsigned		 budget_min;
+	struct route_state	*st;
 	int			 line;
 
 	/* The one mutable field: mode proxy's round robin (atomic). */

@@ -1,7 +1,9 @@
 /*
  * fanout.c: the modes (see fanout.h).
  *
- *	proxy	one leg; on a connect failure the next upstream in the ring
+ *	proxy	one leg; on a connect failure another server of the same
+ *		upstream, then the next upstream in the ring (retries, within
+ *		the route's budget)
  *	all	every leg; answer when all have ended
  *	first	every leg; the first success wins, the rest are superseded
  *	hedge	one leg now, one more each hedge_delay or at once after a
@@ -9,6 +11,11 @@
  *		at Scale", 2013)
  *	quorum	every leg; answer once K succeeded, or fail as soon as K can
  *		no longer be reached
+ *
+ * A request that is not safe to repeat (ev->once) goes once, to the first
+ * upstream, in first, hedge and quorum alike, and is answered as proxy
+ * answers. Hedges after the first leg and proxy's retries are extra
+ * attempts: each is asked of ev->extra (the route's budget) before it goes.
  *
  * Every function here reads the route and the legs and fills in an action;
  * none sends, arms, cuts or answers anything itself: request.c carries the
@@ -126,37 +133,92 @@ proxy_start(const struct route_conf *rt, struct fanout_action *a)
 	send_legs(a, 0, 1, rt->upstreams[first]);
 }
 
-static void
-proxy_leg_ended(const struct route_conf *rt, const struct leg *legs,
-    size_t nlegs, size_t li, struct fanout_action *a)
+/* Attempts so far to upstream u (a leg that found no server included). */
+static size_t
+legs_to(const struct leg *legs, size_t nlegs, const struct upstream_conf *u)
 {
-	const struct leg	*l = &legs[li];
-	size_t			 i, sent;
+	size_t	i, n = 0;
 
-	if (l->outcome == LEG_OK || l->outcome == LEG_STATUS) {
-		answer_leg(a, legs, li, 0);
-		return;
-	}
-	if (l->outcome == LEG_FAILED && l->error == XFER_NO_SOCKET) {
-		/* Ours, not the upstream's: the next would fail the same. */
+	for (i = 0; i < nlegs; i++)
+		if (legs[i].state != LEG_IDLE && legs[i].up == u)
+			n++;
+	return (n);
+}
+
+/* A leg that ended without a response: fanoutd's error for it. */
+static void
+answer_failure(struct fanout_action *a, const struct leg *l)
+{
+	if (l->outcome == LEG_FAILED && l->error == XFER_NO_SOCKET)
 		answer_error(a, 503, "over_capacity");
-		return;
-	}
-	/* Attempts go to legs 0, 1, ... in turn, one leg per upstream: at
-	 * most one attempt per upstream. */
-	sent = nlegs - legs_in(legs, nlegs, LEG_IDLE);
-	if (l->outcome == LEG_FAILED && l->error == XFER_CONNECT &&
-	    sent < nlegs) {
-		/* Nothing reached that upstream: try the next in the ring. */
-		for (i = 0; i < rt->nupstreams && rt->upstreams[i] != l->up; i++)
-			;
-		send_legs(a, sent, 1, rt->upstreams[(i + 1) % rt->nupstreams]);
-		return;
-	}
-	if (l->outcome == LEG_FAILED && l->error == XFER_TIMEOUT)
+	else if (l->outcome == LEG_FAILED && l->error == XFER_UNAVAILABLE)
+		answer_error(a, 503, "no_healthy_upstream");
+	else if (l->outcome == LEG_FAILED && l->error == XFER_TIMEOUT)
 		answer_error(a, 504, "upstream_timeout");
 	else
 		answer_error(a, 502, "upstream_failed");
+}
+
+/*
+ * Attempts go to legs 0, 1, ... in turn. After a connect failure, nothing
+ * reached the server: the next attempt goes to another server of the same
+ * upstream while it has one not tried (the leg's server choice skips those
+ * tried), then on round the ring to an upstream not tried yet. An upstream
+ * with no server available is passed over the same way, without counting
+ * as an extra attempt: nothing was sent.
+ */
+static void
+proxy_leg_ended(const struct route_conf *rt, const struct leg *legs,
+    size_t nlegs, size_t li, const struct fanout_event *ev,
+    struct fanout_action *a)
+{
+	const struct leg		*l = &legs[li];
+	const struct upstream_conf	*u;
+	size_t				 i, k, sent, tried;
+	int				 connect;
+
+	if (l->outcome == LEG_OK || l->outcome == LEG_STATUS) {
+		if (li > 0)
+			a->retries_won = 1;
+		answer_leg(a, legs, li, 0);
+		return;
+	}
+	connect = l->outcome == LEG_FAILED && l->error == XFER_CONNECT;
+	sent = nlegs - legs_in(legs, nlegs, LEG_IDLE);
+	if ((connect || (l->outcome == LEG_FAILED &&
+	    l->error == XFER_UNAVAILABLE)) && sent < nlegs) {
+		for (i = 0; i < rt->nupstreams && rt->upstreams[i] != l->up; i++)
+			;
+		for (k = connect ? 0 : 1; k < rt->nupstreams; k++) {
+			u = rt->upstreams[(i + k) % rt->nupstreams];
+			tried = legs_to(legs, nlegs, u);
+			if (tried < u->nservers && (k == 0 || tried == 0))
+				break;
+		}
+		if (k < rt->nupstreams) {
+			if (connect && ev->extra != NULL &&
+			    !ev->extra(ev->extra_arg, FANOUT_EXTRA_RETRY)) {
+				answer_failure(a, l);
+				return;
+			}
+			send_legs(a, sent, 1, u);
+			return;
+		}
+	}
+	answer_failure(a, l);
+}
+
+/* ---- once: a request not safe to repeat, in first, hedge or quorum --------- */
+
+static void
+once_leg_ended(const struct leg *legs, size_t li, struct fanout_action *a)
+{
+	const struct leg	*l = &legs[li];
+
+	if (l->outcome == LEG_OK || l->outcome == LEG_STATUS)
+		answer_leg(a, legs, li, 1);
+	else
+		answer_failure(a, l);
 }
 
 /* ---- all ------------------------------------------------------------------- */
@@ -199,10 +261,13 @@ first_leg_ended(const struct leg *legs, size_t nlegs, size_t li,
 
 /* ---- hedge ----------------------------------------------------------------- */
 
-/* Send the next leg in route order; 0 if there was none left. */
+/*
+ * Send the next leg in route order: 1 when sent, 0 if there was none left,
+ * -1 when the route's budget refused it (then no more are timed).
+ */
 static int
 hedge_send_next(const struct route_conf *rt, const struct leg *legs,
-    size_t nlegs, struct fanout_action *a)
+    size_t nlegs, const struct fanout_event *ev, struct fanout_action *a)
 {
 	size_t	i;
 
@@ -210,8 +275,14 @@ hedge_send_next(const struct route_conf *rt, const struct leg *legs,
 		;
 	if (i == nlegs)
 		return (0);
-	if (i > 0)
+	if (i > 0) {
+		if (ev->extra != NULL &&
+		    !ev->extra(ev->extra_arg, FANOUT_EXTRA_HEDGE)) {
+			a->timer = FANOUT_TIMER_DISARM;
+			return (-1);
+		}
 		a->hedges_sent = 1;
+	}
 	/* Arm before starting (the action's order): a leg that fails at
 	 * once is reported after, and its decision must not be undone. */
 	if (i + 1 < nlegs) {
@@ -225,7 +296,8 @@ hedge_send_next(const struct route_conf *rt, const struct leg *legs,
 
 static void
 hedge_leg_ended(const struct route_conf *rt, const struct leg *legs,
-    size_t nlegs, size_t li, struct fanout_action *a)
+    size_t nlegs, size_t li, const struct fanout_event *ev,
+    struct fanout_action *a)
 {
 	if (leg_succeeded(&legs[li])) {
 		a->timer = FANOUT_TIMER_DISARM;
@@ -236,7 +308,7 @@ hedge_leg_ended(const struct route_conf *rt, const struct leg *legs,
 		return;
 	}
 	/* A failure: hedge at once rather than after the delay. */
-	if (hedge_send_next(rt, legs, nlegs, a))
+	if (hedge_send_next(rt, legs, nlegs, ev, a) == 1)
 		return;
 	if (legs_in(legs, nlegs, LEG_RUNNING) == 0)
 		answer_envelope(a, 502, NULL);
@@ -296,12 +368,17 @@ fanout_decide(const struct route_conf *rt, const struct leg *legs,
 
 	switch (ev->what) {
 	case FANOUT_START:
+		if (ev->once && rt->mode != MODE_PROXY && rt->mode != MODE_ALL) {
+			send_legs(a, 0, 1, NULL);
+			a->unsafe_skipped = (unsigned)(nlegs - 1);
+			break;
+		}
 		switch (rt->mode) {
 		case MODE_PROXY:
 			proxy_start(rt, a);
 			break;
 		case MODE_HEDGE:
-			hedge_send_next(rt, legs, nlegs, a);
+			hedge_send_next(rt, legs, nlegs, ev, a);
 			break;
 		case MODE_ALL:
 		case MODE_FIRST:
@@ -313,9 +390,13 @@ fanout_decide(const struct route_conf *rt, const struct leg *legs,
 		}
 		break;
 	case FANOUT_LEG_ENDED:
+		if (ev->once && rt->mode != MODE_PROXY && rt->mode != MODE_ALL) {
+			once_leg_ended(legs, ev->leg, a);
+			break;
+		}
 		switch (rt->mode) {
 		case MODE_PROXY:
-			proxy_leg_ended(rt, legs, nlegs, ev->leg, a);
+			proxy_leg_ended(rt, legs, nlegs, ev->leg, ev, a);
 			break;
 		case MODE_ALL:
 			all_leg_ended(rt, legs, nlegs, a);
@@ -324,7 +405,7 @@ fanout_decide(const struct route_conf *rt, const struct leg *legs,
 			first_leg_ended(legs, nlegs, ev->leg, a);
 			break;
 		case MODE_HEDGE:
-			hedge_leg_ended(rt, legs, nlegs, ev->leg, a);
+			hedge_leg_ended(rt, legs, nlegs, ev->leg, ev, a);
 			break;
 		case MODE_QUORUM:
 			quorum_leg_ended(rt, legs, nlegs, a);
@@ -332,8 +413,8 @@ fanout_decide(const struct route_conf *rt, const struct leg *legs,
 		}
 		break;
 	case FANOUT_HEDGE_TIMER:
-		if (rt->mode == MODE_HEDGE)
-			hedge_send_next(rt, legs, nlegs, a);
+		if (rt->mode == MODE_HEDGE && !ev->once)
+			hedge_send_next(rt, legs, nlegs, ev, a);
 		break;
 	case FANOUT_CANCELLED:
 		cancelled(rt, legs, nlegs, ev->reason, a);

@@ -36,10 +36,25 @@ enum fanout_what {
 				   outcome LEG_CANCELLED) */
 };
 
+enum fanout_extra {
+	FANOUT_EXTRA_HEDGE,	/* a hedge after the first leg */
+	FANOUT_EXTRA_RETRY,	/* mode proxy: again, after a connect failure */
+};
+
 struct fanout_event {
 	enum fanout_what	 what;
 	size_t			 leg;		/* FANOUT_LEG_ENDED */
 	enum cancel_reason	 reason;	/* FANOUT_CANCELLED */
+	/*
+	 * The request is not safe to repeat (fanoutd(8), HEALTH AND
+	 * BUDGETS): first, hedge and quorum send it once, to the route's
+	 * first upstream (leg 0), and answer as proxy does.
+	 */
+	int			 once;
+	/* May an extra attempt go now? Asked once per attempt, just before
+	 * it would be sent; 0 and it is not. NULL: always. */
+	int			(*extra)(void *, enum fanout_extra);
+	void			*extra_arg;
 };
 
 enum fanout_timer {
@@ -59,7 +74,9 @@ enum fanout_answer {
 /*
  * What to do, in this order:
  *	1. timer		the hedge timer
- *	2. hedges_sent/won	add to those counters
+ *	2. hedges_sent/won,	add to those counters
+ *	   retries_won,
+ *	   unsafe_skipped
  *	3. supersede		cut every leg still running (reason superseded)
  *	4. start, nstart	send legs[start] .. legs[start + nstart - 1], to
  *				up when it is set (mode proxy's ring), else each
@@ -77,6 +94,8 @@ struct fanout_action {
 	uint64_t			 timer_ms;
 	unsigned			 hedges_sent;
 	unsigned			 hedges_won;
+	unsigned			 retries_won;
+	unsigned			 unsafe_skipped; /* legs not sent: once */
 	int				 supersede;
 	size_t				 start;
 	size_t				 nstart;

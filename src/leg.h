@@ -22,6 +22,7 @@
 
 struct request;
 struct upstream_conf;
+struct server_conf;
 struct transfer;
 struct evbuffer;
 
@@ -42,6 +43,7 @@ struct leg {
 	struct request			*req;		/* its owner, for request.c */
 	const struct upstream_conf	*up;
 	struct cancel			 cancel;	/* child of req->cancel */
+	struct server_conf		*server;	/* picked; NULL: none */
 	struct transfer			*xfer;		/* while LEG_RUNNING */
 	enum leg_state			 state;
 	enum leg_outcome		 outcome;
@@ -53,6 +55,8 @@ struct leg {
 	struct evbuffer			*body;
 	uint64_t			 started_us;
 	uint64_t			 duration_us;
+	uint64_t			 wasted_us;	/* cancelled in flight */
+	int				 verdict;	/* enum health_verdict */
 };
 
 #endif

@@ -41,33 +41,45 @@ struct family {
 	size_t		 nbounds;
 	struct series	*head;		/* in order of first use */
 	struct series	**tail;
+	int		 micro;		/* counts microseconds, shown in s */
 };
 
 static struct family	f_requests = { "fanoutd_requests_total",
 	"Requests answered, by route and status code (499: client closed).",
-	"counter", NULL, 0, NULL, NULL };
+	"counter", NULL, 0, NULL, NULL, 0 };
 static struct family	f_duration = { "fanoutd_request_duration_seconds",
 	"Time from the first byte of a request to its answer, by route.",
-	"histogram", duration_buckets, NDURATION, NULL, NULL };
+	"histogram", duration_buckets, NDURATION, NULL, NULL, 0 };
 static struct family	f_upstream = { "fanoutd_upstream_requests_total",
 	"Upstream requests (legs) ended, by upstream and outcome.",
-	"counter", NULL, 0, NULL, NULL };
+	"counter", NULL, 0, NULL, NULL, 0 };
 static struct family	f_cancels = { "fanoutd_cancellations_total",
 	"Cancellations that stopped in-flight upstream work, by reason.",
-	"counter", NULL, 0, NULL, NULL };
+	"counter", NULL, 0, NULL, NULL, 0 };
 static struct family	f_cancel_latency = { "fanoutd_cancel_latency_seconds",
 	"Time from a cancel cell's flip until every transfer of it is released.",
-	"histogram", cancel_buckets, NCANCEL, NULL, NULL };
+	"histogram", cancel_buckets, NCANCEL, NULL, NULL, 0 };
 static struct family	f_grpc = { "fanoutd_grpc_requests_total",
 	"gRPC calls answered, by route and grpc-status (1: client cancelled).",
-	"counter", NULL, 0, NULL, NULL };
+	"counter", NULL, 0, NULL, NULL, 0 };
 static struct family	f_reloads = { "fanoutd_config_reloads_total",
 	"Configuration reloads, by result.",
-	"counter", NULL, 0, NULL, NULL };
+	"counter", NULL, 0, NULL, NULL, 0 };
+
+static struct family	f_extra = { "fanoutd_extra_attempts_total",
+	"Extra attempts (hedges after a request's first leg, retries), by "
+	"route, kind and outcome.", "counter", NULL, 0, NULL, NULL, 0 };
+static struct family	f_wasted_s = { "fanoutd_upstream_wasted_seconds_total",
+	"Time upstream legs ran before they were cancelled, by upstream and "
+	"cancel reason.", "counter", NULL, 0, NULL, NULL, 1 };
+static struct family	f_wasted_b = { "fanoutd_upstream_wasted_bytes_total",
+	"Response bytes received from upstream legs, then discarded by their "
+	"cancellation, by upstream and cancel reason.", "counter", NULL, 0,
+	NULL, NULL, 0 };
 
 static struct family *const families[] = {
 	&f_requests, &f_duration, &f_upstream, &f_cancels, &f_cancel_latency,
-	&f_grpc, &f_reloads,
+	&f_grpc, &f_reloads, &f_extra, &f_wasted_s, &f_wasted_b,
 };
 
 static pthread_mutex_t	lock = PTHREAD_MUTEX_INITIALIZER;
@@ -214,6 +226,15 @@ series_observe(struct family *f, const char *labels, double v)
 }
 
 static void
+series_add_locked(struct family *f, const char *labels, uint64_t d)
+{
+	struct series	*s;
+
+	if ((s = series_get(f, labels)) != NULL)
+		s->value += d;
+}
+
+static void
 series_inc(struct family *f, const char *labels, uint64_t d)
 {
 	struct series	*s;
@@ -302,6 +323,37 @@ metrics_upstream_done(const char *upstream, const char *outcome)
 }
 
 void
+metrics_extra_attempt(const char *route, const char *kind,
+    const char *outcome, uint64_t n)
+{
+	char	l[512];
+	size_t	k;
+
+	k = label(l, sizeof l - 64, "route", route);
+	l[k++] = ',';
+	k += label(l + k, sizeof l - k, "kind", kind);
+	l[k++] = ',';
+	label(l + k, sizeof l - k, "outcome", outcome);
+	series_inc(&f_extra, l, n);
+}
+
+void
+metrics_wasted(const char *upstream, enum cancel_reason r, uint64_t us,
+    uint64_t bytes)
+{
+	char	l[512];
+	size_t	n;
+
+	n = label(l, sizeof l - 64, "upstream", upstream);
+	l[n++] = ',';
+	label(l + n, sizeof l - n, "reason", cancel_reason_name(r));
+	pthread_mutex_lock(&lock);
+	series_add_locked(&f_wasted_s, l, us);
+	series_add_locked(&f_wasted_b, l, bytes);
+	pthread_mutex_unlock(&lock);
+}
+
+void
 metrics_cancellation(enum cancel_reason r, uint64_t latency_us)
 {
 	char	l[64];
@@ -334,6 +386,12 @@ render_family(struct evbuffer *out, const struct family *f)
 	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", f->name,
 	    f->help, f->name, f->type);
 	for (s = f->head; s != NULL; s = s->next) {
+		if (f->bounds == NULL && f->micro) {
+			evbuffer_add_printf(out, "%s{%s} %llu.%06llu\n", f->name,
+			    s->labels, (unsigned long long)(s->value / 1000000),
+			    (unsigned long long)(s->value % 1000000));
+			continue;
+		}
 		if (f->bounds == NULL) {
 			evbuffer_add_printf(out, "%s{%s} %llu\n", f->name,
 			    s->labels, (unsigned long long)s->value);

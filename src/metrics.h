@@ -55,6 +55,14 @@ void	metrics_request_done(const char *route, int code, uint64_t duration_us);
 void	metrics_grpc_request(const char *route, int grpc_status);
 /* A leg ended: outcome is ok, status, error, timeout or cancelled. */
 void	metrics_upstream_done(const char *upstream, const char *outcome);
+/* Extra attempts of a route: kind hedge or retry, outcome sent, won,
+ * skipped_budget or skipped_unsafe. */
+void	metrics_extra_attempt(const char *route, const char *kind,
+	    const char *outcome, uint64_t);
+/* The wasted-work ledger: a leg cancelled in flight for reason, after us
+ * microseconds, throwing bytes of its response away. */
+void	metrics_wasted(const char *upstream, enum cancel_reason, uint64_t us,
+	    uint64_t bytes);
 /* A cancellation that stopped in-flight work, and flip-to-released time. */
 void	metrics_cancellation(enum cancel_reason, uint64_t latency_us);
 void	metrics_config_reload(int ok);

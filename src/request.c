@@ -25,9 +25,11 @@
 #include <event2/event.h>
 
 #include "accesslog.h"
+#include "budget.h"
 #include "config.h"
 #include "envelope.h"
 #include "fanout.h"
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "loop.h"
@@ -427,6 +429,41 @@ request_is_done(const struct request *r)
 	return (r->state == REQ_DONE);
 }
 
+/*
+ * Legs a request of the route may need: one per upstream; in mode proxy
+ * one per server (a connect failure moves on to the next), within reason.
+ */
+#define PROXY_ATTEMPTS_MAX	16
+
+static size_t
+request_legs_needed(const struct route_conf *rt)
+{
+	size_t	i, n = 0;
+
+	if (rt->mode != MODE_PROXY)
+		return (rt->nupstreams);
+	for (i = 0; i < rt->nupstreams; i++)
+		n += rt->upstreams[i]->nservers;
+	if (n > PROXY_ATTEMPTS_MAX)
+		n = PROXY_ATTEMPTS_MAX;
+	return (n < rt->nupstreams ? rt->nupstreams : n);
+}
+
+/* Idempotent (RFC 9110, 9.2.2), or made so by an Idempotency-Key. */
+static int
+request_safe_to_repeat(const struct request *r)
+{
+	static const char *const safe[] = {
+		"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"
+	};
+	size_t	i;
+
+	for (i = 0; i < sizeof safe / sizeof safe[0]; i++)
+		if (strcmp(r->method, safe[i]) == 0)
+			return (1);
+	return (http_headers_get(&r->headers, "idempotency-key") != NULL);
+}
+
 void
 request_dispatch(struct request *r)
 {
@@ -443,7 +480,13 @@ request_dispatch(struct request *r)
 		return;
 	}
 	r->source.read = leg_source_read;
-	r->nlegs = r->route->nupstreams;
+	r->nlegs = request_legs_needed(r->route);
+	/* A gRPC call is repeated only where the route says so, as gRPC's
+	 * own hedging is opt-in per method. */
+	r->once = !r->route->repeat_unsafe &&
+	    (r->grpc || !request_safe_to_repeat(r));
+	if (budget_applies(r->route))
+		budget_request(r->route);
 	if ((r->legs = calloc(r->nlegs, sizeof *r->legs)) == NULL) {
 		r->nlegs = 0;
 		request_error(r, 503, "out_of_memory");
@@ -815,12 +858,17 @@ leg_on_cancel(struct cancel *c, enum cancel_reason reason, void *arg)
 {
 	struct leg	*l = arg;
 	struct request	*r = l->req;
+	size_t		 bytes;
 
 	if (l->state != LEG_RUNNING) {
 		/* Never sent: nothing to stop, nothing to count. */
 		return;
 	}
-	metrics_counter_add(C_UPSTREAM_BYTES_DISCARDED, transfer_abort(l->xfer));
+	bytes = transfer_abort(l->xfer);
+	metrics_counter_add(C_UPSTREAM_BYTES_DISCARDED, bytes);
+	/* The ledger: what the upstream spent on an answer nobody took. */
+	l->wasted_us = now_us() - l->started_us;
+	metrics_wasted(l->up->name, reason, l->wasted_us, bytes);
 	l->xfer = NULL;
 	l->outcome = LEG_CANCELLED;
 	r->legs_cancelled++;
@@ -846,9 +894,13 @@ leg_transfer_done(struct transfer *x, struct transfer_result *res, void *arg)
 		http_headers_init(res->trailers);
 		evbuffer_add_buffer(l->body, res->body);
 		metrics_upstream_done(l->up->name, leg_outcome_metric[l->outcome]);
+		l->verdict = res->status >= 500 ? HEALTH_FAIL : HEALTH_PASS;
 	} else {
 		l->outcome = LEG_FAILED;
 		l->error = res->error;
+		/* Too large is the answer's fault, no socket ours. */
+		if (res->error != XFER_TOO_LARGE && res->error != XFER_NO_SOCKET)
+			l->verdict = HEALTH_FAIL;
 		metrics_upstream_done(l->up->name,
 		    res->error == XFER_TIMEOUT ? "timeout" : "error");
 		if (res->error == XFER_NO_SOCKET)
@@ -885,6 +937,7 @@ leg_ended(struct leg *l)
 	l->state = LEG_DONE;
 	l->duration_us = now_us() - l->started_us;
 	r->legs_running--;
+	health_leg_end(l->up, l->server, l->verdict);
 	if (cancel_is_set(&r->cancel) || r->state != REQ_RUNNING)
 		return;		/* the request's own flip answers */
 	if (r->streaming) {
@@ -1091,10 +1144,28 @@ leg_start(struct leg *l)
 	size_t			 pathlen = r->pathlen;
 	char			*stripped = NULL;
 
+	struct server_conf	*tried[PROXY_ATTEMPTS_MAX];
+	size_t			 i, ntried = 0;
+
 	cancel_init(&l->cancel, &r->cancel, leg_on_cancel, l);
 	l->started_us = now_us();
 	l->state = LEG_RUNNING;
 	r->legs_running++;
+	/* The server: not one this request tried already (mode proxy's
+	 * attempts after a connect failure). */
+	for (i = 0; i < r->nlegs && ntried < PROXY_ATTEMPTS_MAX; i++)
+		if (r->legs[i].up == l->up && r->legs[i].server != NULL)
+			tried[ntried++] = r->legs[i].server;
+	if ((l->server = health_pick(l->up, tried, ntried)) == NULL) {
+		l->outcome = LEG_FAILED;
+		l->error = XFER_UNAVAILABLE;
+		l->detail = "no available server";
+		metrics_upstream_done(l->up->name, "unavailable");
+		log_debug("no available server request_id=%s upstream=%s",
+		    r->id, l->up->name);
+		leg_ended(l);
+		return;
+	}
 	if (l->body == NULL && (l->body = evbuffer_new()) == NULL)
 		goto fail;
 
@@ -1133,6 +1204,7 @@ leg_start(struct leg *l)
 	/* The body was read once; every leg sends the same bytes. */
 	memset(&tr, 0, sizeof tr);
 	tr.up = l->up;
+	tr.url = l->server->url;
 	tr.method = r->method;
 	tr.path = path;
 	tr.pathlen = pathlen;
@@ -1156,7 +1228,8 @@ leg_start(struct leg *l)
 	free(stripped);
 	if (l->xfer == NULL)
 		goto fail;
-	log_debug("leg started request_id=%s upstream=%s", r->id, l->up->name);
+	log_debug("leg started request_id=%s upstream=%s server=%s", r->id,
+	    l->up->name, l->server->url);
 	return;
 fail:
 	log_warnx("cannot start upstream request request_id=%s upstream=%s",
@@ -1236,8 +1309,17 @@ request_act(struct request *r, struct fanout_action *a)
 	}
 	if (a->hedges_sent > 0)
 		metrics_counter_add(C_HEDGES_SENT, a->hedges_sent);
-	if (a->hedges_won > 0)
+	if (a->hedges_won > 0) {
 		metrics_counter_add(C_HEDGES_WON, a->hedges_won);
+		metrics_extra_attempt(r->route->name, "hedge", "won",
+		    a->hedges_won);
+	}
+	if (a->retries_won > 0)
+		metrics_extra_attempt(r->route->name, "retry", "won",
+		    a->retries_won);
+	if (a->unsafe_skipped > 0)
+		metrics_extra_attempt(r->route->name, "hedge", "skipped_unsafe",
+		    a->unsafe_skipped);
 	if (a->supersede)
 		request_supersede(r);
 	if (a->nstart > 0) {
@@ -1275,6 +1357,16 @@ request_act(struct request *r, struct fanout_action *a)
 	return (1);
 }
 
+/* The mode asks whether an extra attempt may go: the route's budget. */
+static int
+request_extra_ok(void *arg, enum fanout_extra kind)
+{
+	struct request	*r = arg;
+
+	return (budget_take(r->route, kind == FANOUT_EXTRA_HEDGE ?
+	    BUDGET_HEDGE : BUDGET_RETRY));
+}
+
 /* Ask the route's mode what to do after what, and do it. 1 if answered. */
 static int
 request_decide(struct request *r, enum fanout_what what, size_t leg,
@@ -1286,6 +1378,9 @@ request_decide(struct request *r, enum fanout_what what, size_t leg,
 	ev.what = what;
 	ev.leg = leg;
 	ev.reason = reason;
+	ev.once = r->once;
+	ev.extra = request_extra_ok;
+	ev.extra_arg = r;
 	fanout_decide(r->route, r->legs, r->nlegs, &ev, &a);
 	return (request_act(r, &a));
 }

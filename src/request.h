@@ -159,6 +159,7 @@ struct request {
 	unsigned		 legs_running;
 	unsigned		 legs_cancelled;
 	unsigned		 decided:1;	/* answer chosen: losers are moot */
+	unsigned		 once:1;	/* not safe to repeat (fanout.h) */
 	unsigned		 starting:1;	/* an action's legs being sent */
 	unsigned		 streaming:1;	/* a leg's answer is under way */
 	unsigned		 streams_body:1; /* legs take the body as it comes */

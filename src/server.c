@@ -416,7 +416,7 @@ server_start(struct config *conf, unsigned long nofile)
 			return (-1);
 	}
 	if ((server->admin = admin_new(server->base, conf,
-	    &server->draining)) == NULL)
+	    &server->draining, &server->conf)) == NULL)
 		return (-1);
 	server->sig_term = evsignal_new(server->base, SIGTERM, server_sigterm_cb,
 	    NULL);

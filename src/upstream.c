@@ -204,6 +204,7 @@ transfer_error_name(enum transfer_error e)
 	case XFER_PROTOCOL:	return "protocol";
 	case XFER_TOO_LARGE:	return "too_large";
 	case XFER_NO_SOCKET:	return "connect";	/* as far as users go */
+	case XFER_UNAVAILABLE:	return "unavailable";
 	}
 	return "protocol";
 }
@@ -1216,6 +1217,7 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
     transfer_done_cb cb, void *arg)
 {
 	const struct upstream_conf	*up = r->up;
+	const char			*base = r->url ? r->url : up->url;
 	struct transfer			*x;
 	CURL				*e;
 	long				 httpver;
@@ -1232,10 +1234,10 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	http_headers_init(&x->trailer);
 	if ((x->body = evbuffer_new()) == NULL)
 		goto fail;
-	urllen = strlen(up->url);
+	urllen = strlen(base);
 	if ((x->url = malloc(urllen + r->pathlen + 1)) == NULL)
 		goto fail;
-	memcpy(x->url, up->url, urllen);
+	memcpy(x->url, base, urllen);
 	memcpy(x->url + urllen, r->path, r->pathlen);
 	x->url[urllen + r->pathlen] = '\0';
 	if ((x->sendhdrs = transfer_headers(r)) == NULL)
@@ -1262,7 +1264,11 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	    (long)(r->timeout_ms ? r->timeout_ms : up->timeout_ms));
 	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
 	    (curl_off_t)(r->any_size ? 0 : up->max_response_size));
-	if (strncasecmp(up->url, "https://", 8) == 0) {
+	/* Host names are resolved again after dns_ttl (whole seconds,
+	 * rounded up; 0: for every new connection). */
+	curl_easy_setopt(e, CURLOPT_DNS_CACHE_TIMEOUT,
+	    (long)((up->dns_ttl_ms + 999) / 1000));
+	if (strncasecmp(base, "https://", 8) == 0) {
 		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER,
 		    up->tls_verify ? 1L : 0L);
 		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST,
@@ -1285,12 +1291,12 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 		break;
 	case HTTP2_ON:
 		httpver = CURL_HTTP_VERSION_2TLS;	/* 1.1 for http:// */
-		x->plain_h1 = strncasecmp(up->url, "http://", 7) == 0;
+		x->plain_h1 = strncasecmp(base, "http://", 7) == 0;
 		x->h2 = !x->plain_h1;
 		break;
 	default:
 		httpver = CURL_HTTP_VERSION_1_1;
-		x->plain_h1 = strncasecmp(up->url, "http://", 7) == 0;
+		x->plain_h1 = strncasecmp(base, "http://", 7) == 0;
 	}
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, httpver);
 

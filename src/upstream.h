@@ -30,6 +30,7 @@ enum transfer_error {
 	XFER_PROTOCOL,
 	XFER_TOO_LARGE,
 	XFER_NO_SOCKET,		/* out of descriptors: our problem, not theirs */
+	XFER_UNAVAILABLE,	/* no server of the upstream to send it to */
 };
 
 struct transfer_result {
@@ -73,6 +74,7 @@ struct transfer_stream {
 
 struct transfer_request {
 	const struct upstream_conf	*up;
+	const char			*url;		/* the server's; NULL: up's */
 	const char			*method;
 	const char			*path;		/* path and query, "/" first */
 	size_t				 pathlen;

@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "conn.h"
+#include "health.h"
 #include "listener.h"
 #include "log.h"
 #include "upstream.h"
@@ -144,6 +145,9 @@ worker_new(unsigned id, struct config *conf, unsigned long pool,
 	w->loop.owner = w;
 	if ((w->loop.upstreams = upstreams_new(base, pool)) == NULL)
 		goto fail;
+	w->nworkers = conf->workers ? conf->workers : 1;
+	w->checks = health_checks_new(base, w->loop.upstreams, conf, id,
+	    w->nworkers);
 	w->beat_ms = now_ms();
 	if ((w->heartbeat = event_new(base, -1, EV_PERSIST,
 	    worker_heartbeat_cb, w)) == NULL ||
@@ -170,6 +174,7 @@ worker_free(struct worker *w)
 	if (w == NULL)
 		return;
 	listener_free(w->listener);
+	health_checks_free(w->checks);
 	if (w->heartbeat != NULL)
 		event_free(w->heartbeat);
 	if (w->loop.upstreams != NULL)
@@ -225,6 +230,13 @@ worker_set_conf(struct worker *w, void *arg)
 
 	w->loop.conf = config_ref(arg);
 	config_unref(old);
+	/* The checks of the new configuration; the states they feed are
+	 * the same for every server it keeps. */
+	health_checks_free(w->checks);
+	w->checks = NULL;
+	if (!w->loop.draining)
+		w->checks = health_checks_new(w->loop.base, w->loop.upstreams,
+		    w->loop.conf, w->id, w->nworkers);
 }
 
 void
@@ -239,6 +251,8 @@ void
 worker_drain(struct worker *w, void *arg)
 {
 	w->loop.draining = 1;
+	health_checks_free(w->checks);
+	w->checks = NULL;
 	listener_free(w->listener);
 	w->listener = NULL;
 	conn_drain_all(&w->loop);

@@ -19,6 +19,7 @@
 
 struct config;
 struct event;
+struct health_checks;
 struct listener;
 struct worker;
 
@@ -41,6 +42,8 @@ struct worker {
 	struct loop			 loop;
 	struct listener			*listener;
 	const struct worker_hooks	*hooks;
+	unsigned			 nworkers;	/* of the process */
+	struct health_checks		*checks;	/* the ones it runs */
 	struct event			*heartbeat;	/* proves the loop turns */
 	uint64_t			 beat_ms;	/* atomic: last heartbeat */
 	int				 stopping;	/* 1 asked, -1 idle told */

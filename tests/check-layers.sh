@@ -20,7 +20,7 @@ front
 h1 h2
 request
 fanout accesslog envelope
-leg
+leg health budget
 conn upstream
 loop
 http metrics config

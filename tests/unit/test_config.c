@@ -1061,6 +1061,37 @@ static const struct bad_case bad_cases[] = {
 	  "x.ini:6: duplicate route 'r' (first at line 3)\n" },
 	{ "[upstream \"u\"]\ntimeout = 1s\n",
 	  "x.ini:1: missing key 'url' in [upstream \"u\"]\n" },
+	/* servers and health */
+	{ "[upstream \"u\"]\nurl = http://a\nservers = http://b\n" ROUTE_U,
+	  "x.ini:3: 'url' and 'servers' both given in [upstream \"u\"] "
+	  "(use one)\n" },
+	{ "[upstream \"u\"]\nservers = http://a, , ftp://b\n" ROUTE_U,
+	  "x.ini:2: empty item in 'servers'\n"
+	  "x.ini:2: bad url 'ftp://b' (use http:// or https://)\n" },
+	{ "[upstream \"u\"]\nservers = http://a weight=0, http://b wait=2, "
+	  "http://c weight=257\n" ROUTE_U,
+	  "x.ini:2: bad weight 'weight=0' in 'servers' (weight=N, N from 1 to "
+	  "256)\n"
+	  "x.ini:2: bad weight 'wait=2' in 'servers' (weight=N, N from 1 to "
+	  "256)\n"
+	  "x.ini:2: bad weight 'weight=257' in 'servers' (weight=N, N from 1 "
+	  "to 256)\n" },
+	{ "[upstream \"u\"]\nservers = http://a/, http://a\n" ROUTE_U,
+	  "x.ini:2: duplicate server 'http://a' in 'servers'\n" },
+	{ "[upstream \"u\"]\nurl = http://a\nbalance = random\n"
+	  "max_ejected = 101%\nhealth_check = health\neject_time = 1m\n"
+	  "eject_time_max = 30s\n" ROUTE_U,
+	  "x.ini:3: bad value 'random' for 'balance' (use round_robin or "
+	  "least_request)\n"
+	  "x.ini:4: 'max_ejected' out of range: '101%' (0% to 100%)\n"
+	  "x.ini:5: bad health_check 'health' (off, or a path starting with "
+	  "'/', without '?', '#' or spaces)\n"
+	  "x.ini:7: 'eject_time_max' is below 'eject_time' in [upstream "
+	  "\"u\"]\n" },
+	{ UPSTREAM_U "[route \"r\"]\nmatch = /\nupstreams = u\n"
+	  "budget = 20\nbudget_min = -1\n",
+	  "x.ini:6: bad percentage '20' for 'budget' (use N%)\n"
+	  "x.ini:7: bad number '-1' for 'budget_min'\n" },
 	{ "\n[route \"r\"]\nmode = all\n",
 	  "x.ini:2: missing key 'match' in [route \"r\"]\n"
 	  "x.ini:2: missing key 'upstreams' in [route \"r\"]\n" },
@@ -1710,10 +1741,91 @@ test_h2_keys(void **state)
 	assert_int_equal(cfg->h2_connection_window, 2 * 1024 * 1024);
 	config_unref(cfg);
 }
+static void
+test_servers(void **state)
+{
+	struct config		*cfg, *again;
+	struct upstream_conf	*u;
+	unsigned		 seen[3] = { 0, 0, 0 };
+	size_t			 i;
+
+	/* url is the one-server case, with every default. */
+	cfg = load_ok(UPSTREAM_U ROUTE_U);
+	u = cfg->upstreams[0];
+	assert_int_equal(u->nservers, 1);
+	assert_string_equal(u->servers[0].url, "http://127.0.0.1:9001");
+	assert_int_equal(u->servers[0].weight, 1);
+	assert_non_null(u->servers[0].st);
+	assert_int_equal(u->balance, BALANCE_ROUND_ROBIN);
+	assert_int_equal(u->dns_ttl_ms, 60000);
+	assert_int_equal(u->eject_after, 5);
+	assert_int_equal(u->eject_time_ms, 30000);
+	assert_int_equal(u->eject_time_max_ms, 300000);
+	assert_int_equal(u->max_ejected, 1);	/* 50% of 1, at least 1 */
+	assert_null(u->health_check);
+	assert_int_equal(u->health_interval_ms, 5000);
+	assert_int_equal(u->health_timeout_ms, 1000);
+	assert_int_equal(u->health_rise, 2);
+	assert_int_equal(u->health_fall, 3);
+	assert_int_equal(cfg->routes[0]->repeat_unsafe, 0);
+	assert_int_equal(cfg->routes[0]->budget_pct, 20);
+	assert_int_equal(cfg->routes[0]->budget_min, 10);
+	assert_non_null(cfg->routes[0]->st);
+	config_unref(cfg);
+
+	cfg = load_ok("[upstream \"u\"]\nservers = http://a:1/ weight=5, "
+	    "http://b:2,http://c:3   weight=1\nbalance = least_request\n"
+	    "max_ejected = 2\nhealth_check = /health\ndns_ttl = 0s\n"
+	    "[route \"r\"]\nmatch = /\nupstreams = u\nrepeat_unsafe = yes\n"
+	    "budget = 150%\nbudget_min = 0\n");
+	u = cfg->upstreams[0];
+	assert_int_equal(u->nservers, 3);
+	assert_string_equal(u->url, "http://a:1");
+	assert_string_equal(u->servers[0].url, "http://a:1");
+	assert_string_equal(u->servers[2].url, "http://c:3");
+	assert_int_equal(u->servers[0].weight, 5);
+	assert_int_equal(u->servers[1].weight, 1);
+	assert_int_equal(u->balance, BALANCE_LEAST_REQUEST);
+	assert_int_equal(u->max_ejected, 2);
+	assert_string_equal(u->health_check, "/health");
+	assert_int_equal(u->dns_ttl_ms, 0);
+	assert_int_equal(cfg->routes[0]->repeat_unsafe, 1);
+	assert_int_equal(cfg->routes[0]->budget_pct, 150);
+	assert_int_equal(cfg->routes[0]->budget_min, 0);
+	/* Smooth weighted round robin: 5, 1, 1 is a a b a c a a. */
+	assert_int_equal(u->nturns, 7);
+	for (i = 0; i < u->nturns; i++)
+		seen[u->turns[i]]++;
+	assert_int_equal(seen[0], 5);
+	assert_int_equal(seen[1], 1);
+	assert_int_equal(seen[2], 1);
+	assert_int_equal(u->turns[0], 0);
+	assert_int_equal(u->turns[1], 0);
+	assert_int_equal(u->turns[2], 1);
+	assert_int_equal(u->turns[3], 0);
+	assert_int_equal(u->turns[4], 2);
+
+	/* A second load of the same servers and route shares their state
+	 * (a reload keeps it); another upstream name does not. */
+	again = load_ok("[upstream \"u\"]\nservers = http://c:3, "
+	    "http://a:1\n[upstream \"v\"]\nurl = http://a:1\n"
+	    "[route \"r\"]\nmatch = /\nupstreams = u, v\n");
+	assert_ptr_equal(again->upstreams[0]->servers[0].st, u->servers[2].st);
+	assert_ptr_equal(again->upstreams[0]->servers[1].st, u->servers[0].st);
+	assert_ptr_not_equal(again->upstreams[1]->servers[0].st,
+	    u->servers[0].st);
+	assert_ptr_equal(again->routes[0]->st, cfg->routes[0]->st);
+	/* 50% of 2 servers: 1. */
+	assert_int_equal(again->upstreams[0]->max_ejected, 1);
+	config_unref(cfg);
+	config_unref(again);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_servers),
 		cmocka_unit_test(test_full),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_spec_example),

@@ -25,6 +25,9 @@ struct fx {
 	struct leg		 legs[NUP];
 	size_t			 n;
 	struct fanout_action	 a;
+	int			 once;		/* the events' once */
+	int			 budget;	/* extra attempts left; -1: any */
+	unsigned		 asked[2];	/* by enum fanout_extra */
 };
 
 static char	*names[NUP] = { "a", "b", "c", "d" };
@@ -41,6 +44,7 @@ fx_new(enum route_mode mode, size_t n)
 	assert_non_null(f = calloc(1, sizeof *f));
 	for (i = 0; i < n; i++) {
 		f->up[i].name = names[i];
+		f->up[i].nservers = 1;
 		f->ups[i] = &f->up[i];
 		if (mode != MODE_PROXY)
 			f->legs[i].up = f->ups[i];
@@ -53,6 +57,7 @@ fx_new(enum route_mode mode, size_t n)
 	f->rt.quorum = (unsigned)(n / 2 + 1);
 	f->rt.partial = PARTIAL_FAIL;
 	f->n = n;
+	f->budget = -1;
 	return (f);
 }
 
@@ -61,6 +66,20 @@ fx_free(struct fx *f)
 {
 	fanout_action_clear(&f->a);
 	free(f);
+}
+
+/* The budget as request.c asks it: f->budget more extra attempts. */
+static int
+extra_ok(void *arg, enum fanout_extra kind)
+{
+	struct fx	*f = arg;
+
+	f->asked[kind]++;
+	if (f->budget == 0)
+		return (0);
+	if (f->budget > 0)
+		f->budget--;
+	return (1);
 }
 
 static struct fanout_action *
@@ -74,6 +93,9 @@ decide(struct fx *f, enum fanout_what what, size_t leg,
 	ev.what = what;
 	ev.leg = leg;
 	ev.reason = reason;
+	ev.once = f->once;
+	ev.extra = extra_ok;
+	ev.extra_arg = f;
 	fanout_decide(&f->rt, f->legs, f->n, &ev, &f->a);
 	return (&f->a);
 }
@@ -275,6 +297,112 @@ test_proxy_other_failures_do_not_retry(void **state)
 	failed(f, 0, XFER_CONNECT);
 	send_action_legs(f);
 	assert_error(failed(f, 1, XFER_TIMEOUT), 504, "upstream_timeout");
+	fx_free(f);
+}
+
+static void
+test_proxy_servers_then_the_ring(void **state)
+{
+	struct fx	*f = fx_new(MODE_PROXY, 2);
+
+	/* a has two servers, b one: legs for three attempts. */
+	f->up[0].nservers = 2;
+	f->n = 3;
+	assert_sends(start(f), 0, 1, f->ups[0]);
+	/* A connect failure: a's other server first, then b. */
+	assert_sends(failed(f, 0, XFER_CONNECT), 1, 1, f->ups[0]);
+	send_action_legs(f);
+	assert_sends(failed(f, 1, XFER_CONNECT), 2, 1, f->ups[1]);
+	send_action_legs(f);
+	assert_error(failed(f, 2, XFER_CONNECT), 502, "upstream_failed");
+	assert_int_equal(f->asked[FANOUT_EXTRA_RETRY], 2);
+	fx_free(f);
+}
+
+static void
+test_proxy_unavailable(void **state)
+{
+	struct fx	*f = fx_new(MODE_PROXY, 2);
+
+	/* No server of a: on to b, which is no extra attempt. */
+	assert_sends(start(f), 0, 1, f->ups[0]);
+	assert_sends(failed(f, 0, XFER_UNAVAILABLE), 1, 1, f->ups[1]);
+	send_action_legs(f);
+	assert_int_equal(f->asked[FANOUT_EXTRA_RETRY], 0);
+	/* None of b either. */
+	assert_error(failed(f, 1, XFER_UNAVAILABLE), 503,
+	    "no_healthy_upstream");
+	fx_free(f);
+
+	/* One upstream with no server. */
+	f = fx_new(MODE_PROXY, 1);
+	start(f);
+	assert_error(failed(f, 0, XFER_UNAVAILABLE), 503,
+	    "no_healthy_upstream");
+	fx_free(f);
+}
+
+static void
+test_proxy_retry_over_budget(void **state)
+{
+	struct fx	*f = fx_new(MODE_PROXY, 2);
+
+	f->budget = 0;
+	start(f);
+	assert_error(failed(f, 0, XFER_CONNECT), 502, "upstream_failed");
+	assert_int_equal(f->asked[FANOUT_EXTRA_RETRY], 1);
+	fx_free(f);
+
+	/* A retry that answers is counted as won. */
+	f = fx_new(MODE_PROXY, 2);
+	f->budget = 1;
+	start(f);
+	failed(f, 0, XFER_CONNECT);
+	send_action_legs(f);
+	ok(f, 1);
+	assert_answers_leg(f, 1, 0);
+	assert_int_equal(f->a.retries_won, 1);
+	fx_free(f);
+}
+
+/* ---- once: not safe to repeat ---------------------------------------------- */
+
+static void
+test_once_sends_one_leg(void **state)
+{
+	static const enum route_mode modes[] = {
+		MODE_FIRST, MODE_HEDGE, MODE_QUORUM
+	};
+	struct fx	*f;
+	size_t		 i;
+
+	for (i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+		f = fx_new(modes[i], 3);
+		f->once = 1;
+		assert_sends(start(f), 0, 1, NULL);
+		assert_int_equal(f->a.unsafe_skipped, 2);
+		assert_int_equal(f->a.timer, FANOUT_TIMER_KEEP);
+		/* No hedge comes of a timer. */
+		assert_wait(decide(f, FANOUT_HEDGE_TIMER, 0, CANCEL_NONE));
+		/* Its answer, whatever its status, as proxy gives it. */
+		status(f, 0);
+		assert_answers_leg(f, 0, 1);
+		fx_free(f);
+
+		f = fx_new(modes[i], 3);
+		f->once = 1;
+		start(f);
+		assert_error(failed(f, 0, XFER_CONNECT), 502,
+		    "upstream_failed");
+		assert_int_equal(f->asked[FANOUT_EXTRA_HEDGE] +
+		    f->asked[FANOUT_EXTRA_RETRY], 0);
+		fx_free(f);
+	}
+	/* Mode all asks different services: not affected. */
+	f = fx_new(MODE_ALL, 3);
+	f->once = 1;
+	assert_sends(start(f), 0, 3, NULL);
+	assert_int_equal(f->a.unsafe_skipped, 0);
 	fx_free(f);
 }
 
@@ -598,6 +726,26 @@ test_timer_only_for_hedge(void **state)
 	}
 }
 
+static void
+test_hedge_over_budget(void **state)
+{
+	struct fx	*f = fx_new(MODE_HEDGE, 3);
+
+	f->budget = 0;
+	start(f);
+	/* The timer's hedge is refused: no leg, and no more timers. */
+	decide(f, FANOUT_HEDGE_TIMER, 0, CANCEL_NONE);
+	assert_int_equal(f->a.nstart, 0);
+	assert_int_equal(f->a.timer, FANOUT_TIMER_DISARM);
+	assert_int_equal(f->a.hedges_sent, 0);
+	assert_int_equal(f->asked[FANOUT_EXTRA_HEDGE], 1);
+	/* The first leg fails, the hedge after it is refused too: with
+	 * nothing left running, the answer is the 502 envelope. */
+	assert_envelope(failed(f, 0, XFER_RESET), 502, NULL);
+	assert_int_equal(f->asked[FANOUT_EXTRA_HEDGE], 2);
+	fx_free(f);
+}
+
 /* ---- quorum ---------------------------------------------------------------- */
 
 static void
@@ -658,6 +806,11 @@ main(void)
 		cmocka_unit_test(test_proxy_answers_the_leg),
 		cmocka_unit_test(test_proxy_connect_failure_tries_the_ring),
 		cmocka_unit_test(test_proxy_other_failures_do_not_retry),
+		cmocka_unit_test(test_proxy_servers_then_the_ring),
+		cmocka_unit_test(test_proxy_unavailable),
+		cmocka_unit_test(test_proxy_retry_over_budget),
+		cmocka_unit_test(test_once_sends_one_leg),
+		cmocka_unit_test(test_hedge_over_budget),
 		cmocka_unit_test(test_all_sends_every_leg_and_waits_for_all),
 		cmocka_unit_test(test_all_failure),
 		cmocka_unit_test(test_all_partial_allow),
