@@ -51,7 +51,12 @@ applies only on that upstream and wins over a plain ``OPT=V``; e.g.
 ``?a.delay=300&b.status=503&body=hi``.  A FakeUpstream may also carry
 defaults (``FakeUpstream("a", defaults="delay=300")`` or a dict) used when
 the request names neither.  Precedence: handler spec, NAME.OPT, OPT,
-defaults.
+defaults.  ``set_defaults(opts, path=None)`` changes them while it runs;
+with PATH they apply only to requests for that path and win over the plain
+defaults (``up.set_defaults("status=503", path="/health")`` makes an active
+health check fail from its next request on; ``up.set_defaults({},
+path="/health")`` ends that).  ``requests_to(PATH)`` lists the requests for
+a path; ``Request.status`` is the status a request was answered with.
 
 ``FakeUpstream("a", idle_close_ms=200)`` closes a keep-alive connection
 that has been idle (its answers written, nothing asked since) for that long,
@@ -144,6 +149,7 @@ class Request(HeaderLookup):
         self.body = b""
         self.complete = None          # time the body was complete
         self.responded = None         # time the response was written
+        self.status = None            # the status of its answer, once written
         self.partial_sent = None      # time a partial= response was cut off
         self.after_sent = None        # time after=junk bytes were sent
         parts = urllib.parse.urlsplit(target)
@@ -210,6 +216,13 @@ class _Bad(Exception):
     pass
 
 
+def _options(opts):
+    """Options as a dict, from a dict, a query string or None."""
+    if isinstance(opts, str):
+        return {k: v for k, v in urllib.parse.parse_qsl(opts, keep_blank_values=True)}
+    return dict(opts or {})
+
+
 def _has_tag(name, tag):
     """Whether the live fake upstream NAME has received a request tagged TAG."""
     with _live_lock:
@@ -237,10 +250,8 @@ class FakeUpstream:
         self.idle_close_ms = idle_close_ms
         self.idle_reset = idle_reset
         self.handler = handler        # optional callable(req) -> dict or None
-        if isinstance(defaults, str):
-            defaults = {k: v for k, v in urllib.parse.parse_qsl(
-                defaults, keep_blank_values=True)}
-        self.defaults = dict(defaults or {})   # option -> value, lowest precedence
+        self.defaults = _options(defaults)   # option -> value, lowest precedence
+        self._path_defaults = {}      # path -> {option: value}, set_defaults()
         self._lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._lsock.bind((host, port))
@@ -319,6 +330,28 @@ class FakeUpstream:
     def requests_tagged(self, tag):
         with self.cond:
             return [r for r in self.requests if r.tag == tag]
+
+    def requests_to(self, path):
+        """The requests received for PATH (the path alone, no query)."""
+        with self.cond:
+            return [r for r in self.requests if r.path == path]
+
+    def set_defaults(self, opts, path=None):
+        """Replace the defaults (a dict or a query string) from now on: a
+        request whose answer is decided after this call takes them.  With
+        PATH, the defaults of that path only (they win over the plain
+        ones); empty OPTS removes them."""
+        opts = _options(opts)
+        with self.cond:
+            if path is None:
+                self.defaults = opts
+            else:
+                paths = dict(self._path_defaults)
+                if opts:
+                    paths[path] = opts
+                else:
+                    paths.pop(path, None)
+                self._path_defaults = paths
 
     def release(self, tag):
         """Answer the request held (hold=1) with tag TAG, and any that comes
@@ -597,6 +630,9 @@ class FakeUpstream:
         v = req.q(k)
         if v is not None:
             return v
+        v = self._path_defaults.get(req.path, {}).get(k)
+        if v is not None:
+            return v
         return self.defaults.get(k, d)
 
     def _advance(self, conn):
@@ -682,6 +718,7 @@ class FakeUpstream:
             return
         get = lambda k, d=None: self._opt(req, spec, k, d)
         status = int(get("status", 200))
+        req.status = status
         headers = []
         if get("echo") in ("1", 1, True):
             body = json.dumps(req.echo()).encode()

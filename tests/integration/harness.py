@@ -372,6 +372,25 @@ def connect_refused(port, host="127.0.0.1", timeout=PATIENCE):
     return False
 
 
+def tcp_queues(local, remote):
+    """(tx_queue, rx_queue) of the kernel's TCP socket LOCAL -> REMOTE (both
+    (ip, port) on 127.0.0.1), from /proc/net/tcp; None when there is none.
+    tx_queue: bytes sent that the peer has not acknowledged; rx_queue:
+    bytes received that its process has not read yet.  How a test knows
+    that fanoutd has read what an upstream sent."""
+    def hexaddr(a):
+        return "%s:%04X" % (socket.inet_aton(a[0])[::-1].hex().upper(), a[1])
+    want = (hexaddr(local), hexaddr(remote))
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            p = line.split()
+            if (p[1], p[2]) == want:
+                tx, rx = p[4].split(":")
+                return int(tx, 16), int(rx, 16)
+    return None
+
+
 # ----------------------------------------------------------------------
 # metrics
 
