@@ -68,14 +68,15 @@
  *   FILE:N: http2 = on needs an https:// url (use prior-knowledge for h2c)
  *   FILE:N: 'url' and 'servers' both given in SECTION (use one)
  *   FILE:N: empty item in 'servers'
- *   FILE:N: bad weight 'V' in 'servers' (weight=N, N from 1 to 256)
+ *   FILE:N: bad server 'ITEM' in 'servers' (URL or URL weight=N)
+ *   FILE:N: bad weight 'N' in 'servers' (1 to 256)
  *   FILE:N: duplicate server 'URL' in 'servers'
  *   FILE:N: too many servers (at most 64)
  *   FILE:N: bad value 'V' for 'max_ejected' (use N% or a number of servers)
  *   FILE:N: bad percentage 'V' for 'budget' (use N%)
  *   FILE:N: bad health_check 'V' (off, or a path starting with '/',
  *	     without '?', '#' or spaces)
- *   FILE:N: 'eject_time_max' is below 'eject_time' in SECTION
+ *   FILE:N: 'eject_time_max' (V) is below 'eject_time' (V)
  *   FILE:N: cannot use ca_file 'V': STRERROR
  *   FILE:N: cannot use ca_file 'V': not a regular file
  *   FILE:N: bad match 'V' (a path starting with '/', without '?', '#' or
@@ -1027,17 +1028,17 @@ config_set_servers(struct parse *p, struct upstream_conf *u, const char *value,
 		sp = item + ulen;
 		while (sp < item + len && (*sp == ' ' || *sp == '\t'))
 			sp++;
-		if (sp < item + len) {
-			if (strncmp(sp, "weight=", 7) != 0 ||
-			    parse_digits(sp + 7, &w, &end) != 0 ||
-			    end != item + len || w < 1 ||
-			    w > UPSTREAM_WEIGHT_MAX) {
-				config_error(p, line, "bad weight '%.*s' in "
-				    "'servers' (weight=N, N from 1 to %d)",
-				    (int)(item + len - sp), sp,
-				    UPSTREAM_WEIGHT_MAX);
-				continue;
-			}
+		if (sp < item + len && strncmp(sp, "weight=", 7) != 0) {
+			config_error(p, line, "bad server '%.*s' in 'servers' "
+			    "(URL or URL weight=N)", (int)len, item);
+			continue;
+		}
+		if (sp < item + len && (parse_digits(sp + 7, &w, &end) != 0 ||
+		    end != item + len || w < 1 || w > UPSTREAM_WEIGHT_MAX)) {
+			config_error(p, line, "bad weight '%.*s' in 'servers' "
+			    "(1 to %d)", (int)(item + len - sp - 7), sp + 7,
+			    UPSTREAM_WEIGHT_MAX);
+			continue;
 		}
 		if ((url = parse_strndup(p, item, ulen)) == NULL)
 			return;
@@ -1910,6 +1911,7 @@ config_check_upstream(struct parse *p, struct section *sec)
 	struct upstream_conf	*u = sec->base;
 	int			 line, lurl, lservers;
 	unsigned		 n;
+	char			 lo[32], hi[32];
 
 	lurl = sec->seen[config_key_index("upstream", "url")];
 	lservers = sec->seen[config_key_index("upstream", "servers")];
@@ -1938,11 +1940,16 @@ config_check_upstream(struct parse *p, struct section *sec)
 		p->oom = 1;
 		return;
 	}
-	if (u->eject_time_max_ms < u->eject_time_ms)
-		config_error(p, sec->seen[config_key_index("upstream",
-		    "eject_time_max")] ? sec->seen[config_key_index("upstream",
-		    "eject_time_max")] : sec->line, "'eject_time_max' is below "
-		    "'eject_time' in %s", sec->label);
+	if (u->eject_time_max_ms < u->eject_time_ms) {
+		line = sec->seen[config_key_index("upstream", "eject_time_max")];
+		if (line == 0)
+			line = sec->seen[config_key_index("upstream",
+			    "eject_time")];
+		duration_text(u->eject_time_max_ms, lo, sizeof lo);
+		duration_text(u->eject_time_ms, hi, sizeof hi);
+		config_error(p, line, "'eject_time_max' (%s) is below "
+		    "'eject_time' (%s)", lo, hi);
+	}
 	/* At least one may go, whatever the share (as Envoy does): a
 	 * one-server upstream is a circuit breaker. */
 	n = u->max_ejected_share.n;

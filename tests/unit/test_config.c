@@ -1070,12 +1070,10 @@ static const struct bad_case bad_cases[] = {
 	  "x.ini:2: bad url 'ftp://b' (use http:// or https://)\n" },
 	{ "[upstream \"u\"]\nservers = http://a weight=0, http://b wait=2, "
 	  "http://c weight=257\n" ROUTE_U,
-	  "x.ini:2: bad weight 'weight=0' in 'servers' (weight=N, N from 1 to "
-	  "256)\n"
-	  "x.ini:2: bad weight 'wait=2' in 'servers' (weight=N, N from 1 to "
-	  "256)\n"
-	  "x.ini:2: bad weight 'weight=257' in 'servers' (weight=N, N from 1 "
-	  "to 256)\n" },
+	  "x.ini:2: bad weight '0' in 'servers' (1 to 256)\n"
+	  "x.ini:2: bad server 'http://b wait=2' in 'servers' (URL or URL "
+	  "weight=N)\n"
+	  "x.ini:2: bad weight '257' in 'servers' (1 to 256)\n" },
 	{ "[upstream \"u\"]\nservers = http://a/, http://a\n" ROUTE_U,
 	  "x.ini:2: duplicate server 'http://a' in 'servers'\n" },
 	{ "[upstream \"u\"]\nurl = http://a\nbalance = random\n"
@@ -1086,8 +1084,7 @@ static const struct bad_case bad_cases[] = {
 	  "x.ini:4: 'max_ejected' out of range: '101%' (0% to 100%)\n"
 	  "x.ini:5: bad health_check 'health' (off, or a path starting with "
 	  "'/', without '?', '#' or spaces)\n"
-	  "x.ini:7: 'eject_time_max' is below 'eject_time' in [upstream "
-	  "\"u\"]\n" },
+	  "x.ini:7: 'eject_time_max' (30s) is below 'eject_time' (1m)\n" },
 	{ UPSTREAM_U "[route \"r\"]\nmatch = /\nupstreams = u\n"
 	  "budget = 20\nbudget_min = -1\n",
 	  "x.ini:6: bad percentage '20' for 'budget' (use N%)\n"
