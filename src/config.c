@@ -101,8 +101,17 @@
  * are listed with them, in line order:
  *
  *   FILE:N: warning: key 'K' has no effect in mode M (route 'X'; it is
- *	     for mode M2)
- *	hedge_delay: hedge; quorum: quorum; partial: all
+ *	     for mode M2 | modes M2, M3 and M4)
+ *	hedge_delay: hedge; quorum: quorum; partial: all; repeat_unsafe:
+ *	first, hedge and quorum; budget, budget_min: proxy and hedge
+ *   FILE:N: warning: key 'K' has no effect without health_check (upstream
+ *	     'X')
+ *	health_interval, health_timeout, health_rise, health_fall
+ *   FILE:N: warning: key 'K' has no effect with eject_after = 0 (upstream
+ *	     'X')
+ *	eject_time, eject_time_max, max_ejected
+ *   FILE:N: warning: key 'balance' has no effect with one server (upstream
+ *	     'X')
  *   FILE:N: warning: key 'K' has no effect without a listen address with
  *	     'tls'
  *	tls_ciphers, tls_min_version
@@ -1976,14 +1985,23 @@ config_check_upstream(struct parse *p, struct section *sec)
 static void
 config_check_mode_keys(struct parse *p, struct section *sec)
 {
+#define M(m)	(1u << (m))
 	static const struct {
 		const char	*key;
-		enum route_mode	 mode;
+		unsigned	 modes;
+		const char	*which;
 	} keys[] = {
-		{ "hedge_delay", MODE_HEDGE },
-		{ "quorum", MODE_QUORUM },
-		{ "partial", MODE_ALL },
+		{ "hedge_delay", M(MODE_HEDGE), "mode hedge" },
+		{ "quorum", M(MODE_QUORUM), "mode quorum" },
+		{ "partial", M(MODE_ALL), "mode all" },
+		{ "repeat_unsafe", M(MODE_FIRST) | M(MODE_HEDGE) | M(MODE_QUORUM),
+		  "modes first, hedge and quorum" },
+		{ "budget", M(MODE_PROXY) | M(MODE_HEDGE),
+		  "modes proxy and hedge" },
+		{ "budget_min", M(MODE_PROXY) | M(MODE_HEDGE),
+		  "modes proxy and hedge" },
 	};
+#undef M
 	struct route_conf	*r = sec->base;
 	size_t			 i;
 	int			 ki;
@@ -1992,12 +2010,62 @@ config_check_mode_keys(struct parse *p, struct section *sec)
 		return;
 	for (i = 0; i < nitems(keys); i++) {
 		ki = config_key_index("route", keys[i].key);
-		if (sec->seen[ki] == 0 || sec->bad[ki] || r->mode == keys[i].mode)
+		if (sec->seen[ki] == 0 || sec->bad[ki] ||
+		    (keys[i].modes & (1u << r->mode)))
 			continue;
 		config_warning(p, sec->seen[ki], "key '%s' has no effect in "
-		    "mode %s (route '%s'; it is for mode %s)", keys[i].key,
-		    config_mode_name(r->mode), r->name,
-		    config_mode_name(keys[i].mode));
+		    "mode %s (route '%s'; it is for %s)", keys[i].key,
+		    config_mode_name(r->mode), r->name, keys[i].which);
+	}
+}
+
+/*
+ * An upstream's keys that another of its keys turns off: the checks'
+ * without health_check, ejection's with eject_after = 0, balance with one
+ * server. Warnings, as for a route's mode.
+ */
+static void
+config_check_upstream_keys(struct parse *p, struct section *sec)
+{
+	static const struct {
+		const char	*key;
+		int		 why;	/* index in because[] */
+	} keys[] = {
+		{ "health_interval", 0 }, { "health_timeout", 0 },
+		{ "health_rise", 0 }, { "health_fall", 0 },
+		{ "eject_time", 1 }, { "eject_time_max", 1 },
+		{ "max_ejected", 1 },
+		{ "balance", 2 },
+	};
+	static const char *const because[] = {
+		"without health_check", "with eject_after = 0",
+		"with one server",
+	};
+	struct upstream_conf	*u = sec->base;
+	size_t			 i;
+	int			 ki, off;
+
+	for (i = 0; i < nitems(keys); i++) {
+		ki = config_key_index("upstream", keys[i].key);
+		if (sec->seen[ki] == 0 || sec->bad[ki])
+			continue;
+		switch (keys[i].why) {
+		case 0:
+			off = u->health_check == NULL &&
+			    !sec->bad[config_key_index("upstream",
+			    "health_check")];
+			break;
+		case 1:
+			off = u->eject_after == 0;
+			break;
+		default:
+			off = u->nservers == 1;
+			break;
+		}
+		if (off)
+			config_warning(p, sec->seen[ki], "key '%s' has no effect "
+			    "%s (upstream '%s')", keys[i].key, because[keys[i].why],
+			    u->name);
 	}
 }
 
@@ -2054,8 +2122,10 @@ config_resolve(struct parse *p)
 
 	for (i = 0; i < p->nsections; i++) {
 		sec = p->sections[i];
-		if (sec->type == SECTION_UPSTREAM)
+		if (sec->type == SECTION_UPSTREAM) {
 			config_check_upstream(p, sec);
+			config_check_upstream_keys(p, sec);
+		}
 		else if (sec->type == SECTION_ROUTE) {
 			config_resolve_route(p, sec);
 			config_check_match(p, i);

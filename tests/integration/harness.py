@@ -548,7 +548,10 @@ class Fanoutd:
                     out.append("%s = %s" % (k, duration(v)))
         for name, r in self.routes.items():
             out += ["", '[route "%s"]' % name]
-            r = dict(CALM_ROUTE, **r)
+            calm = dict(CALM_ROUTE)
+            if r.get("mode", "proxy") not in ("proxy", "hedge"):
+                del calm["budget_min"]      # no extra attempts to budget
+            r = dict(calm, **r)
             for k, v in r.items():
                 if isinstance(v, (list, tuple)):
                     v = ", ".join(v)

@@ -900,6 +900,46 @@ test_mode_key_warnings(void **state)
 	assert_null(cfg->warnings);
 	config_unref(cfg);
 
+	/* Safe repeats and budgets: repeat_unsafe is for the modes that
+	 * repeat, budget for those with extra attempts. */
+	cfg = load_ok(UPSTREAM_U "[upstream \"v\"]\nurl = http://v\n"
+	    "[route \"all\"]\nmatch = /a\nupstreams = u, v\nmode = all\n"
+	    "repeat_unsafe = yes\nbudget = 5%\n"
+	    "[route \"first\"]\nmatch = /f\nupstreams = u, v\nmode = first\n"
+	    "repeat_unsafe = yes\nbudget_min = 1\n"
+	    "[route \"proxy\"]\nmatch = /p\nupstreams = u\nbudget = 5%\n"
+	    "repeat_unsafe = no\n"
+	    "[route \"hedge\"]\nmatch = /h\nupstreams = u, v\nmode = hedge\n"
+	    "repeat_unsafe = yes\nbudget = 5%\nbudget_min = 1\n");
+	assert_string_equal(cfg->warnings,
+	    "t.ini:9: warning: key 'repeat_unsafe' has no effect in mode all "
+	    "(route 'all'; it is for modes first, hedge and quorum)\n"
+	    "t.ini:10: warning: key 'budget' has no effect in mode all "
+	    "(route 'all'; it is for modes proxy and hedge)\n"
+	    "t.ini:16: warning: key 'budget_min' has no effect in mode first "
+	    "(route 'first'; it is for modes proxy and hedge)\n"
+	    "t.ini:21: warning: key 'repeat_unsafe' has no effect in mode "
+	    "proxy (route 'proxy'; it is for modes first, hedge and quorum)\n");
+	config_unref(cfg);
+
+	/* An upstream's keys that another key turns off. */
+	cfg = load_ok("[upstream \"u\"]\nurl = http://u\nhealth_interval = 1s\n"
+	    "health_fall = 2\neject_after = 0\neject_time = 1s\n"
+	    "balance = least_request\n"
+	    "[upstream \"v\"]\nservers = http://v, http://w\n"
+	    "health_check = /h\nhealth_rise = 3\neject_after = 1\n"
+	    "max_ejected = 1\nbalance = least_request\n" ROUTE_U);
+	assert_string_equal(cfg->warnings,
+	    "t.ini:3: warning: key 'health_interval' has no effect without "
+	    "health_check (upstream 'u')\n"
+	    "t.ini:4: warning: key 'health_fall' has no effect without "
+	    "health_check (upstream 'u')\n"
+	    "t.ini:6: warning: key 'eject_time' has no effect with "
+	    "eject_after = 0 (upstream 'u')\n"
+	    "t.ini:7: warning: key 'balance' has no effect with one server "
+	    "(upstream 'u')\n");
+	config_unref(cfg);
+
 	/* With errors, warnings are listed among them; a bad mode or a
 	 * bad value gives no warning of its own. */
 	expect_errors(UPSTREAM_U ROUTE_U "mode = all\nhedge_delay = 1s\n"
