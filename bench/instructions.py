@@ -2,7 +2,7 @@
 """bench/instructions.py - user-space instructions per proxied request (callgrind).
 
     bench/instructions.py [--fanoutd PATH] [--requests N] [--conns C] [--top K]
-                          [--proto h1|h2c]
+                          [--proto h1|h2c] [--upstream-extra 'KEY = VALUE' ...]
 
 Runs fanoutd (1 worker, mode proxy to a local fake upstream) under
 `valgrind --tool=callgrind` twice: once for a few requests and once for N more, on C
@@ -14,6 +14,9 @@ space (fanoutd, libcurl, libevent, libc): deterministic, unlike timings on a sha
 which makes it the way to tell whether a change to the hot path helped.  Kernel time is
 not counted (see cpu_per_request.py for that).  Then the K costliest functions of the
 longer run, per request.  Loopback only; every process it starts is stopped by PID.
+--upstream-extra adds a line to the upstream's section, e.g.
+`--upstream-extra 'health_check = /health' --upstream-extra 'health_interval = 1s'`
+(the fake upstream answers any path 200); the configuration is printed.
 """
 import argparse
 import glob
@@ -121,14 +124,14 @@ def drive_h2c(port, n, conns):
             s.close()
 
 
-def run(binary, up_url, n, conns, tmp, tag, proto="h1"):
+def run(binary, up_url, n, conns, tmp, tag, proto="h1", extra=()):
     port, admin = free_port(), free_port()
     conf = os.path.join(tmp, "fanoutd.ini")
     with open(conf, "w") as f:
         f.write("[server]\nlisten = 127.0.0.1:%d\nworkers = 1\naccess_log = off\n"
                 "log_level = warn\n[admin]\nlisten = 127.0.0.1:%d\n"
-                "[upstream \"up\"]\nurl = %s\n[route \"r\"]\nmatch = /\nupstreams = up\n"
-                % (port, admin, up_url))
+                "[upstream \"up\"]\nurl = %s\n%s[route \"r\"]\nmatch = /\nupstreams = up\n"
+                % (port, admin, up_url, "".join(x + "\n" for x in extra)))
     out = os.path.join(tmp, "callgrind.%s" % tag)
     with open(os.path.join(tmp, "stderr.%s" % tag), "w") as err:
         p = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
@@ -166,13 +169,19 @@ def main():
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--proto", choices=("h1", "h2c"), default="h1",
                     help="the client side: HTTP/1.1 (default) or h2c")
+    ap.add_argument("--upstream-extra", action="append", default=[], metavar="'KEY = VALUE'",
+                    help="a line added to the upstream's section (repeatable)")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="fanoutd-instr-")
     with FakeUpstream("up") as up:
         base = max(a.conns * 50, 200)
-        i0, _ = run(a.fanoutd, up.url, base, a.conns, tmp, "short", a.proto)
-        i1, out = run(a.fanoutd, up.url, base + a.requests, a.conns, tmp, "long", a.proto)
+        i0, _ = run(a.fanoutd, up.url, base, a.conns, tmp, "short", a.proto,
+                    a.upstream_extra)
+        i1, out = run(a.fanoutd, up.url, base + a.requests, a.conns, tmp, "long", a.proto,
+                    a.upstream_extra)
     per = (i1 - i0) / a.requests
+    with open(os.path.join(tmp, "fanoutd.ini")) as f:
+        print("config:\n" + "".join("  " + ln for ln in f))
     print("user-space instructions per proxied request (%s): %.0f (%d requests, %d "
           "connections, callgrind; runs in %s)" % (a.proto, per, a.requests, a.conns, tmp))
     ann = subprocess.run(["callgrind_annotate", "--threshold=99", out], capture_output=True,
