@@ -171,9 +171,11 @@ server_failed(const struct upstream_conf *u, struct server_conf *sv)
 	}
 	if (ejected_now(u, now) >= u->max_ejected) {
 		pthread_mutex_unlock(&eject_lock);
-		log_warnx("server not ejected upstream=%s server=%s "
-		    "failures=%u (max_ejected %u reached)", u->name, sv->url,
-		    fails, u->max_ejected);
+		/* Said once a run, not at every failure after it. */
+		if (fails == u->eject_after)
+			log_warnx("server not ejected upstream=%s server=%s "
+			    "failures=%u (max_ejected %u reached)", u->name,
+			    sv->url, fails, u->max_ejected);
 		return;
 	}
 	/* Back for eject_time_max without a relapse: forgiven. */
