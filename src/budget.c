@@ -55,9 +55,9 @@ budget_request(const struct route_conf *rt)
 	struct route_state	*st = rt->st;
 	uint64_t		 sec = now_ms() / 1000;
 
-	pthread_mutex_lock(&st->lock);
+	pthread_mutex_lock(&st->entry.lock);
 	st->requests[slot_now(st, sec)]++;
-	pthread_mutex_unlock(&st->lock);
+	pthread_mutex_unlock(&st->entry.lock);
 }
 
 int
@@ -68,7 +68,7 @@ budget_take(const struct route_conf *rt, enum budget_kind kind)
 	unsigned		 i, cur;
 	int			 ok;
 
-	pthread_mutex_lock(&st->lock);
+	pthread_mutex_lock(&st->entry.lock);
 	cur = slot_now(st, sec);
 	for (i = 0; i < BUDGET_SLOTS; i++) {
 		if (sec - st->slot_sec[i] >= BUDGET_SLOTS)
@@ -80,7 +80,7 @@ budget_take(const struct route_conf *rt, enum budget_kind kind)
 	    (uint64_t)rt->budget_min * BUDGET_SLOTS;
 	if (ok)
 		st->extra[cur]++;
-	pthread_mutex_unlock(&st->lock);
+	pthread_mutex_unlock(&st->entry.lock);
 	metrics_extra_attempt(rt->name, kind_names[kind],
 	    ok ? "sent" : "skipped_budget", 1);
 	return (ok);

@@ -2215,104 +2215,69 @@ config_error_text(struct parse *p)
  * configuration of a state may go on any worker, hence the lock.
  */
 static pthread_mutex_t		 state_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct server_state	*server_states;
-static struct route_state	*route_states;
+static struct state_entry	*server_states;
+static struct state_entry	*route_states;
 
-static struct server_state *
-state_get_server(const char *upstream, const char *url)
+/* The entry of list under key with one more reference, or a new one of
+ * size bytes, zeroed. NULL if out of memory. */
+static struct state_entry *
+state_get(struct state_entry **list, const char *key, size_t size)
 {
-	struct server_state	*st;
-	char			*key;
+	struct state_entry	*e;
 
-	if (asprintf(&key, "%s %s", upstream, url) == -1)
-		return (NULL);
 	pthread_mutex_lock(&state_lock);
-	for (st = server_states; st != NULL; st = st->next) {
-		if (strcmp(st->key, key) == 0) {
-			st->refs++;
+	for (e = *list; e != NULL; e = e->next) {
+		if (strcmp(e->key, key) == 0) {
+			e->refs++;
 			break;
 		}
 	}
-	if (st == NULL && (st = calloc(1, sizeof *st)) != NULL) {
-		st->key = key;
-		key = NULL;
-		st->refs = 1;
-		pthread_mutex_init(&st->lock, NULL);
-		st->next = server_states;
-		server_states = st;
+	if (e == NULL && (e = calloc(1, size)) != NULL) {
+		if ((e->key = strdup(key)) == NULL) {
+			free(e);
+			e = NULL;
+		} else {
+			e->refs = 1;
+			pthread_mutex_init(&e->lock, NULL);
+			e->next = *list;
+			*list = e;
+		}
 	}
 	pthread_mutex_unlock(&state_lock);
-	free(key);
-	return (st);
+	return (e);
+}
+
+static void
+state_put(struct state_entry **list, struct state_entry *e)
+{
+	struct state_entry	**pp;
+
+	if (e == NULL)
+		return;
+	pthread_mutex_lock(&state_lock);
+	if (--e->refs > 0) {
+		pthread_mutex_unlock(&state_lock);
+		return;
+	}
+	for (pp = list; *pp != e; pp = &(*pp)->next)
+		;
+	*pp = e->next;
+	pthread_mutex_unlock(&state_lock);
+	pthread_mutex_destroy(&e->lock);
+	free(e->key);
+	free(e);
 }
 
 static void
 state_put_server(struct server_state *st)
 {
-	struct server_state	**pp;
-
-	if (st == NULL)
-		return;
-	pthread_mutex_lock(&state_lock);
-	if (--st->refs > 0) {
-		pthread_mutex_unlock(&state_lock);
-		return;
-	}
-	for (pp = &server_states; *pp != st; pp = &(*pp)->next)
-		;
-	*pp = st->next;
-	pthread_mutex_unlock(&state_lock);
-	pthread_mutex_destroy(&st->lock);
-	free(st->key);
-	free(st);
-}
-
-static struct route_state *
-state_get_route(const char *name)
-{
-	struct route_state	*st;
-
-	pthread_mutex_lock(&state_lock);
-	for (st = route_states; st != NULL; st = st->next) {
-		if (strcmp(st->key, name) == 0) {
-			st->refs++;
-			break;
-		}
-	}
-	if (st == NULL && (st = calloc(1, sizeof *st)) != NULL) {
-		if ((st->key = strdup(name)) == NULL) {
-			free(st);
-			st = NULL;
-		} else {
-			st->refs = 1;
-			pthread_mutex_init(&st->lock, NULL);
-			st->next = route_states;
-			route_states = st;
-		}
-	}
-	pthread_mutex_unlock(&state_lock);
-	return (st);
+	state_put(&server_states, st != NULL ? &st->entry : NULL);
 }
 
 static void
 state_put_route(struct route_state *st)
 {
-	struct route_state	**pp;
-
-	if (st == NULL)
-		return;
-	pthread_mutex_lock(&state_lock);
-	if (--st->refs > 0) {
-		pthread_mutex_unlock(&state_lock);
-		return;
-	}
-	for (pp = &route_states; *pp != st; pp = &(*pp)->next)
-		;
-	*pp = st->next;
-	pthread_mutex_unlock(&state_lock);
-	pthread_mutex_destroy(&st->lock);
-	free(st->key);
-	free(st);
+	state_put(&route_states, st != NULL ? &st->entry : NULL);
 }
 
 /* A whole configuration takes its states: those alive are shared. */
@@ -2322,18 +2287,27 @@ config_bind_states(struct config *cfg)
 	struct upstream_conf	*u;
 	size_t			 i, j;
 
+	char			*key;
+
 	for (i = 0; i < cfg->nupstreams; i++) {
 		u = cfg->upstreams[i];
 		for (j = 0; j < u->nservers; j++) {
-			u->servers[j].st = state_get_server(u->name,
-			    u->servers[j].url);
+			/* A space: in neither a name nor a URL. */
+			if (asprintf(&key, "%s %s", u->name,
+			    u->servers[j].url) == -1)
+				return (-1);
+			u->servers[j].st = (struct server_state *)state_get(
+			    &server_states, key, sizeof *u->servers[j].st);
+			free(key);
 			if (u->servers[j].st == NULL)
 				return (-1);
 		}
 	}
 	for (i = 0; i < cfg->nroutes; i++) {
-		if ((cfg->routes[i]->st = state_get_route(cfg->routes[i]->name))
-		    == NULL)
+		cfg->routes[i]->st = (struct route_state *)state_get(
+		    &route_states, cfg->routes[i]->name,
+		    sizeof *cfg->routes[i]->st);
+		if (cfg->routes[i]->st == NULL)
 			return (-1);
 	}
 	return (0);

@@ -43,11 +43,15 @@ enum balance { BALANCE_ROUND_ROBIN, BALANCE_LEAST_REQUEST };
  * config.c keeps the registry; health.c and budget.c give the fields
  * their meaning. Fields are atomics, or under the state's lock.
  */
-struct server_state {
-	/* the registry's */
-	struct server_state	*next;
+struct state_entry {
+	struct state_entry	*next;		/* the registry's */
 	char			*key;
 	unsigned		 refs;
+	pthread_mutex_t		 lock;		/* the state's own */
+};
+
+struct server_state {
+	struct state_entry	 entry;		/* first */
 
 	unsigned		 inflight;	/* legs under way (atomic) */
 	int			 checked_down;	/* active checks: out (atomic) */
@@ -55,7 +59,7 @@ struct server_state {
 	uint64_t		 ejections;	/* total, for the metric (atomic) */
 	unsigned		 fails;		/* failures in a row (atomic) */
 
-	pthread_mutex_t		 lock;		/* the rest */
+	/* under entry.lock, or the ejection lock (health.c) */
 	unsigned		 streak;	/* ejections in a row: the doubling */
 	uint64_t		 back_at;	/* when the last ejection ended */
 	unsigned		 check_passes;	/* in a row */
@@ -65,11 +69,8 @@ struct server_state {
 #define BUDGET_SLOTS	10		/* the window: 10 slots of 1 s */
 
 struct route_state {
-	struct route_state	*next;
-	char			*key;
-	unsigned		 refs;
+	struct state_entry	 entry;		/* first */
 
-	pthread_mutex_t		 lock;
 	uint64_t		 slot_sec[BUDGET_SLOTS];	/* which second */
 	uint64_t		 requests[BUDGET_SLOTS];
 	uint64_t		 extra[BUDGET_SLOTS];

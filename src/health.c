@@ -243,7 +243,7 @@ check_result(struct check *c, int pass, const char *why)
 	struct server_state		*st = c->sv->st;
 	int				 changed = 0, down;
 
-	pthread_mutex_lock(&st->lock);
+	pthread_mutex_lock(&st->entry.lock);
 	down = ATOMIC_LOAD(&st->checked_down);
 	if (pass) {
 		st->check_fails = 0;
@@ -260,7 +260,7 @@ check_result(struct check *c, int pass, const char *why)
 			changed = 1;
 		}
 	}
-	pthread_mutex_unlock(&st->lock);
+	pthread_mutex_unlock(&st->entry.lock);
 	if (pass && ATOMIC_LOAD(&st->ejected_until) != 0) {
 		/* A server that answers its checks is back (as Envoy has
 		 * it): the ejection ends, its failures are forgotten. */
