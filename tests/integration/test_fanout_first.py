@@ -6,7 +6,6 @@ Losers never answer (hang=1): that they are closed, unanswered, is the
 check, not how fast.  The winner answers only once the losers are at their
 upstreams (wait=), or once fanoutd has counted what had to come first."""
 
-import socket
 import urllib.parse
 
 import sys
@@ -16,23 +15,6 @@ import harness  # noqa: E402
 
 NAMES = ["a", "b", "c"]
 DEADLINE = 0.4          # route "firstdl"
-
-def tcp_queues(local, remote):
-    """(tx_queue, rx_queue) of the kernel's TCP socket LOCAL -> REMOTE (both
-    (ip, port) on 127.0.0.1), from /proc/net/tcp; None when there is none.
-    rx_queue: bytes received that its process has not read yet."""
-    def hexaddr(a):
-        return "%s:%04X" % (socket.inet_aton(a[0])[::-1].hex().upper(), a[1])
-    want = (hexaddr(local), hexaddr(remote))
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            p = line.split()
-            if (p[1], p[2]) == want:
-                tx, rx = p[4].split(":")
-                return int(tx, 16), int(rx, 16)
-    return None
-
 
 class FirstTest(harness.SharedDaemonTest):
     FAKES = ("a", "b", "c")
@@ -221,7 +203,8 @@ class FirstTest(harness.SharedDaemonTest):
         def all_read():
             # nothing left to send at the fake, in flight, or unread by
             # fanoutd (whose curl hands what it reads to fanoutd at once)
-            mine, theirs = tcp_queues(fake_end, fd_end), tcp_queues(fd_end, fake_end)
+            mine = harness.tcp_queues(fake_end, fd_end)
+            theirs = harness.tcp_queues(fd_end, fake_end)
             return (not areq.conn._outbuf and mine is not None and
                     theirs is not None and mine[0] == 0 and theirs[1] == 0)
         harness.wait_until(all_read, what="fanoutd to read a's partial answer")
