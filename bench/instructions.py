@@ -2,7 +2,7 @@
 """bench/instructions.py - user-space instructions per proxied request (callgrind).
 
     bench/instructions.py [--fanoutd PATH] [--requests N] [--conns C] [--top K]
-                          [--proto h1|h2c] [--upstream-extra 'KEY = VALUE' ...]
+                          [--proto h1|h2c] [--upstream-extra 'KEY = VALUE' ...] [--keep]
 
 Runs fanoutd (1 worker, mode proxy to a local fake upstream) under
 `valgrind --tool=callgrind` twice: once for a few requests and once for N more, on C
@@ -12,8 +12,10 @@ instructions divided by N.  The
 start-up and shutdown cancel out, so the figure is what one more request costs in user
 space (fanoutd, libcurl, libevent, libc): deterministic, unlike timings on a shared box,
 which makes it the way to tell whether a change to the hot path helped.  Kernel time is
-not counted (see cpu_per_request.py for that).  Then the K costliest functions of the
-longer run, per request.  Loopback only; every process it starts is stopped by PID.
+not counted (see cpu_per_request.py for that).  Then the K costliest functions per
+request, each the difference between the two runs as well (so the dynamic linker's
+start-up work is not one of them); --keep leaves both callgrind outputs in the run
+directory.  Loopback only; every process it starts is stopped by PID.
 --upstream-extra adds a line to the upstream's section, e.g.
 `--upstream-extra 'health_check = /health' --upstream-extra 'health_interval = 1s'`
 (the fake upstream answers any path 200); the configuration is printed.
@@ -171,12 +173,14 @@ def main():
                     help="the client side: HTTP/1.1 (default) or h2c")
     ap.add_argument("--upstream-extra", action="append", default=[], metavar="'KEY = VALUE'",
                     help="a line added to the upstream's section (repeatable)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the callgrind outputs (callgrind_annotate --tree=caller)")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="fanoutd-instr-")
     with FakeUpstream("up") as up:
         base = max(a.conns * 50, 200)
-        i0, _ = run(a.fanoutd, up.url, base, a.conns, tmp, "short", a.proto,
-                    a.upstream_extra)
+        i0, out_short = run(a.fanoutd, up.url, base, a.conns, tmp, "short", a.proto,
+                            a.upstream_extra)
         i1, out = run(a.fanoutd, up.url, base + a.requests, a.conns, tmp, "long", a.proto,
                     a.upstream_extra)
     per = (i1 - i0) / a.requests
@@ -184,20 +188,37 @@ def main():
         print("config:\n" + "".join("  " + ln for ln in f))
     print("user-space instructions per proxied request (%s): %.0f (%d requests, %d "
           "connections, callgrind; runs in %s)" % (a.proto, per, a.requests, a.conns, tmp))
-    ann = subprocess.run(["callgrind_annotate", "--threshold=99", out], capture_output=True,
-                         text=True).stdout
-    n = base + a.requests
-    shown = 0
+    # Per function, the difference between the two runs over the requests
+    # between them: start-up (the dynamic linker, configuration, TLS
+    # libraries) cancels out, as it does in the total.
+    short, long_ = functions(out_short), functions(out)
+    diff = sorted(((v - short.get(k, 0)) / a.requests, k) for k, v in long_.items())
+    objs = {}
+    for per_fn, name in diff:
+        m = re.search(r"\[([^\]]*)\]\s*$", name)
+        obj = os.path.basename(m.group(1)) if m else "?"
+        obj = re.sub(r"\.so[.\d]*$", "", obj)
+        objs[obj] = objs.get(obj, 0) + per_fn
+    print("by object: " + ", ".join("%s %.0f" % (k, v) for k, v in
+                                    sorted(objs.items(), key=lambda kv: -kv[1]) if v >= 50))
+    for per_fn, name in reversed(diff[-a.top:]):
+        print("%9.0f  %s" % (per_fn, name[:110]))
+    if not a.keep:
+        for f in glob.glob(os.path.join(tmp, "callgrind.*")):
+            os.unlink(f)
+
+
+def functions(out):
+    """{function: instructions} of a callgrind output (exclusive)."""
+    ann = subprocess.run(["callgrind_annotate", "--threshold=100", "--auto=no", out],
+                         capture_output=True, text=True).stdout
+    fns = {}
     for line in ann.splitlines():
         m = re.match(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)$", line)
         if not m or "PROGRAM TOTALS" in line:
             continue
-        print("%9.0f  %s" % (int(m.group(1).replace(",", "")) / n, m.group(2)[:110]))
-        shown += 1
-        if shown >= a.top:
-            break
-    for f in glob.glob(os.path.join(tmp, "callgrind.*")):
-        os.unlink(f)
+        fns[m.group(2)] = fns.get(m.group(2), 0) + int(m.group(1).replace(",", ""))
+    return fns
 
 
 if __name__ == "__main__":
