@@ -244,12 +244,6 @@ http_status_text(int status)
 }
 
 int
-strn_eq_ci(const char *s, size_t len, const char *lit)
-{
-	return (strlen(lit) == len && strncasecmp(s, lit, len) == 0);
-}
-
-int
 parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out)
 {
 	uint64_t	v = 0;

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <strings.h>
 
 struct evbuffer;
 struct event;
@@ -49,8 +50,16 @@ int		 request_id_valid(const char *s, size_t len);
 /* Reason phrase for a status code ("Gateway Timeout"). */
 const char	*http_status_text(int status);
 
-/* Case-insensitive comparison of a counted string with a C string. */
-int		 strn_eq_ci(const char *s, size_t len, const char *lit);
+/*
+ * Case-insensitive comparison of a counted string with a C string. Inline:
+ * called with a literal, its length is a constant, and most header names
+ * are told apart by their length alone, without a call.
+ */
+static inline int
+strn_eq_ci(const char *s, size_t len, const char *lit)
+{
+	return (__builtin_strlen(lit) == len && strncasecmp(s, lit, len) == 0);
+}
 
 /* Parse a decimal unsigned integer of exactly len bytes; 0 / -1. */
 int		 parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out);
