@@ -263,14 +263,22 @@ conn_reading(struct conn *c, int on)
 		event_del(c->rev);
 }
 
-/* Output is queued: have it written. A bufferevent writes on its own. */
+/*
+ * Output is queued: have it written, once the callback that queued it is
+ * over, in this same pass of the loop. The socket almost always takes it:
+ * no EPOLLOUT is asked for (an epoll_ctl each way and a pass of the loop
+ * per answer), and what else is queued meanwhile (a small answer's head,
+ * body and end, each from a curl callback) goes in the same writev. Only
+ * what the socket did not take waits for EV_WRITE (conn_write). Pending
+ * or active already: nothing to do. A bufferevent writes on its own.
+ */
 void
 conn_want_write(struct conn *c)
 {
-	if (c->closed)
+	if (c->closed || c->bev != NULL)
 		return;
-	if (c->bev == NULL && !event_pending(c->wev, EV_WRITE, NULL))
-		event_add(c->wev, NULL);
+	if (!event_pending(c->wev, EV_WRITE, NULL))
+		event_active(c->wev, EV_WRITE, 1);
 }
 
 int
@@ -307,7 +315,9 @@ conn_write(struct conn *c, size_t *sent)
 			event_del(c->wev);
 		return (1);
 	}
-	conn_want_write(c);
+	/* The socket is full: now wait until it is writable. */
+	if (c->bev == NULL && !event_pending(c->wev, EV_WRITE, NULL))
+		event_add(c->wev, NULL);
 	return (0);
 }
 

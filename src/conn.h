@@ -83,7 +83,8 @@ void		 conn_reading(struct conn *, int on);
  * loop). *sent (when not NULL): how much the socket, or OpenSSL, took.
  */
 int		 conn_write(struct conn *, size_t *sent);
-/* Output was queued: write it from the loop (EV_WRITE; TLS: at once). */
+/* Output was queued: write it from the loop, later in this pass (what the
+ * socket does not take then waits for EV_WRITE; TLS: the bufferevent's). */
 void		 conn_want_write(struct conn *);
 /* Throw away the output not written yet. */
 void		 conn_discard_output(struct conn *);

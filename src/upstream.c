@@ -73,6 +73,7 @@ struct upstreams {
 	struct event_base	*base;
 	CURLM			*multi;
 	struct event		*timer;
+	int			 in_timer;	/* upstreams_timer_cb runs */
 	int			 running;
 	/* Connections whose queued RST_STREAM is to be pushed out, and the
 	 * event that does it (see transfer_unqueue_reset). */
@@ -505,7 +506,9 @@ upstreams_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct upstreams	*u = arg;
 
+	u->in_timer = 1;
 	curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &u->running);
+	u->in_timer = 0;
 	upstreams_check_done(u);
 }
 
@@ -640,7 +643,15 @@ upstreams_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
 	return (0);
 }
 
-/* CURLMOPT_TIMERFUNCTION: only arm or disarm the timer here. */
+/*
+ * CURLMOPT_TIMERFUNCTION: only arm or disarm the timer here. A timeout of 0
+ * (curl has work to do at once: every transfer started asks for it) runs
+ * the timer later in this pass of the loop, rather than through a timer due
+ * now, which costs a timerfd_settime and a pass of epoll_wait of its own.
+ * Not when the timer itself asks: libevent runs what is activated during a
+ * pass in that pass, and curl asking again and again (a paused transfer)
+ * would keep the loop from ever polling; that waits for the next pass.
+ */
 static int
 upstreams_timerfn(CURLM *multi, long timeout_ms, void *userp)
 {
@@ -648,7 +659,10 @@ upstreams_timerfn(CURLM *multi, long timeout_ms, void *userp)
 
 	if (timeout_ms < 0)
 		evtimer_del(u->timer);
-	else
+	else if (timeout_ms == 0 && !u->in_timer) {
+		evtimer_del(u->timer);
+		event_active(u->timer, EV_TIMEOUT, 1);
+	} else
 		evtimer_add_ms(u->timer, (uint64_t)timeout_ms);
 	return (0);
 }
