@@ -39,6 +39,24 @@ def runnable_seconds(pid):
     return out
 
 
+def sleeps(pid):
+    """{tid: times it went to sleep of its own accord} for each thread of
+    PID (voluntary_ctxt_switches in /proc/PID/task/TID/status): a thread
+    that blocks in epoll_wait between two back-offs counts one each time,
+    however long the run queue keeps it waiting after; one that spins
+    never blocks."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        out[tid] = int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return out
+
+
 def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
@@ -285,19 +303,27 @@ class EmfileTest(harness.TestCase):
         window is about all of it, however slow or loaded the machine (the
         CPU time it gets is not: that depends on what else runs).  A thread
         that waits in epoll for its back-off timer is neither, most of the
-        time; a half is far from both."""
-        a = runnable_seconds(fd.pid)
+        time; a half is far from both.  Unless the machine is so loaded
+        that each of its wake-ups waits long in the run queue: then it
+        still goes to sleep of its own accord at each back-off, which a
+        spinning thread never does.  A spin is both: runnable most of the
+        window, and hardly a sleep in it."""
+        a, sa = runnable_seconds(fd.pid), sleeps(fd.pid)
         t0 = time.monotonic()
         # a measuring interval, not synchronisation
         time.sleep(self.SPIN_WINDOW)
-        b = runnable_seconds(fd.pid)
+        b, sb = runnable_seconds(fd.pid), sleeps(fd.pid)
         wall = time.monotonic() - t0
         share = {tid: (b[tid] - a[tid]) / wall for tid in a if tid in b}
-        self.assertLess(max(share.values()), 0.5,
-                        "a thread of fanoutd was running or runnable %.0f%% of %.2fs %s "
-                        "(a busy loop); per thread: %r" % (
-                            100 * max(share.values()), wall, what,
-                            {k: round(v, 2) for k, v in share.items()}))
+        slept = {tid: sb[tid] - sa[tid] for tid in sa if tid in sb}
+        spinning = {tid: (round(v, 2), slept.get(tid))
+                    for tid, v in share.items()
+                    if v >= 0.5 and slept.get(tid, 0) < 2}
+        self.assertEqual(spinning, {},
+                         "a thread of fanoutd was running or runnable most of %.2fs %s "
+                         "and hardly slept (a busy loop); per thread (share, sleeps): %r" % (
+                             wall, what, {k: (round(v, 2), slept.get(k))
+                                          for k, v in share.items()}))
 
     def served_again(self, fd):
         """The first 200 once the held connections are gone. While the
