@@ -291,11 +291,23 @@ class NotifyTest(harness.TestCase):
         fd = self.start(env={"WATCHDOG_USEC": "1000000"})
         self.ns.wait_for("READY", "1")
         self.assertRegex(fd.stderr_text(), r"(?m)watchdog enabled interval_ms=500$")
-        first, _, _ = self.ns.wait_for("WATCHDOG", "1")
-        for k in range(self.PETS):
-            first = self.ns.wait_for("WATCHDOG", "1", since=first + 1)[0]
-        times = [t for t, kv in self.ns.snapshot() if "WATCHDOG" in kv]
-        span = times[self.PETS] - times[0]
+        # A pet is rightly held back when a worker's loop did not turn for
+        # half a period ("worker loop stuck", logged): on a box so loaded
+        # that a thread waits that long for a CPU, the rate measures the
+        # box.  Such a run is measured again (a few times at most).
+        for attempt in range(3):
+            stuck = fd.stderr_text().count("worker loop stuck")
+            first, t_first, _ = self.ns.wait_for("WATCHDOG", "1",
+                                                 since=self.ns.mark())
+            last, t_last = first, t_first
+            for k in range(self.PETS):
+                last, t_last, _ = self.ns.wait_for("WATCHDOG", "1", since=last + 1)
+            if fd.stderr_text().count("worker loop stuck") == stuck:
+                break
+        else:
+            self.skipTest("every measurement met a worker loop held up for "
+                          "half a watchdog period: the machine is too loaded")
+        span = t_last - t_first
         self.assertLess(span, self.PETS * 0.75,
                         "%d WATCHDOG=1 gaps took %.2fs with WATCHDOG_USEC=1000000: "
                         "not twice per period" % (self.PETS, span))
