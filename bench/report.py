@@ -429,11 +429,14 @@ def cmd_allocator(a):
         rr = cpu["rounds"]
         allocs = allocs or list(rr)
         base = {x["round"]: x["total_us"] for x in rr["glibc"]}
+        ubase = {x["round"]: x["user_us"] for x in rr["glibc"]}
         res["cpu"][what] = {n: {"total_us": mmm([x["total_us"] for x in rr[n]]),
                                 "user_us": mmm([x["user_us"] for x in rr[n]]),
                                 "sys_us": mmm([x["sys_us"] for x in rr[n]]),
                                 "over_glibc": mmm([x["total_us"] / base[x["round"]] for x in rr[n]
                                                    if base.get(x["round"])]),
+                                "user_over_glibc": mmm([x["user_us"] / ubase[x["round"]] for x in rr[n]
+                                                        if ubase.get(x["round"])]),
                                 "requests": sum(x["requests"] for x in rr[n])}
                             for n in rr}
     rf = os.path.join(a.dir, "raw", "allocator", "rss.txt")
@@ -450,19 +453,19 @@ def cmd_allocator(a):
         v = res["rss"].get(name, {}).get(phase)
         return "%.1f" % (v[key] / 1024.0) if v else "n/a"
 
-    print("| allocator | proxy CPU us/req (min..max) | proxy ÷ glibc, per round | fan-out(3) CPU us/req | "
-          "fan-out ÷ glibc, per round | VmRSS MiB fresh | after %d s load | after %d s idle | "
-          "RssAnon MiB idle |" % (a.load, a.idle))
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| allocator | proxy CPU us/req (min..max) | proxy ÷ glibc, per round | user only ÷ glibc | "
+          "fan-out(3) CPU us/req | fan-out ÷ glibc, per round | user only ÷ glibc | VmRSS MiB fresh | "
+          "after %d s load | after %d s idle | RssAnon MiB idle |" % (a.load, a.idle))
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n in allocs:
         cells = []
         for what in ("proxy", "fan"):
             c = res["cpu"].get(what, {}).get(n)
-            cells += ([fmt_m(c["total_us"], "%.1f"), "x" + fmt_m(c["over_glibc"], "%.3f")]
-                      if c else ["n/a", "n/a"])
-        print("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            n, cells[0], cells[1], cells[2], cells[3], mib(n, "fresh"), mib(n, "after_load"),
-            mib(n, "idle"), mib(n, "idle", "rssanon_kib")))
+            cells += ([fmt_m(c["total_us"], "%.1f"), "x" + fmt_m(c["over_glibc"], "%.3f"),
+                       "x" + fmt_m(c["user_over_glibc"], "%.3f")] if c else ["n/a"] * 3)
+        print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % tuple(
+            [n] + cells + [mib(n, "fresh"), mib(n, "after_load"), mib(n, "idle"),
+                           mib(n, "idle", "rssanon_kib")]))
     for what in ("proxy", "fan"):
         c = res["cpu"].get(what)
         if c:
