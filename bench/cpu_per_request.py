@@ -12,6 +12,13 @@ requests wrk completed gives microseconds of CPU per request: unlike req/s on a
 shared box, this does not depend on how much CPU the neighbours left over, so
 it is the steadier way to compare what two servers spend on the same work.
 Prints a table and, with --json, writes the per-round figures.
+
+With --floor BIN (bench/floor.c, built by lib.sh's build_floor) every round ends with
+the libcurl floor: BIN -n CONNS -d DURATION at the --floor-url URLs (the upstream the
+targets proxy to; several URLs share the handles in turn), its own CPU per transfer
+(getrusage, after a 1 s warm-up).  --floor-legs K multiplies it (a fan-out of K legs
+costs K upstream transfers per request), so the row "floor" is K x the floor and the
+first target's ratio to it is taken per round like the others.
 """
 import argparse
 import json
@@ -70,6 +77,30 @@ def run_wrk(url, conns, duration):
     return int(m.group(1))
 
 
+def run_floor(a, rnd):
+    """one floor run: its CPU per transfer x --floor-legs, in the targets' row format"""
+    cmd = [a.floor, "-n", str(a.conns), "-d", str(a.duration), "-w", "1"] + a.floor_url
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.duration + 30)
+    try:
+        f = json.loads(p.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise SystemExit("cpu_per_request: the floor failed (%s): %s %s" % (
+            " ".join(cmd), p.stdout, p.stderr))
+    if f["failed"]:
+        print("cpu_per_request: WARNING: the floor had %d failed transfers of %d" % (
+            f["failed"], f["transfers"]), file=sys.stderr)
+    k = a.floor_legs / max(f["transfers"], 1)
+    row = {"round": rnd, "requests": f["transfers"] // a.floor_legs, "transfers": f["transfers"],
+           "failed": f["failed"], "user_us": f["user_us"] * k, "sys_us": f["sys_us"] * k,
+           "total_us": (f["user_us"] + f["sys_us"]) * k,
+           "per_transfer_us": f["cpu_us_per_transfer"], "transfers_per_s": f["transfers_per_s"],
+           "curl": f["curl"]}
+    print("round %d %-10s %7d xfer  user %5.1f us  sys %5.1f us  total %5.1f us/req (%d x %.1f us/transfer)" % (
+        rnd, a.floor_name, f["transfers"], row["user_us"], row["sys_us"], row["total_us"],
+        a.floor_legs, f["cpu_us_per_transfer"]), file=sys.stderr)
+    return row
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--target", action="append", required=True, help="NAME=PORT[/PATH]")
@@ -77,7 +108,17 @@ def main():
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--conns", type=int, default=64)
     ap.add_argument("--json")
+    ap.add_argument("--floor", help="the libcurl floor binary (bench/floor.c)")
+    ap.add_argument("--floor-url", action="append", default=[],
+                    help="URL the floor GETs (repeatable: the handles take them in turn)")
+    ap.add_argument("--floor-legs", type=int, default=1,
+                    help="upstream transfers per request of the targets (fan-out legs)")
+    ap.add_argument("--floor-name", default="floor")
+    ap.add_argument("--rotate", action="store_true",
+                    help="rotate the order of the targets every round (the first is still the base)")
     a = ap.parse_args()
+    if a.floor and not a.floor_url:
+        ap.error("--floor needs --floor-url")
 
     targets = []
     for t in a.target:
@@ -88,9 +129,11 @@ def main():
             raise SystemExit("cpu_per_request: nothing listens on port %s (%s)" % (port, name))
         targets.append((name, int(port), "/" + path, pids))
 
-    rounds = {name: [] for name, _, _, _ in targets}
+    names = [t[0] for t in targets] + ([a.floor_name] if a.floor else [])
+    rounds = {name: [] for name in names}
     for r in range(a.rounds):
-        for name, port, path, pids in targets:
+        order = targets[r % len(targets):] + targets[:r % len(targets)] if a.rotate else targets
+        for name, port, path, pids in order:
             u0, s0 = cpu_ticks(pids)
             n = run_wrk("http://127.0.0.1:%d%s" % (port, path), a.conns, a.duration)
             u1, s1 = cpu_ticks(pids)
@@ -100,6 +143,8 @@ def main():
             print("round %d %-10s %7d req  user %5.1f us  sys %5.1f us  total %5.1f us/req" % (
                 r + 1, name, n, rounds[name][-1]["user_us"], rounds[name][-1]["sys_us"],
                 rounds[name][-1]["total_us"]), file=sys.stderr)
+        if a.floor:
+            rounds[a.floor_name].append(run_floor(a, r + 1))
 
     def med(name, key):
         return statistics.median(x[key] for x in rounds[name])
@@ -108,7 +153,10 @@ def main():
     res = {"conns": a.conns, "duration": a.duration, "rounds": rounds, "median": {}}
     print("| target | CPU us/request, median (user + sys) | x %s, per round (median, min..max) |" % base)
     print("|---|---|---|")
-    for name, _, _, _ in targets:
+    if a.floor:
+        res["floor"] = {"legs": a.floor_legs, "urls": a.floor_url,
+                        "curl": rounds[a.floor_name][0]["curl"]}
+    for name in names:
         ratios = [b["total_us"] / x["total_us"] for x, b in zip(rounds[name], rounds[base])
                   if x["total_us"]]
         res["median"][name] = {"user_us": med(name, "user_us"), "sys_us": med(name, "sys_us"),

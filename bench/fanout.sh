@@ -51,11 +51,15 @@ fanoutd_alive "shared fan_throughput.sh (wrk -t2 -c$CONNS on GET /agg/)"
 ((rc == 0)) || log "fan_throughput.sh exited $rc (see $RAW/fan_throughput.stderr)"
 grep -E '^round ' "$RAW/fan_throughput.txt" >&2
 
-log "CPU per request: fanoutd vs nginx+Lua vs Go (proxy and legs' upstreams not counted), c=$CONNS"
-timeout $((ROUNDS * 3 * 40 + 60)) "$PY" "$BENCH_SRC/cpu_per_request.py" --rounds "$ROUNDS" \
+# and the libcurl floor x3 (bench/floor.c: CONNS handles on legs a, b, c in turn)
+floor_args=()
+build_floor && floor_args=(--floor "$FLOOR" --floor-legs 3 --floor-url "http://127.0.0.1:$FAN_A_PORT/"
+    --floor-url "http://127.0.0.1:$FAN_B_PORT/" --floor-url "http://127.0.0.1:$FAN_C_PORT/")
+log "CPU per request: fanoutd vs nginx+Lua vs Go (proxy and legs' upstreams not counted) vs 3x the libcurl floor, c=$CONNS"
+timeout $((ROUNDS * 4 * 40 + 60)) "$PY" "$BENCH_SRC/cpu_per_request.py" --rounds "$ROUNDS" \
     --duration $((QUICK ? 2 : 5)) --conns "$CONNS" --target "fanoutd=$FANOUTD_PORT/agg/" \
     --target "nginx_lua=$LUA_AGG_PORT/agg/" --target "go=$GO_AGG_PORT/agg/" \
-    --json "$OUT/fan_cpu.json" >"$RAW/cpu.txt" 2>"$RAW/cpu.stderr" ||
+    "${floor_args[@]+"${floor_args[@]}"}" --json "$OUT/fan_cpu.json" >"$RAW/cpu.txt" 2>"$RAW/cpu.stderr" ||
     log "cpu_per_request.py failed (see $RAW/cpu.stderr)"
 fanoutd_alive "CPU per request (wrk on GET /agg/)"
 cat "$RAW/cpu.txt" >&2

@@ -100,6 +100,28 @@ stable_fanoutd() {
     fi
 }
 
+# build_floor : compile bench/floor.c (the libcurl floor) into $OUT/bin/floor against the
+# libcurl pkg-config finds (the one fanoutd is built against).  Sets FLOOR (empty when it
+# cannot be built: the parts then run without the floor and say so).
+build_floor() {
+    FLOOR="$OUT/bin/floor"
+    [[ -x $FLOOR && $FLOOR -nt $BENCH_SRC/floor.c ]] && return 0
+    mkdir -p "$OUT/bin"
+    # shellcheck disable=SC2046
+    if ! gcc -O2 -o "$FLOOR.tmp.$$" "$BENCH_SRC/floor.c" $(pkg-config --cflags --libs libcurl) \
+        2>"$OUT/bin/floor.build.log"; then
+        log "WARNING: cannot build the libcurl floor (see $OUT/bin/floor.build.log); no floor figures"
+        FLOOR=
+        return 1
+    fi
+    mv -f "$FLOOR.tmp.$$" "$FLOOR"
+    {
+        echo "floor: built from $BENCH_SRC/floor.c, libcurl $(pkg-config --modversion libcurl)"
+        echo "floor links: $(ldd "$FLOOR" | awk '/libcurl/{print $3}')"
+        echo "fanoutd links: $(ldd "$FANOUTD" | awk '/libcurl/{print $3}')"
+    } >>"$OUT/bin/fanoutd.txt"
+}
+
 # ---- processes --------------------------------------------------------------------------
 start_bg() {     # start_bg NAME LOGFILE CMD... ; sets LAST_PID
     local name=$1 logf=$2

@@ -47,11 +47,15 @@ fanoutd_alive "shared throughput.sh (wrk -t2 -c64/-c256 on GET /)"
 ((rc == 0)) || log "throughput.sh exited $rc (see $RAW/throughput.stderr)"
 grep -E '^round ' "$RAW/throughput.txt" >&2
 
-# CPU per request (steadier than req/s on a shared box): fanoutd's threads vs nginx's workers
-log "CPU per request: fanoutd vs nginx, c=64, $ROUNDS x $((QUICK ? 2 : 5))s"
-timeout $((ROUNDS * 2 * 40 + 60)) "$PY" "$BENCH_SRC/cpu_per_request.py" --rounds "$ROUNDS" \
+# CPU per request (steadier than req/s on a shared box): fanoutd's threads vs nginx's workers,
+# and the libcurl floor (bench/floor.c: 64 handles GETting the same fast upstream) in each round
+floor_args=()
+build_floor && floor_args=(--floor "$FLOOR" --floor-url "http://127.0.0.1:$FAST_PORT/")
+log "CPU per request: fanoutd vs nginx vs the libcurl floor, c=64, $ROUNDS x $((QUICK ? 2 : 5))s"
+timeout $((ROUNDS * 3 * 40 + 60)) "$PY" "$BENCH_SRC/cpu_per_request.py" --rounds "$ROUNDS" \
     --duration $((QUICK ? 2 : 5)) --conns 64 --target "fanoutd=$FANOUTD_PORT" \
-    --target "nginx=$NGINX_PORT" --json "$OUT/proxy_cpu.json" >"$RAW/cpu.txt" 2>"$RAW/cpu.stderr" ||
+    --target "nginx=$NGINX_PORT" "${floor_args[@]+"${floor_args[@]}"}" \
+    --json "$OUT/proxy_cpu.json" >"$RAW/cpu.txt" 2>"$RAW/cpu.stderr" ||
     log "cpu_per_request.py failed (see $RAW/cpu.stderr)"
 fanoutd_alive "CPU per request (wrk -t2 -c64 on GET /)"
 cat "$RAW/cpu.txt" >&2

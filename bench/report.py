@@ -5,6 +5,7 @@
   report.py fan     RESULTS.jsonl --json OUT.json
   report.py cancel  --unloaded DIR --loaded DIR --fan TRIALS.jsonl --json OUT.json
   report.py table   RESULTS_DIR            (the final table, from the *.json of each part)
+  report.py allocator RESULTS_DIR --json OUT.json [--load S --idle S]   (bench/allocator.sh)
 
 RESULTS.jsonl / trials.jsonl are the raw files written by the shared peer bench's
 throughput.sh / fan_throughput.sh / cancel_latency.sh / fan_cancel.sh.
@@ -272,6 +273,22 @@ def ok(b):
     return "n/a" if b is None else ("yes" if b else "**NO**")
 
 
+def floor_row(row, cpu, label, goal, limit):
+    """fanoutd's CPU per request over the libcurl floor's (x legs) of the same rounds"""
+    fl = cpu.get("floor")
+    if not fl or "floor" not in cpu["median"]:
+        return
+    m, f = cpu["median"]["fanoutd"], cpu["median"]["floor"]
+    r = dict(f["base_over_this"], n=len(cpu["rounds"]["floor"]))
+    per = statistics.median(x["per_transfer_us"] for x in cpu["rounds"]["floor"])
+    row(label, "%.1f us" % m["total_us"],
+        "floor %s%.1f us (%.1f + %.1f; %d handles, libcurl %s, %d URL%s)" % (
+            "%d x %.1f = " % (fl["legs"], per) if fl["legs"] != 1 else "", f["total_us"],
+            f["user_us"], f["sys_us"], cpu["conns"], fl["curl"], len(fl["urls"]),
+            "s" if len(fl["urls"]) > 1 else ""),
+        "x" + fmt_m(r, "%.2f"), goal, (r["n"] and r["med"] <= limit) if limit else None)
+
+
 def cmd_table(a):
     d = a.dir
     rows = []
@@ -304,6 +321,7 @@ def cmd_table(a):
                                              m["nginx"]["sys_us"]),
             "x" + fmt_m(dict(m["nginx"]["base_over_this"], n=len(cpu["rounds"]["nginx"])), "%.2f"),
             "", None)
+        floor_row(row, cpu, "   CPU per request ÷ libcurl floor", "<= 1.40", 1.40)
     fan = jload(d, "fan.json")
     if fan:
         for c, t in fan["conns"].items():
@@ -328,6 +346,7 @@ def cmd_table(a):
                                                  m[peer]["sys_us"]),
                     "x" + fmt_m(dict(m[peer]["base_over_this"], n=len(fcpu["rounds"][peer])),
                                 "%.2f"), "", None)
+        floor_row(row, fcpu, "   CPU per request ÷ 3x floor", "", None)
     cn = jload(d, "cancel.json")
 
     def lat_rows(label, f, peer, peer_name, p99_goal=2000):
@@ -399,6 +418,63 @@ def cmd_table(a):
                 print("noise probe: " + line.rstrip())
 
 
+def cmd_allocator(a):
+    """allocator.sh: CPU per request by allocator, ratios to glibc per round, and RSS"""
+    res = {"kind": "allocator", "load_s": a.load, "idle_s": a.idle, "cpu": {}, "rss": {}}
+    allocs = []
+    for what in ("proxy", "fan"):
+        cpu = jload(a.dir, "allocator_%s_cpu.json" % what)
+        if not cpu:
+            continue
+        rr = cpu["rounds"]
+        allocs = allocs or list(rr)
+        base = {x["round"]: x["total_us"] for x in rr["glibc"]}
+        ubase = {x["round"]: x["user_us"] for x in rr["glibc"]}
+        res["cpu"][what] = {n: {"total_us": mmm([x["total_us"] for x in rr[n]]),
+                                "user_us": mmm([x["user_us"] for x in rr[n]]),
+                                "sys_us": mmm([x["sys_us"] for x in rr[n]]),
+                                "over_glibc": mmm([x["total_us"] / base[x["round"]] for x in rr[n]
+                                                   if base.get(x["round"])]),
+                                "user_over_glibc": mmm([x["user_us"] / ubase[x["round"]] for x in rr[n]
+                                                        if ubase.get(x["round"])]),
+                                "requests": sum(x["requests"] for x in rr[n])}
+                            for n in rr}
+    rf = os.path.join(a.dir, "raw", "allocator", "rss.txt")
+    if os.path.exists(rf):
+        with open(rf) as f:
+            for line in f:
+                name, pid, lib, phase, rss, anon = line.split()
+                res["rss"].setdefault(name, {"lib": lib})[phase] = {"vmrss_kib": int(rss),
+                                                                   "rssanon_kib": int(anon)}
+        allocs = allocs or list(res["rss"])
+    dump(res, a.json)
+
+    def mib(name, phase, key="vmrss_kib"):
+        v = res["rss"].get(name, {}).get(phase)
+        return "%.1f" % (v[key] / 1024.0) if v else "n/a"
+
+    print("| allocator | proxy CPU us/req (min..max) | proxy ÷ glibc, per round | user only ÷ glibc | "
+          "fan-out(3) CPU us/req | fan-out ÷ glibc, per round | user only ÷ glibc | VmRSS MiB fresh | "
+          "after %d s load | after %d s idle | RssAnon MiB idle |" % (a.load, a.idle))
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for n in allocs:
+        cells = []
+        for what in ("proxy", "fan"):
+            c = res["cpu"].get(what, {}).get(n)
+            cells += ([fmt_m(c["total_us"], "%.1f"), "x" + fmt_m(c["over_glibc"], "%.3f"),
+                       "x" + fmt_m(c["user_over_glibc"], "%.3f")] if c else ["n/a"] * 3)
+        print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % tuple(
+            [n] + cells + [mib(n, "fresh"), mib(n, "after_load"), mib(n, "idle"),
+                           mib(n, "idle", "rssanon_kib")]))
+    for what in ("proxy", "fan"):
+        c = res["cpu"].get(what)
+        if c:
+            print("allocator %s: rounds %d, " % (what, c[allocs[0]]["total_us"]["n"]) + "; ".join(
+                "%s %.1f us (%.1f user + %.1f sys) x%.3f" % (
+                    n, c[n]["total_us"]["med"], c[n]["user_us"]["med"], c[n]["sys_us"]["med"],
+                    c[n]["over_glibc"]["med"]) for n in allocs if n in c))
+
+
 HEAD = ("figure", "fanoutd", "peer / detail", "ratio (median, min..max over rounds)", "goal", "met")
 
 
@@ -409,8 +485,11 @@ def main():
     p = sub.add_parser("fan"); p.add_argument("results"); p.add_argument("--json", required=True)
     p = sub.add_parser("cancel"); p.add_argument("--unloaded"); p.add_argument("--loaded"); p.add_argument("--fan"); p.add_argument("--json", required=True)
     p = sub.add_parser("table"); p.add_argument("dir")
+    p = sub.add_parser("allocator"); p.add_argument("dir"); p.add_argument("--json", required=True)
+    p.add_argument("--load", type=int, default=0); p.add_argument("--idle", type=int, default=0)
     a = ap.parse_args()
-    {"proxy": cmd_proxy, "fan": cmd_fan, "cancel": cmd_cancel, "table": cmd_table}[a.cmd](a)
+    {"proxy": cmd_proxy, "fan": cmd_fan, "cancel": cmd_cancel, "table": cmd_table,
+     "allocator": cmd_allocator}[a.cmd](a)
 
 
 if __name__ == "__main__":

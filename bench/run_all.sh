@@ -12,8 +12,10 @@
 #   --quick         smoke test of every part (~2.5 min; the figures are not meaningful)
 #
 # Parts, in this order, each also runnable alone (same options):
-#   proxy.sh     1. proxy req/s and p99, fanoutd / nginx, c=64 and c=256    (~4 min)
-#   fanout.sh    2. fan-out(3) req/s, fanoutd / nginx+Lua and / Go           (~2.5 min)
+#   proxy.sh     1. proxy req/s and p99, fanoutd / nginx, c=64 and c=256;
+#                   CPU per request vs nginx and ÷ the libcurl floor (floor.c) (~4.5 min)
+#   fanout.sh    2. fan-out(3) req/s, fanoutd / nginx+Lua and / Go; CPU per
+#                   request vs them and ÷ 3x the libcurl floor                  (~3 min)
 #   cancel.sh    3. FIN -> upstream closed, proxy, fanoutd vs nginx, idle and
 #                   under 5k req/s; 4. FIN -> last of 3 legs, vs Go         (~4.5 min)
 #   capacity.sh  5. RSS with 10k idle keep-alive connections; 6. 10k requests
