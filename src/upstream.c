@@ -114,8 +114,9 @@ struct upstreams {
  * request; and the upstream's close (a keep-alive timeout) is seen at
  * once, not when curl next looks at its cache (watch_kill). Such a watch
  * lives until curl closes the socket through transfer_close_cb, so its
- * descriptor cannot be reused behind our back. Sockets curl makes by itself (a resolver's socketpair) are closed
- * without telling us and are unwatched at once when curl lets them go.
+ * descriptor cannot be reused behind our back. Sockets curl makes by
+ * itself (a resolver's socketpair) are closed without telling us and are
+ * unwatched at once when curl lets them go.
  *
  * owner is the HTTP/1.1 transfer whose request went out on the
  * connection, from CURLOPT_PREREQFUNCTION until the transfer is released
@@ -308,6 +309,28 @@ watch_free(struct upstreams *u, curl_socket_t s)
 }
 
 /*
+ * Listen for events on a watched socket (0: for none), from whatever it
+ * listened for before. 0, or -1 if libevent would not add it.
+ */
+static int
+watch_listen(struct sockwatch *sw, short events)
+{
+	if (sw->registered == events)
+		return (0);
+	if (sw->registered)
+		event_del(&sw->ev);
+	sw->registered = 0;
+	if (events == 0)
+		return (0);
+	event_assign(&sw->ev, sw->u->base, sw->fd, events, upstreams_event_cb,
+	    sw);
+	if (event_add(&sw->ev, NULL) == -1)
+		return (-1);
+	sw->registered = events;
+	return (0);
+}
+
+/*
  * Whether a socket curl does not wait on rests in its cache, as far as
  * the port map can say: no HTTP/1.1 transfer owns it and no HTTP/2 one
  * is on it. A transfer paused for its client also leaves curl waiting on
@@ -362,9 +385,7 @@ watch_kill(struct sockwatch *sw, const char *why)
 	log_debug("resting upstream connection %s, shut fd=%d", why,
 	    (int)sw->fd);
 	shutdown(sw->fd, SHUT_RDWR);
-	if (sw->registered)
-		event_del(&sw->ev);
-	sw->registered = 0;
+	watch_listen(sw, 0);
 	if (!sw->dead) {
 		sw->dead = 1;
 		u->ndead++;
@@ -384,28 +405,6 @@ watch_retire(struct sockwatch *sw)
 	for (i = 0; i < 16; i++)
 		if (recv(sw->fd, buf, sizeof buf, MSG_DONTWAIT) <= 0)
 			break;
-}
-
-/*
- * Bytes on a resting TLS or HTTP/2 connection (a close_notify, GOAWAY or
- * PING) are curl's to read on its next use. Level-triggered they would
- * fire for ever; edge-triggered the next thing to come, the FIN most
- * likely, fires once more.
- */
-static void
-watch_edge(struct sockwatch *sw)
-{
-	short	events = EV_READ | EV_ET | EV_PERSIST;
-
-	if (sw->registered == events)
-		return;
-	if (sw->registered)
-		event_del(&sw->ev);
-	sw->registered = 0;
-	event_assign(&sw->ev, sw->u->base, sw->fd, events, upstreams_event_cb,
-	    sw);
-	if (event_add(&sw->ev, NULL) == 0)
-		sw->registered = events;
 }
 
 static void
@@ -436,15 +435,20 @@ upstreams_event_cb(evutil_socket_t fd, short what, void *arg)
 				watch_kill(sw, "closed by the upstream");
 				return;
 			case WATCH_BYTES:
+				/* TLS or HTTP/2: a close_notify, GOAWAY or
+				 * PING, curl's to read on its next use.
+				 * Level-triggered they would fire for ever;
+				 * edge-triggered the next thing to come, the
+				 * FIN most likely, fires once more. */
 				if (sw->plain_h1)
 					watch_retire(sw);
 				else
-					watch_edge(sw);
+					watch_listen(sw, EV_READ | EV_ET |
+					    EV_PERSIST);
 				return;
 			}
 		}
-		event_del(&sw->ev);
-		sw->registered = 0;
+		watch_listen(sw, 0);
 		return;
 	}
 	if (what & EV_READ)
@@ -610,18 +614,10 @@ upstreams_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
 		sw->wanted = 0;
 		if (!sw->ours)
 			watch_free(u, s);
-		else if (sw->registered & EV_WRITE) {
+		else if (sw->registered & EV_WRITE)
 			/* Writable would fire at once, and forever; reading
 			 * stays, to see the upstream close it. */
-			event_del(&sw->ev);
-			sw->registered = 0;
-			if (!sw->dead) {
-				event_assign(&sw->ev, u->base, s,
-				    EV_READ | EV_PERSIST, upstreams_event_cb, sw);
-				if (event_add(&sw->ev, NULL) == 0)
-					sw->registered = EV_READ | EV_PERSIST;
-			}
-		}
+			watch_listen(sw, sw->dead ? 0 : EV_READ | EV_PERSIST);
 		return (0);
 	}
 	if (what & CURL_POLL_IN)
@@ -631,16 +627,7 @@ upstreams_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
 	if ((sw = watch_get(u, s, 1)) == NULL)
 		return (-1);
 	sw->wanted = events;
-	if (sw->registered == events)
-		return (0);	/* nothing changed */
-	if (sw->registered)
-		event_del(&sw->ev);
-	sw->registered = 0;
-	event_assign(&sw->ev, u->base, s, events, upstreams_event_cb, sw);
-	if (event_add(&sw->ev, NULL) == -1)
-		return (-1);
-	sw->registered = events;
-	return (0);
+	return (watch_listen(sw, events));
 }
 
 /*
