@@ -2207,7 +2207,7 @@ config_error_text(struct parse *p)
 	return (text);
 }
 
-/* ---- what outlives a configuration ------------------------------------------ */
+/* ---- what outlives a configuration -------------------------------------- */
 
 /*
  * The registry of server and route states, shared by every configuration

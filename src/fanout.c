@@ -210,6 +210,14 @@ proxy_leg_ended(const struct route_conf *rt, const struct leg *legs,
 
 /* ---- once: a request not safe to repeat, in first, hedge or quorum --------- */
 
+/* The event's request goes once: it is not safe to repeat and the mode
+ * would repeat it (proxy sends once anyway, all asks different services). */
+static int
+goes_once(const struct route_conf *rt, const struct fanout_event *ev)
+{
+	return (ev->once && rt->mode != MODE_PROXY && rt->mode != MODE_ALL);
+}
+
 static void
 once_leg_ended(const struct leg *legs, size_t li, struct fanout_action *a)
 {
@@ -368,7 +376,7 @@ fanout_decide(const struct route_conf *rt, const struct leg *legs,
 
 	switch (ev->what) {
 	case FANOUT_START:
-		if (ev->once && rt->mode != MODE_PROXY && rt->mode != MODE_ALL) {
+		if (goes_once(rt, ev)) {
 			send_legs(a, 0, 1, NULL);
 			a->unsafe_skipped = (unsigned)(nlegs - 1);
 			break;
@@ -390,7 +398,7 @@ fanout_decide(const struct route_conf *rt, const struct leg *legs,
 		}
 		break;
 	case FANOUT_LEG_ENDED:
-		if (ev->once && rt->mode != MODE_PROXY && rt->mode != MODE_ALL) {
+		if (goes_once(rt, ev)) {
 			once_leg_ended(legs, ev->leg, a);
 			break;
 		}
@@ -413,7 +421,7 @@ fanout_decide(const struct route_conf *rt, const struct leg *legs,
 		}
 		break;
 	case FANOUT_HEDGE_TIMER:
-		if (rt->mode == MODE_HEDGE && !ev->once)
+		if (rt->mode == MODE_HEDGE && !goes_once(rt, ev))
 			hedge_send_next(rt, legs, nlegs, ev, a);
 		break;
 	case FANOUT_CANCELLED:

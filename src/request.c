@@ -453,14 +453,11 @@ request_legs_needed(const struct route_conf *rt)
 static int
 request_safe_to_repeat(const struct request *r)
 {
-	static const char *const safe[] = {
-		"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"
-	};
-	size_t	i;
+	const unsigned	idempotent = HTTP_M_GET | HTTP_M_HEAD |
+	    HTTP_M_OPTIONS | HTTP_M_PUT | HTTP_M_DELETE | HTTP_M_TRACE;
 
-	for (i = 0; i < sizeof safe / sizeof safe[0]; i++)
-		if (strcmp(r->method, safe[i]) == 0)
-			return (1);
+	if (config_method_bit(r->method, strlen(r->method)) & idempotent)
+		return (1);
 	return (http_headers_get(&r->headers, "idempotency-key") != NULL);
 }
 
@@ -1131,6 +1128,19 @@ stream_leg_ended(struct request *r, struct leg *l)
 	    l->error == XFER_TIMEOUT ? "upstream_timeout" : "upstream_failed");
 }
 
+/* A leg that ends as it starts, without a transfer: outcome says how in
+ * fanoutd_upstream_requests_total. */
+static void
+leg_failed_now(struct leg *l, enum transfer_error error, const char *detail,
+    const char *outcome)
+{
+	l->outcome = LEG_FAILED;
+	l->error = error;
+	l->detail = detail;
+	metrics_upstream_done(l->up->name, outcome);
+	leg_ended(l);
+}
+
 static void
 leg_start(struct leg *l)
 {
@@ -1143,7 +1153,6 @@ leg_start(struct leg *l)
 	const char		*path = r->path;
 	size_t			 pathlen = r->pathlen;
 	char			*stripped = NULL;
-
 	struct server_conf	*tried[PROXY_ATTEMPTS_MAX];
 	size_t			 i, ntried = 0;
 
@@ -1157,13 +1166,10 @@ leg_start(struct leg *l)
 		if (r->legs[i].up == l->up && r->legs[i].server != NULL)
 			tried[ntried++] = r->legs[i].server;
 	if ((l->server = health_pick(l->up, tried, ntried)) == NULL) {
-		l->outcome = LEG_FAILED;
-		l->error = XFER_UNAVAILABLE;
-		l->detail = "no available server";
-		metrics_upstream_done(l->up->name, "unavailable");
 		log_debug("no available server request_id=%s upstream=%s",
 		    r->id, l->up->name);
-		leg_ended(l);
+		leg_failed_now(l, XFER_UNAVAILABLE, "no available server",
+		    "unavailable");
 		return;
 	}
 	if (l->body == NULL && (l->body = evbuffer_new()) == NULL)
@@ -1234,11 +1240,7 @@ leg_start(struct leg *l)
 fail:
 	log_warnx("cannot start upstream request request_id=%s upstream=%s",
 	    r->id, l->up->name);
-	l->outcome = LEG_FAILED;
-	l->error = XFER_PROTOCOL;
-	l->detail = "cannot start the transfer";
-	metrics_upstream_done(l->up->name, "error");
-	leg_ended(l);
+	leg_failed_now(l, XFER_PROTOCOL, "cannot start the transfer", "error");
 }
 
 /* Decide: cut every leg still in flight with reason superseded. */
