@@ -237,11 +237,8 @@ series_add_locked(struct family *f, const char *labels, uint64_t d)
 static void
 series_inc(struct family *f, const char *labels, uint64_t d)
 {
-	struct series	*s;
-
 	pthread_mutex_lock(&lock);
-	if ((s = series_get(f, labels)) != NULL)
-		s->value += d;
+	series_add_locked(f, labels, d);
 	pthread_mutex_unlock(&lock);
 }
 
@@ -266,6 +263,21 @@ label(char *buf, size_t len, const char *name, const char *value)
 	buf[n++] = '"';
 	buf[n] = '\0';
 	return (n);
+}
+
+/* name1="v1",name2="v2",... into buf: n pairs, names and values in turn. */
+static void
+label_list(char *buf, size_t len, size_t n, const char *const *kv)
+{
+	size_t	i, k = 0;
+
+	buf[0] = '\0';
+	for (i = 0; i < n && k + 1 < len; i++) {
+		if (i > 0)
+			buf[k++] = ',';
+		k += label(buf + k, len - k, kv[2 * i], kv[2 * i + 1]);
+		buf[k] = '\0';
+	}
 }
 
 /*
@@ -313,12 +325,10 @@ metrics_grpc_request(const char *route, int grpc_status)
 void
 metrics_upstream_done(const char *upstream, const char *outcome)
 {
-	char	l[512];
-	size_t	n;
+	const char	*kv[] = { "upstream", upstream, "outcome", outcome };
+	char		 l[512];
 
-	n = label(l, sizeof l, "upstream", upstream);
-	l[n++] = ',';
-	label(l + n, sizeof l - n, "outcome", outcome);
+	label_list(l, sizeof l, 2, kv);
 	series_inc(&f_upstream, l, 1);
 }
 
@@ -326,14 +336,12 @@ void
 metrics_extra_attempt(const char *route, const char *kind,
     const char *outcome, uint64_t n)
 {
-	char	l[512];
-	size_t	k;
+	const char	*kv[] = {
+		"route", route, "kind", kind, "outcome", outcome
+	};
+	char		 l[512];
 
-	k = label(l, sizeof l - 64, "route", route);
-	l[k++] = ',';
-	k += label(l + k, sizeof l - k, "kind", kind);
-	l[k++] = ',';
-	label(l + k, sizeof l - k, "outcome", outcome);
+	label_list(l, sizeof l, 3, kv);
 	series_inc(&f_extra, l, n);
 }
 
@@ -341,12 +349,12 @@ void
 metrics_wasted(const char *upstream, enum cancel_reason r, uint64_t us,
     uint64_t bytes)
 {
-	char	l[512];
-	size_t	n;
+	const char	*kv[] = {
+		"upstream", upstream, "reason", cancel_reason_name(r)
+	};
+	char		 l[512];
 
-	n = label(l, sizeof l - 64, "upstream", upstream);
-	l[n++] = ',';
-	label(l + n, sizeof l - n, "reason", cancel_reason_name(r));
+	label_list(l, sizeof l, 2, kv);
 	pthread_mutex_lock(&lock);
 	series_add_locked(&f_wasted_s, l, us);
 	series_add_locked(&f_wasted_b, l, bytes);
