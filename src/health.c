@@ -151,7 +151,7 @@ server_failed(const struct upstream_conf *u, struct server_conf *sv)
 {
 	struct server_state	*st = sv->st;
 	uint64_t		 now, ms;
-	unsigned		 fails;
+	unsigned		 fails, i;
 
 	if (u->eject_after == 0)
 		return;
@@ -182,7 +182,7 @@ server_failed(const struct upstream_conf *u, struct server_conf *sv)
 	if (st->back_at != 0 && now - st->back_at >= u->eject_time_max_ms)
 		st->streak = 0;
 	ms = u->eject_time_ms;
-	for (unsigned i = 0; i < st->streak && ms < u->eject_time_max_ms; i++)
+	for (i = 0; i < st->streak && ms < u->eject_time_max_ms; i++)
 		ms *= 2;
 	if (ms > u->eject_time_max_ms)
 		ms = u->eject_time_max_ms;
@@ -241,6 +241,7 @@ check_result(struct check *c, int pass, const char *why)
 {
 	const struct upstream_conf	*u = c->up;
 	struct server_state		*st = c->sv->st;
+	uint64_t			 now;
 	int				 changed = 0, down;
 
 	pthread_mutex_lock(&st->entry.lock);
@@ -265,8 +266,9 @@ check_result(struct check *c, int pass, const char *why)
 		/* A server that answers its checks is back (as Envoy has
 		 * it): the ejection ends, its failures are forgotten. */
 		pthread_mutex_lock(&eject_lock);
-		if (ATOMIC_LOAD(&st->ejected_until) > now_ms())
-			st->back_at = now_ms();
+		now = now_ms();
+		if (ATOMIC_LOAD(&st->ejected_until) > now)
+			st->back_at = now;
 		ATOMIC_STORE(&st->ejected_until, 0);
 		ATOMIC_STORE(&st->fails, 0);
 		pthread_mutex_unlock(&eject_lock);
@@ -325,13 +327,11 @@ health_checks_new(struct event_base *base, struct upstreams *ups,
 	struct check		*c;
 	size_t			 i, j, seq = 0, n = 0;
 
-	for (i = 0; i < conf->nupstreams; i++) {
-		u = conf->upstreams[i];
-		for (j = 0; u->health_check != NULL && j < u->nservers; j++)
-			if (seq++ % nworkers == id)
-				n++;
-	}
-	if (n == 0)
+	/* Room for every checked server; this worker takes its share. */
+	for (i = 0; i < conf->nupstreams; i++)
+		if (conf->upstreams[i]->health_check != NULL)
+			n += conf->upstreams[i]->nservers;
+	if (n <= id)
 		return (NULL);
 	if ((hc = calloc(1, sizeof *hc)) == NULL ||
 	    (hc->checks = calloc(n, sizeof *hc->checks)) == NULL)
