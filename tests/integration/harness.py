@@ -391,6 +391,27 @@ def tcp_queues(local, remote):
     return None
 
 
+
+def wait_partial_answer_read(fake, tag):
+    """The request tagged TAG at FAKE, once FAKE has sent the part of its
+    answer that partial= asked for and fanoutd has read every byte of it:
+    nothing left to send at the fake, in flight, or unread by fanoutd
+    (whose curl hands what it reads to fanoutd at once)."""
+    req = fake.wait_for(
+        lambda: next((q for q in fake.requests
+                      if q.tag == tag and q.partial_sent), None),
+        what="%s's partial answer" % fake.name)
+    fake_end = tuple(req.conn.sock.getsockname()[:2])
+    fd_end = tuple(req.conn.peer[:2])
+
+    def all_read():
+        mine = tcp_queues(fake_end, fd_end)
+        theirs = tcp_queues(fd_end, fake_end)
+        return (not req.conn._outbuf and mine is not None and
+                theirs is not None and mine[0] == 0 and theirs[1] == 0)
+    wait_until(all_read, what="fanoutd to read %s's partial answer" % fake.name)
+    return req
+
 # ----------------------------------------------------------------------
 # metrics
 

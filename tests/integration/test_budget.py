@@ -389,19 +389,7 @@ class LedgerTest(harness.SharedDaemonTest):
         self.addCleanup(c.__exit__)
         c.request("GET", "/first2/x?tag=%s&a.size=100000&a.partial=5000"
                   "&b.hold=1&b.body=win" % t, [("X-Request-Id", rid)])
-        areq = self.f["a"].wait_for(
-            lambda: next((q for q in self.f["a"].requests
-                          if q.tag == t and q.partial_sent), None),
-            what="a's partial answer")
-        fake_end = tuple(areq.conn.sock.getsockname()[:2])
-        fd_end = tuple(areq.conn.peer[:2])
-
-        def all_read():
-            mine = harness.tcp_queues(fake_end, fd_end)
-            theirs = harness.tcp_queues(fd_end, fake_end)
-            return (not areq.conn._outbuf and mine is not None and
-                    theirs is not None and mine[0] == 0 and theirs[1] == 0)
-        harness.wait_until(all_read, what="fanoutd to read a's 5000 body bytes")
+        areq = harness.wait_partial_answer_read(self.f["a"], t)
         self.f["b"].release(t)
         r = c.read_response()
         self.assertEqual((r.status, r.body, r.header("fanout-upstream")),
