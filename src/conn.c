@@ -393,17 +393,14 @@ static void
 conn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn		*c = arg;
-	struct evbuffer_iovec	 v;
 	ssize_t			 n;
 
-	if (evbuffer_reserve_space(c->in, 16384, &v, 1) < 1) {
-		conn_close(c, CANCEL_CLIENT_CLOSED);
-		return;
-	}
-	n = recv(fd, v.iov_base, v.iov_len, 0);
+	n = recv(fd, c->loop->rbuf, LOOP_RBUF_SIZE, 0);
 	if (n > 0) {
-		v.iov_len = n;
-		evbuffer_commit_space(c->in, &v, 1);
+		if (evbuffer_add(c->in, c->loop->rbuf, n) == -1) {
+			conn_close(c, CANCEL_CLIENT_CLOSED);
+			return;
+		}
 		c->proto->input(c->p);
 	} else if (n == 0) {
 		conn_reading(c, 0);

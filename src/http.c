@@ -95,6 +95,8 @@ http_headers_add(struct http_headers *h, const char *name, size_t namelen,
 	e->value[valuelen] = '\0';
 	e->namelen = namelen;
 	e->valuelen = valuelen;
+	if (strn_eq_ci(name, namelen, "connection"))
+		h->connection = 1;
 	h->bytes += namelen + valuelen;
 	h->n++;
 	return (0);
@@ -144,7 +146,8 @@ http_is_hop_by_hop(const struct http_headers *msg, const char *name,
 		if (strn_eq_ci(name, namelen, hop_by_hop[i]))
 			return (1);
 	}
-	for (i = 0; msg != NULL && i < msg->n; i++) {
+	/* The fields a Connection field names: most messages have none. */
+	for (i = 0; msg != NULL && msg->connection && i < msg->n; i++) {
 		if (strn_eq_ci(msg->v[i].name, msg->v[i].namelen, "connection") &&
 		    token_list_has(msg->v[i].value, msg->v[i].valuelen, name,
 		    namelen))

@@ -26,6 +26,7 @@ struct http_headers {
 	size_t			 cap;
 	size_t			 bytes;	/* names and values, for limits */
 	struct http_chunk	*chunks;
+	int			 connection;	/* has a Connection field */
 };
 
 void	 http_headers_init(struct http_headers *);

@@ -1,6 +1,7 @@
 /*
  * loop.c: the per-thread context (see loop.h) and its graveyard.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include <event2/event.h>
@@ -26,8 +27,13 @@ loop_init(struct loop *l, struct event_base *base)
 	l->base = base;
 	TAILQ_INIT(&l->conns);
 	SLIST_INIT(&l->graveyard);
-	if ((l->reaper = event_new(base, -1, 0, loop_reap_cb, l)) == NULL)
+	if ((l->rbuf = malloc(LOOP_RBUF_SIZE)) == NULL)
 		return (-1);
+	if ((l->reaper = event_new(base, -1, 0, loop_reap_cb, l)) == NULL) {
+		free(l->rbuf);
+		l->rbuf = NULL;
+		return (-1);
+	}
 	return (0);
 }
 
@@ -39,6 +45,8 @@ loop_clear(struct loop *l)
 	loop_reap_cb(-1, 0, l);
 	event_free(l->reaper);
 	l->reaper = NULL;
+	free(l->rbuf);
+	l->rbuf = NULL;
 }
 
 void

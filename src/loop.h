@@ -46,7 +46,16 @@ struct loop {
 	void			*owner;
 	struct event		*reaper;
 	SLIST_HEAD(, grave)	 graveyard;
+	/*
+	 * A clear-text client read lands here, and only what it read is
+	 * copied into the connection's input buffer: reserving room in that
+	 * buffer instead makes libevent allocate (and, once the request is
+	 * parsed, free) a 32 KiB chain for every request of 80 bytes.
+	 */
+	char			*rbuf;		/* LOOP_RBUF_SIZE bytes */
 };
+
+#define LOOP_RBUF_SIZE	16384
 
 /* 0, or -1 (out of memory). base and the hooks are the caller's to set. */
 int	loop_init(struct loop *, struct event_base *);

@@ -86,6 +86,13 @@ request_set_state(struct request *r, enum request_state state)
 		metrics_gauge_add(G_REQUESTS_IN_FLIGHT, 1);
 }
 
+/* What of the body is held (r->body exists once a byte has come). */
+static size_t
+request_body_len(const struct request *r)
+{
+	return (r->body != NULL ? evbuffer_get_length(r->body) : 0);
+}
+
 struct request *
 request_new(struct loop *l, struct front *front, struct config *conf,
     const char *client, int tls, int h2)
@@ -94,10 +101,6 @@ request_new(struct loop *l, struct front *front, struct config *conf,
 
 	if ((r = calloc(1, sizeof *r)) == NULL)
 		return (NULL);
-	if ((r->body = evbuffer_new()) == NULL) {
-		free(r);
-		return (NULL);
-	}
 	r->loop = l;
 	r->front = front;
 	r->conf = config_ref(conf);
@@ -120,6 +123,8 @@ request_free(void *arg)
 	struct request	*r = arg;
 	size_t		 i;
 
+	if (r->deadline_timer != NULL)	/* it is part of r */
+		event_del(r->deadline_timer);
 	for (i = 0; i < r->nlegs; i++) {
 		http_headers_clear(&r->legs[i].headers);
 		http_headers_clear(&r->legs[i].trailers);
@@ -128,7 +133,8 @@ request_free(void *arg)
 	}
 	free(r->legs);
 	http_headers_clear(&r->headers);
-	evbuffer_free(r->body);
+	if (r->body != NULL)
+		evbuffer_free(r->body);
 	free(r->target);
 	config_unref(r->conf);
 	free(r);
@@ -296,12 +302,8 @@ request_head_done(struct request *r)
 	if (http_client_deadline(&r->headers, &client) && client < deadline)
 		deadline = client;
 	r->deadline_ms = now_ms() + deadline;
-	r->deadline_timer = evtimer_new(r->loop->base, request_deadline_cb, r);
-	if (r->deadline_timer == NULL) {
-		r->reject = 503;
-		r->reject_error = "out_of_memory";
-		return;
-	}
+	r->deadline_timer = &r->deadline_ev;
+	evtimer_assign(r->deadline_timer, r->loop->base, request_deadline_cb, r);
 	evtimer_add_ms(r->deadline_timer, deadline);
 }
 
@@ -518,7 +520,7 @@ request_conn_gone(struct request *r, enum cancel_reason why)
 		/* Not dispatched: no work to stop, nothing to log. */
 		request_set_state(r, REQ_DONE);
 		if (r->deadline_timer != NULL)
-			event_free(r->deadline_timer);
+			event_del(r->deadline_timer);
 		r->deadline_timer = NULL;
 		cancel_detach(&r->cancel);
 		loop_defer_free(r->loop, &r->grave, request_free, r);
@@ -809,7 +811,7 @@ request_end(struct request *r, int status, unsigned long long bytes)
 		front_abandon(r->front, r);
 	cancel_detach(&r->cancel);
 	if (r->deadline_timer != NULL)
-		event_free(r->deadline_timer);
+		event_del(r->deadline_timer);
 	r->deadline_timer = NULL;
 	if (r->hedge_timer != NULL)
 		event_free(r->hedge_timer);
@@ -889,7 +891,8 @@ leg_transfer_done(struct transfer *x, struct transfer_result *res, void *arg)
 		http_headers_init(res->headers);
 		l->trailers = *res->trailers;
 		http_headers_init(res->trailers);
-		evbuffer_add_buffer(l->body, res->body);
+		if (res->body != NULL)
+			evbuffer_add_buffer(l->body, res->body);
 		metrics_upstream_done(l->up->name, leg_outcome_metric[l->outcome]);
 		l->verdict = res->status >= 500 ? HEALTH_FAIL : HEALTH_PASS;
 	} else {
@@ -956,13 +959,13 @@ leg_source_read(void *arg, char *buf, size_t len, int *eof)
 {
 	struct leg	*l = arg;
 	struct request	*r = l->req;
-	int		 n;
+	int		 n = 0;
 
-	if ((n = evbuffer_remove(r->body, buf, len)) < 0)
+	if (r->body != NULL && (n = evbuffer_remove(r->body, buf, len)) < 0)
 		n = 0;
 	if (n == 0 && !r->body_streaming)
 		*eof = 1;
-	if (r->front != NULL && evbuffer_get_length(r->body) < FRONT_STREAM_LOW)
+	if (r->front != NULL && request_body_len(r) < FRONT_STREAM_LOW)
 		front_body_resume(r->front);
 	return ((size_t)n);
 }
@@ -976,6 +979,9 @@ request_body_add(struct request *r, const void *data, size_t len)
 		r->reject_error = "body_too_large";
 		return (-1);
 	}
+	/* Made for the first byte: most requests have no body. */
+	if (r->body == NULL && (r->body = evbuffer_new()) == NULL)
+		return (-2);
 	return (evbuffer_add(r->body, data, len) == -1 ? -2 : 0);
 }
 
@@ -1014,8 +1020,7 @@ request_body_end(struct request *r)
 int
 request_body_full(const struct request *r)
 {
-	return (r->body_streaming &&
-	    evbuffer_get_length(r->body) > FRONT_STREAM_HIGH);
+	return (r->body_streaming && request_body_len(r) > FRONT_STREAM_HIGH);
 }
 
 /* ---- streamed answers (mode proxy) ---------------------------------------- */
@@ -1216,7 +1221,7 @@ leg_start(struct leg *l)
 	tr.pathlen = pathlen;
 	tr.headers = &out;
 	tr.has_body = r->has_body;
-	tr.bodylen = evbuffer_get_length(r->body);
+	tr.bodylen = request_body_len(r);
 	if (r->body_streaming) {
 		tr.source = &r->source;
 		tr.bodylen = 0;

@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <event2/event_struct.h>
+
 #include "cancel.h"
 #include "http.h"
 #include "leg.h"
@@ -140,7 +142,7 @@ struct request {
 	size_t			 pathlen;	/* path and query */
 	size_t			 pathonly;	/* path without query */
 	struct http_headers	 headers;
-	struct evbuffer		*body;
+	struct evbuffer		*body;		/* NULL until its first byte */
 	int			 has_body;
 	int			 grpc;		/* Content-Type application/grpc */
 	int			 trailers_ok;	/* may be sent trailers (HTTP/2,
@@ -151,7 +153,8 @@ struct request {
 
 	uint64_t		 started_us;	/* first byte */
 	uint64_t		 deadline_ms;	/* absolute, now_ms() clock */
-	struct event		*deadline_timer;
+	struct event		*deadline_timer; /* &deadline_ev once armed */
+	struct event		 deadline_ev;	/* in here: no allocation */
 	uint64_t		 flip_us;
 
 	struct leg		*legs;

@@ -777,7 +777,8 @@ transfer_write_cb(char *data, size_t size, size_t nmemb, void *arg)
 	struct transfer	*x = arg;
 	size_t		 len = size * nmemb;
 
-	if (evbuffer_get_length(x->body) + x->streamed + len > x->max_size) {
+	if ((x->body != NULL ? evbuffer_get_length(x->body) : 0) + x->streamed +
+	    len > x->max_size) {
 		x->too_large = 1;
 		return (0);	/* curl ends the transfer: CURLE_WRITE_ERROR */
 	}
@@ -793,6 +794,9 @@ transfer_write_cb(char *data, size_t size, size_t nmemb, void *arg)
 		x->streamed += len;
 		return (len);
 	}
+	/* Made for the first byte kept: a streamed answer keeps none. */
+	if (x->body == NULL && (x->body = evbuffer_new()) == NULL)
+		return (0);
 	if (evbuffer_add(x->body, data, len) == -1)
 		return (0);
 	return (len);
@@ -1233,8 +1237,6 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	x->stream = r->stream;
 	http_headers_init(&x->headers);
 	http_headers_init(&x->trailer);
-	if ((x->body = evbuffer_new()) == NULL)
-		goto fail;
 	urllen = strlen(base);
 	if ((x->url = malloc(urllen + r->pathlen + 1)) == NULL)
 		goto fail;
@@ -1394,7 +1396,7 @@ transfer_abort(struct transfer *x)
 {
 	size_t	discarded;
 
-	discarded = evbuffer_get_length(x->body);
+	discarded = x->body != NULL ? evbuffer_get_length(x->body) : 0;
 	transfer_release(x, 1, 0);
 	transfer_free(x);
 	return (discarded);

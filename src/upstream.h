@@ -39,7 +39,8 @@ struct transfer_result {
 	int			 status;
 	struct http_headers	*headers;	/* the final response's */
 	struct http_headers	*trailers;	/* its trailer fields */
-	struct evbuffer		*body;		/* the callee may take it */
+	struct evbuffer		*body;		/* the callee may take it;
+						 * NULL: none kept */
 	uint64_t		 duration_us;
 };
 
