@@ -17,6 +17,7 @@ static const char *const hop_by_hop[] = {
 };
 
 #define HTTP_CHUNK_SIZE	2048
+#define HTTP_FIRST_N	16	/* entries at the start of a list's first chunk */
 
 struct http_chunk {
 	struct http_chunk	*next;
@@ -36,11 +37,12 @@ http_headers_clear(struct http_headers *h)
 {
 	struct http_chunk	*c;
 
+	if (!h->v_in_chunk)
+		free(h->v);
 	while ((c = h->chunks) != NULL) {
 		h->chunks = c->next;
 		free(c);
 	}
-	free(h->v);
 	memset(h, 0, sizeof *h);
 }
 
@@ -54,6 +56,8 @@ http_headers_space(struct http_headers *h, size_t len)
 
 	if (c == NULL || c->cap - c->used < len) {
 		cap = HTTP_CHUNK_SIZE - sizeof *c;
+		if (h->chunks == NULL)		/* the entries' room as well */
+			cap += HTTP_FIRST_N * sizeof (struct http_header);
 		if (len > cap)
 			cap = len;
 		if ((c = malloc(sizeof *c + cap)) == NULL)
@@ -76,9 +80,22 @@ http_headers_add(struct http_headers *h, const char *name, size_t namelen,
 	size_t			 ncap;
 	char			*p;
 
-	if (h->n == h->cap) {
-		ncap = h->cap ? h->cap * 2 : 16;
-		if ((nv = reallocarray(h->v, ncap, sizeof *nv)) == NULL)
+	if (h->cap == 0 && h->chunks == NULL) {
+		/* The first entries and the first strings: one block. */
+		if ((nv = (struct http_header *)http_headers_space(h,
+		    HTTP_FIRST_N * sizeof *nv)) == NULL)
+			return (-1);
+		h->v = nv;
+		h->cap = HTTP_FIRST_N;
+		h->v_in_chunk = 1;
+	} else if (h->n == h->cap) {
+		ncap = h->cap ? h->cap * 2 : HTTP_FIRST_N;
+		if (h->v_in_chunk) {
+			if ((nv = reallocarray(NULL, ncap, sizeof *nv)) == NULL)
+				return (-1);
+			memcpy(nv, h->v, h->n * sizeof *nv);
+			h->v_in_chunk = 0;
+		} else if ((nv = reallocarray(h->v, ncap, sizeof *nv)) == NULL)
 			return (-1);
 		h->v = nv;
 		h->cap = ncap;
@@ -161,7 +178,7 @@ http_forward_request_headers(const struct http_headers *in,
     const struct forward_info *fi, struct http_headers *out)
 {
 	const struct http_header	*h;
-	char				*buf, num[32];
+	char				*buf, num[32], small[128];
 	size_t				 i, n, need;
 	int				 rv;
 
@@ -195,7 +212,9 @@ http_forward_request_headers(const struct http_headers *in,
 		    "x-forwarded-for"))
 			need += in->v[i].valuelen + 2;
 	}
-	if ((buf = malloc(need)) == NULL)
+	if (need <= sizeof small)
+		buf = small;
+	else if ((buf = malloc(need)) == NULL)
 		return (-1);
 	n = 0;
 	for (i = 0; i < in->n; i++) {
@@ -217,7 +236,8 @@ http_forward_request_headers(const struct http_headers *in,
 	memcpy(buf + n, fi->client_addr, strlen(fi->client_addr));
 	n += strlen(fi->client_addr);
 	rv = http_headers_add(out, "X-Forwarded-For", 15, buf, n);
-	free(buf);
+	if (buf != small)
+		free(buf);
 	if (rv == -1)
 		return (-1);
 	if (http_headers_add(out, "X-Forwarded-Proto", 17, fi->proto,

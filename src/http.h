@@ -19,11 +19,13 @@ struct http_header {
 struct http_chunk;
 
 /* Names and values live in a few chunks owned by the list, not in a
- * malloc'd string each: a head costs two allocations, not two a field. */
+ * malloc'd string each; the first chunk begins with room for the first
+ * entries too, so a head of up to 16 fields costs one allocation. */
 struct http_headers {
 	struct http_header	*v;
 	size_t			 n;
 	size_t			 cap;
+	int			 v_in_chunk;	/* v is the first chunk's */
 	size_t			 bytes;	/* names and values, for limits */
 	struct http_chunk	*chunks;
 	int			 connection;	/* has a Connection field */

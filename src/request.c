@@ -131,7 +131,8 @@ request_free(void *arg)
 		if (r->legs[i].body != NULL)
 			evbuffer_free(r->legs[i].body);
 	}
-	free(r->legs);
+	if (r->legs != &r->leg_one)
+		free(r->legs);
 	http_headers_clear(&r->headers);
 	if (r->body != NULL)
 		evbuffer_free(r->body);
@@ -486,7 +487,10 @@ request_dispatch(struct request *r)
 	    (r->grpc || !request_safe_to_repeat(r));
 	if (budget_applies(r->route))
 		budget_request(r->route);
-	if ((r->legs = calloc(r->nlegs, sizeof *r->legs)) == NULL) {
+	/* One leg (mode proxy, or a request sent once) lives in r. */
+	if (r->nlegs == 1)
+		r->legs = &r->leg_one;
+	else if ((r->legs = calloc(r->nlegs, sizeof *r->legs)) == NULL) {
 		r->nlegs = 0;
 		request_error(r, 503, "out_of_memory");
 		return;

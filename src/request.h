@@ -157,8 +157,9 @@ struct request {
 	struct event		 deadline_ev;	/* in here: no allocation */
 	uint64_t		 flip_us;
 
-	struct leg		*legs;
+	struct leg		*legs;		/* &leg_one, or an array */
 	size_t			 nlegs;
+	struct leg		 leg_one;
 	unsigned		 legs_running;
 	unsigned		 legs_cancelled;
 	unsigned		 decided:1;	/* answer chosen: losers are moot */

@@ -148,8 +148,8 @@ struct sockwatch {
 struct transfer {
 	struct upstreams	*u;
 	CURL			*easy;
-	struct curl_slist	*sendhdrs;
-	char			*url;
+	struct curl_slist	*sendhdrs;	/* after the struct, in its */
+	char			*url;		/* allocation, as this is */
 	transfer_done_cb	 cb;
 	void			*arg;
 	uint64_t		 started_us;
@@ -1038,13 +1038,11 @@ transfer_header_cb(char *data, size_t size, size_t nmemb, void *arg)
 static void
 transfer_free(struct transfer *x)
 {
-	free(x->sendhdrs);	/* one block: transfer_headers() */
 	http_headers_clear(&x->headers);
 	http_headers_clear(&x->trailer);
 	if (x->body != NULL)
 		evbuffer_free(x->body);
-	free(x->url);
-	free(x);
+	free(x);	/* its header lines and URL with it */
 }
 
 /*
@@ -1121,22 +1119,18 @@ transfer_release(struct transfer *x, int open, int spoilt)
 }
 
 /*
- * The request's header lines as a curl_slist in one allocation (nodes,
- * then the strings), freed with free(): curl only reads the list, and
- * curl_slist_append would cost two allocations a line.
+ * Headers curl adds by itself unless told not to: Accept when the client
+ * sent none, and with a body Expect (the body is already here, nobody needs
+ * to wait for a 100) and Content-Type. Every line costs curl a scan per
+ * header of its own, so only these. Their number; *size grows by the room
+ * the request's lines and these take as a curl_slist.
  */
-static struct curl_slist *
-transfer_headers(const struct transfer_request *r)
+static size_t
+transfer_headers_off(const struct transfer_request *r, const char **off,
+    size_t *size)
 {
-	/* Headers curl adds by itself unless told not to: Accept when the
-	 * client sent none, and with a body Expect (the body is already
-	 * here, nobody needs to wait for a 100) and Content-Type. Every
-	 * line costs curl a scan per header of its own, so only these. */
-	const char			*off[3];
 	const struct http_header	*h;
-	struct curl_slist		*l;
-	size_t				 i, n = 0, noff = 0, size = 0;
-	char				*p;
+	size_t				 i, noff = 0;
 
 	if (http_headers_get(r->headers, "accept") == NULL)
 		off[noff++] = "Accept:";
@@ -1147,13 +1141,29 @@ transfer_headers(const struct transfer_request *r)
 	}
 	for (i = 0; i < r->headers->n; i++) {
 		h = &r->headers->v[i];
-		size += h->namelen + 2 + h->valuelen + 1;
+		*size += sizeof (struct curl_slist) + h->namelen + 2 +
+		    h->valuelen + 1;
 	}
 	for (i = 0; i < noff; i++)
-		size += strlen(off[i]) + 1;
+		*size += sizeof (struct curl_slist) + strlen(off[i]) + 1;
+	return (noff);
+}
+
+/*
+ * The request's header lines as a curl_slist (the nodes, then the strings)
+ * at l, room that transfer_headers_off() measured and that lasts as long as
+ * the transfer: curl only reads the list, and curl_slist_append would cost
+ * two allocations a line. Returns the end of what it wrote.
+ */
+static char *
+transfer_headers(const struct transfer_request *r, const char **off,
+    size_t noff, struct curl_slist *l)
+{
+	const struct http_header	*h;
+	size_t				 i, n, size;
+	char				*p;
+
 	n = r->headers->n + noff;
-	if ((l = malloc(n * sizeof *l + size)) == NULL)
-		return (NULL);
 	p = (char *)(l + n);
 	for (i = 0; i < n; i++) {
 		l[i].data = p;
@@ -1174,7 +1184,7 @@ transfer_headers(const struct transfer_request *r)
 			p += size;
 		}
 	}
-	return (l);
+	return (p);
 }
 
 /*
@@ -1225,11 +1235,27 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	const char			*base = r->url ? r->url : up->url;
 	struct transfer			*x;
 	CURL				*e;
+	const char			*off[3];
 	long				 httpver;
-	size_t				 urllen;
+	size_t				 urllen, noff, size = 0;
+	char				*p;
 
-	if ((x = calloc(1, sizeof *x)) == NULL)
+	/*
+	 * One allocation for the transfer and what it sends: its header
+	 * lines as curl's list (curl reads them until the end), its URL.
+	 */
+	urllen = strlen(base);
+	noff = transfer_headers_off(r, off, &size);
+	if (size > SIZE_MAX / 2 || urllen + r->pathlen > SIZE_MAX / 4 ||
+	    (x = malloc(sizeof *x + size + urllen + r->pathlen + 1)) == NULL)
 		return (NULL);
+	memset(x, 0, sizeof *x);
+	x->sendhdrs = size ? (struct curl_slist *)(x + 1) : NULL;
+	p = transfer_headers(r, off, noff, (struct curl_slist *)(x + 1));
+	x->url = p;
+	memcpy(x->url, base, urllen);
+	memcpy(x->url + urllen, r->path, r->pathlen);
+	x->url[urllen + r->pathlen] = '\0';
 	x->u = u;
 	x->cb = cb;
 	x->arg = arg;
@@ -1237,14 +1263,6 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	x->stream = r->stream;
 	http_headers_init(&x->headers);
 	http_headers_init(&x->trailer);
-	urllen = strlen(base);
-	if ((x->url = malloc(urllen + r->pathlen + 1)) == NULL)
-		goto fail;
-	memcpy(x->url, base, urllen);
-	memcpy(x->url + urllen, r->path, r->pathlen);
-	x->url[urllen + r->pathlen] = '\0';
-	if ((x->sendhdrs = transfer_headers(r)) == NULL)
-		goto fail;
 	/* An empty body is sent from the head's buffer, as a GET is. */
 	x->fat = (r->has_body && r->bodylen > 0) || r->source != NULL;
 	if ((x->easy = e = easy_get(u, &x->fat)) == NULL)
