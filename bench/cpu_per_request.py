@@ -56,16 +56,18 @@ def tree_pids(pids):
 
 
 def cpu_ticks(pids):
-    user = system = 0
+    """user and system CPU ticks and minor page faults of the pids"""
+    user = system = minflt = 0
     for p in pids:
         try:
             with open("/proc/%d/stat" % p) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
+        minflt += int(fields[7])
         user += int(fields[11])
         system += int(fields[12])
-    return user, system
+    return user, system, minflt
 
 
 def run_wrk(url, conns, duration):
@@ -134,15 +136,18 @@ def main():
     for r in range(a.rounds):
         order = targets[r % len(targets):] + targets[:r % len(targets)] if a.rotate else targets
         for name, port, path, pids in order:
-            u0, s0 = cpu_ticks(pids)
+            u0, s0, f0 = cpu_ticks(pids)
             n = run_wrk("http://127.0.0.1:%d%s" % (port, path), a.conns, a.duration)
-            u1, s1 = cpu_ticks(pids)
+            u1, s1, f1 = cpu_ticks(pids)
             us = 1e6 / CLK_TCK / max(n, 1)
             rounds[name].append({"round": r + 1, "requests": n, "user_us": (u1 - u0) * us,
-                                 "sys_us": (s1 - s0) * us, "total_us": (u1 - u0 + s1 - s0) * us})
-            print("round %d %-10s %7d req  user %5.1f us  sys %5.1f us  total %5.1f us/req" % (
-                r + 1, name, n, rounds[name][-1]["user_us"], rounds[name][-1]["sys_us"],
-                rounds[name][-1]["total_us"]), file=sys.stderr)
+                                 "sys_us": (s1 - s0) * us, "total_us": (u1 - u0 + s1 - s0) * us,
+                                 "minflt_per_req": (f1 - f0) / max(n, 1)})
+            print("round %d %-10s %7d req  user %5.1f us  sys %5.1f us  total %5.1f us/req"
+                  "  %.3f faults/req" % (
+                      r + 1, name, n, rounds[name][-1]["user_us"], rounds[name][-1]["sys_us"],
+                      rounds[name][-1]["total_us"], rounds[name][-1]["minflt_per_req"]),
+                  file=sys.stderr)
         if a.floor:
             rounds[a.floor_name].append(run_floor(a, r + 1))
 
