@@ -3,6 +3,7 @@
 
     bench/instructions.py [--fanoutd PATH] [--requests N] [--conns C] [--top K]
                           [--proto h1|h2c] [--upstream-extra 'KEY = VALUE' ...] [--keep]
+                          [--legs N]
 
 Runs fanoutd (1 worker, mode proxy to a local fake upstream) under
 `valgrind --tool=callgrind` twice: once for a few requests and once for N more, on C
@@ -16,6 +17,8 @@ not counted (see cpu_per_request.py for that).  Then the K costliest functions p
 request, each the difference between the two runs as well (so the dynamic linker's
 start-up work is not one of them); --keep leaves both callgrind outputs in the run
 directory.  Loopback only; every process it starts is stopped by PID.
+--legs N (N >= 2) makes it fan-out(N) instead: mode all over N fake upstreams, each
+answering a small JSON body, so the figure is per request of N legs and the envelope.
 --upstream-extra adds a line to the upstream's section, e.g.
 `--upstream-extra 'health_check = /health' --upstream-extra 'health_interval = 1s'`
 (the fake upstream answers any path 200); the configuration is printed.
@@ -45,9 +48,14 @@ def free_port():
     return port
 
 
-def drive(port, n, conns):
+TARGET = "/x?body=ok"
+# fan-out: each leg answers a small JSON document, as bench/fanout.sh's nginx does
+TARGET_JSON = "/x?body=%7B%22ok%22%3Atrue%2C%22n%22%3A1%7D"
+
+
+def drive(port, n, conns, target=TARGET):
     """n GET requests over conns keep-alive connections, one in flight on each."""
-    req = b"GET /x?body=ok HTTP/1.1\r\nHost: bench\r\n\r\n"
+    req = ("GET %s HTTP/1.1\r\nHost: bench\r\n\r\n" % target).encode()
     socks = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(conns)]
     bufs = [b""] * conns
     done = 0
@@ -77,7 +85,7 @@ def drive(port, n, conns):
             s.close()
 
 
-def drive_h2c(port, n, conns):
+def drive_h2c(port, n, conns, target=TARGET):
     """n GET requests as HTTP/2 streams over conns h2c connections, one
     stream in flight on each."""
     import h2.config
@@ -90,7 +98,7 @@ def drive_h2c(port, n, conns):
         h.initiate_connection()
         s.sendall(h.data_to_send())
         peers.append((s, h))
-    hdrs = [(":method", "GET"), (":path", "/x?body=ok"), (":scheme", "http"),
+    hdrs = [(":method", "GET"), (":path", target), (":scheme", "http"),
             (":authority", "bench")]
     done = 0
     try:
@@ -126,14 +134,18 @@ def drive_h2c(port, n, conns):
             s.close()
 
 
-def run(binary, up_url, n, conns, tmp, tag, proto="h1", extra=()):
+def run(binary, up_urls, n, conns, tmp, tag, proto="h1", extra=()):
     port, admin = free_port(), free_port()
     conf = os.path.join(tmp, "fanoutd.ini")
+    names = ["up"] if len(up_urls) == 1 else ["up%d" % i for i in range(len(up_urls))]
     with open(conf, "w") as f:
         f.write("[server]\nlisten = 127.0.0.1:%d\nworkers = 1\naccess_log = off\n"
-                "log_level = warn\n[admin]\nlisten = 127.0.0.1:%d\n"
-                "[upstream \"up\"]\nurl = %s\n%s[route \"r\"]\nmatch = /\nupstreams = up\n"
-                % (port, admin, up_url, "".join(x + "\n" for x in extra)))
+                "log_level = warn\n[admin]\nlisten = 127.0.0.1:%d\n" % (port, admin))
+        for name, url in zip(names, up_urls):
+            f.write("[upstream \"%s\"]\nurl = %s\n%s" % (name, url,
+                                                          "".join(x + "\n" for x in extra)))
+        f.write("[route \"r\"]\nmatch = /\nupstreams = %s\n%s" % (
+            ", ".join(names), "" if len(names) == 1 else "mode = all\n"))
     out = os.path.join(tmp, "callgrind.%s" % tag)
     with open(os.path.join(tmp, "stderr.%s" % tag), "w") as err:
         p = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
@@ -148,7 +160,8 @@ def run(binary, up_url, n, conns, tmp, tag, proto="h1", extra=()):
                 if p.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit("instructions: fanoutd did not start (see %s)" % tmp)
                 time.sleep(0.1)     # polling for the listener, bounded above
-        (drive_h2c if proto == "h2c" else drive)(port, n, conns)
+        (drive_h2c if proto == "h2c" else drive)(port, n, conns,
+                                                 TARGET if len(up_urls) == 1 else TARGET_JSON)
     finally:
         p.send_signal(signal.SIGTERM)
         try:
@@ -173,21 +186,32 @@ def main():
                     help="the client side: HTTP/1.1 (default) or h2c")
     ap.add_argument("--upstream-extra", action="append", default=[], metavar="'KEY = VALUE'",
                     help="a line added to the upstream's section (repeatable)")
+    ap.add_argument("--legs", type=int, default=1,
+                    help="N >= 2: fan-out(N), mode all over N fake upstreams (JSON bodies)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the callgrind outputs (callgrind_annotate --tree=caller)")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="fanoutd-instr-")
-    with FakeUpstream("up") as up:
+    if a.legs < 1:
+        ap.error("--legs: at least 1")
+    ups = [FakeUpstream("up%d" % i) for i in range(a.legs)]
+    try:
+        urls = [up.url for up in ups]
         base = max(a.conns * 50, 200)
-        i0, out_short = run(a.fanoutd, up.url, base, a.conns, tmp, "short", a.proto,
+        i0, out_short = run(a.fanoutd, urls, base, a.conns, tmp, "short", a.proto,
                             a.upstream_extra)
-        i1, out = run(a.fanoutd, up.url, base + a.requests, a.conns, tmp, "long", a.proto,
-                    a.upstream_extra)
+        i1, out = run(a.fanoutd, urls, base + a.requests, a.conns, tmp, "long", a.proto,
+                      a.upstream_extra)
+    finally:
+        for up in ups:
+            up.close()
     per = (i1 - i0) / a.requests
     with open(os.path.join(tmp, "fanoutd.ini")) as f:
         print("config:\n" + "".join("  " + ln for ln in f))
-    print("user-space instructions per proxied request (%s): %.0f (%d requests, %d "
-          "connections, callgrind; runs in %s)" % (a.proto, per, a.requests, a.conns, tmp))
+    print("user-space instructions per %s request (%s): %.0f (%d requests, %d "
+          "connections, callgrind; runs in %s)" % (
+              "proxied" if a.legs == 1 else "fan-out(%d)" % a.legs, a.proto, per, a.requests,
+              a.conns, tmp))
     # Per function, the difference between the two runs over the requests
     # between them: start-up (the dynamic linker, configuration, TLS
     # libraries) cancels out, as it does in the total.

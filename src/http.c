@@ -16,8 +16,14 @@ static const char *const hop_by_hop[] = {
 	"upgrade", "proxy-authorization", "proxy-connection", NULL
 };
 
+/*
+ * A list's first chunk holds its first HTTP_FIRST_N entries and the strings
+ * of a usual head in 1 KiB: glibc serves that from its per-thread cache,
+ * where a larger block goes through the arena (and may consolidate it).
+ */
+#define HTTP_FIRST_SIZE	1024
+#define HTTP_FIRST_N	12
 #define HTTP_CHUNK_SIZE	2048
-#define HTTP_FIRST_N	16	/* entries at the start of a list's first chunk */
 
 struct http_chunk {
 	struct http_chunk	*next;
@@ -55,9 +61,8 @@ http_headers_space(struct http_headers *h, size_t len)
 	char			*p;
 
 	if (c == NULL || c->cap - c->used < len) {
-		cap = HTTP_CHUNK_SIZE - sizeof *c;
-		if (h->chunks == NULL)		/* the entries' room as well */
-			cap += HTTP_FIRST_N * sizeof (struct http_header);
+		cap = (h->chunks == NULL ? HTTP_FIRST_SIZE : HTTP_CHUNK_SIZE) -
+		    sizeof *c;
 		if (len > cap)
 			cap = len;
 		if ((c = malloc(sizeof *c + cap)) == NULL)
