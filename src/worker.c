@@ -1,13 +1,21 @@
 /*
  * worker.c: one event loop on its own thread (see worker.h).
  *
- * Cross-thread calls go through event_base_once() on the worker's base,
- * which libevent makes safe (and wakes the loop) once evthread is set up
- * with pthreads; the caller may wait for the function to have run.
+ * The worker's base is made without a lock: evthread is set up with
+ * pthreads for the main thread's base, and a locked worker base would take
+ * and release its mutex a score of times for every request though no other
+ * thread ever touches it. Cross-thread calls go instead through the
+ * worker's own job queue: worker_call() appends a job under jobs_lock and
+ * writes the eventfd; the loop's jobs_ev reads it, takes the whole list and
+ * runs the jobs, in the order posted, outside the lock. The caller may wait
+ * for its job to have run (a mutex and condition of the job's own).
  */
+#include <sys/eventfd.h>
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -21,6 +29,7 @@
 #include "worker.h"
 
 struct worker_job {
+	struct worker_job *next;	/* in w->jobs */
 	struct worker	*w;
 	void		(*fn)(struct worker *, void *);
 	void		*arg;
@@ -101,6 +110,8 @@ static const struct listener_hooks worker_listener_hooks = {
 	worker_listener_paused,
 };
 
+static void	worker_jobs_cb(evutil_socket_t, short, void *);
+
 struct worker *
 worker_new(unsigned id, struct config *conf, unsigned long pool,
     const struct worker_hooks *hooks, const int *announced)
@@ -113,7 +124,11 @@ worker_new(unsigned id, struct config *conf, unsigned long pool,
 		return (NULL);
 	w->id = id;
 	w->hooks = hooks;
+	w->jobs_fd = -1;
 	/*
+	 * No lock: only this worker's thread touches the base (other threads
+	 * post jobs, see worker_call), and a lock costs some twenty mutex
+	 * pairs per request.
 	 * With the changelist, an fd whose events are deleted and added
 	 * again within one pass of the loop (curl re-arming a socket, a
 	 * bufferevent flushing what it was just given) costs no epoll_ctl.
@@ -125,6 +140,7 @@ worker_new(unsigned id, struct config *conf, unsigned long pool,
 		free(w);
 		return (NULL);
 	}
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
 	event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
 	event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
 	base = event_base_new_with_config(cfg);
@@ -153,6 +169,19 @@ worker_new(unsigned id, struct config *conf, unsigned long pool,
 	    worker_heartbeat_cb, w)) == NULL ||
 	    event_add(w->heartbeat, &(struct timeval){ 0, HEARTBEAT_MS * 1000 }))
 		goto fail;
+	/*
+	 * Watched from now on: a job posted before the thread starts (one
+	 * worker pausing the others while they start) leaves the eventfd
+	 * readable, and the loop's first pass runs it.
+	 */
+	if (pthread_mutex_init(&w->jobs_lock, NULL) != 0)
+		goto fail;
+	w->jobs_tail = &w->jobs;
+	if ((w->jobs_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1 ||
+	    (w->jobs_ev = event_new(base, w->jobs_fd, EV_READ | EV_PERSIST,
+	    worker_jobs_cb, w)) == NULL ||
+	    event_add(w->jobs_ev, NULL) == -1)
+		goto fail;
 	return (w);
 fail:
 	log_error("cannot set up an event loop worker=%u", id);
@@ -171,12 +200,30 @@ worker_listen(struct worker *w, const struct config *conf)
 void
 worker_free(struct worker *w)
 {
+	struct worker_job	*job;
+
 	if (w == NULL)
 		return;
 	listener_free(w->listener);
 	health_checks_free(w->checks);
 	if (w->heartbeat != NULL)
 		event_free(w->heartbeat);
+	if (w->jobs_ev != NULL)
+		event_free(w->jobs_ev);
+	if (w->jobs_fd != -1)
+		close(w->jobs_fd);
+	/*
+	 * Jobs posted after the loop's last pass (a pause from a worker still
+	 * running) never run. Only async ones can be left, on the heap: the
+	 * poster of a sync one would still be waiting for it.
+	 */
+	if (w->jobs_tail != NULL) {
+		while ((job = w->jobs) != NULL) {
+			w->jobs = job->next;
+			free(job);
+		}
+		pthread_mutex_destroy(&w->jobs_lock);
+	}
 	if (w->loop.upstreams != NULL)
 		upstreams_free(w->loop.upstreams);
 	loop_clear(&w->loop);
@@ -214,10 +261,17 @@ worker_start(struct worker *w)
 	return (0);
 }
 
+/* The last job: the base has no lock, so it is broken on its own thread. */
+static void
+worker_break(struct worker *w, void *arg)
+{
+	event_base_loopbreak(w->loop.base);
+}
+
 void
 worker_join(struct worker *w)
 {
-	event_base_loopbreak(w->loop.base);
+	worker_call(w, worker_break, NULL, 0);
 	pthread_join(w->thread, NULL);
 }
 
@@ -270,19 +324,45 @@ worker_stop(struct worker *w, void *arg)
 }
 
 static void
-worker_job_cb(evutil_socket_t fd, short what, void *arg)
+worker_job_run(struct worker_job *job)
 {
-	struct worker_job	*job = arg;
-
 	job->fn(job->w, job->arg);
 	if (!job->sync) {
 		free(job);
 		return;
 	}
+	/* The poster frees job once it sees done: not touched after. */
 	pthread_mutex_lock(&job->lock);
 	job->done = 1;
 	pthread_cond_signal(&job->cond);
 	pthread_mutex_unlock(&job->lock);
+}
+
+/*
+ * The eventfd is read before the list is taken: a job posted after that
+ * writes it again and gets a pass of its own, never lost (at worst a pass
+ * finds the list empty).
+ */
+static void
+worker_jobs_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker		*w = arg;
+	struct worker_job	*job, *next;
+	uint64_t		 n;
+
+	while (read(fd, &n, sizeof n) == -1 && errno == EINTR)
+		;
+	pthread_mutex_lock(&w->jobs_lock);
+	job = w->jobs;
+	w->jobs = NULL;
+	w->jobs_tail = &w->jobs;
+	pthread_mutex_unlock(&w->jobs_lock);
+	/* Outside the lock: posters need not wait while a job runs, and a
+	 * job may post another. */
+	for (; job != NULL; job = next) {
+		next = job->next;
+		worker_job_run(job);
+	}
 }
 
 void
@@ -290,7 +370,7 @@ worker_call(struct worker *w, void (*fn)(struct worker *, void *), void *arg,
     int sync)
 {
 	struct worker_job	 local, *job;
-	struct timeval		 now = { 0, 0 };
+	uint64_t		 one = 1;
 
 	if (sync) {
 		job = &local;
@@ -303,9 +383,17 @@ worker_call(struct worker *w, void (*fn)(struct worker *, void *), void *arg,
 	job->fn = fn;
 	job->arg = arg;
 	job->sync = sync;
-	if (event_base_once(w->loop.base, -1, EV_TIMEOUT, worker_job_cb, job,
-	    &now) == -1)
-		fatalx("worker_call: event_base_once failed");
+	pthread_mutex_lock(&w->jobs_lock);
+	*w->jobs_tail = job;
+	w->jobs_tail = &job->next;
+	pthread_mutex_unlock(&w->jobs_lock);
+	/* EAGAIN: the counter is full, so the loop has been woken already. */
+	while (write(w->jobs_fd, &one, sizeof one) == -1) {
+		if (errno == EAGAIN)
+			break;
+		if (errno != EINTR)
+			fatal("worker_call: eventfd");
+	}
 	if (!sync)
 		return;
 	pthread_mutex_lock(&job->lock);

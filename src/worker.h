@@ -8,6 +8,11 @@
  * worker only by running a function on the worker's loop (worker_call);
  * what the worker needs to know of all the workers together it asks
  * through the hooks the server hands it.
+ *
+ * The worker's event_base has no lock (EVENT_BASE_FLAG_NOLOCK): only the
+ * worker's own thread touches it. Other threads post jobs to a queue of
+ * the worker's own, a FIFO under a mutex, and wake the loop through an
+ * eventfd the loop watches; the loop runs the jobs in the order posted.
  */
 #ifndef FANOUTD_WORKER_H
 #define FANOUTD_WORKER_H
@@ -22,6 +27,7 @@ struct event;
 struct health_checks;
 struct listener;
 struct worker;
+struct worker_job;
 
 struct worker_hooks {
 	/* Client connections of every worker: count one in, one out, and
@@ -47,6 +53,16 @@ struct worker {
 	struct event			*heartbeat;	/* proves the loop turns */
 	uint64_t			 beat_ms;	/* atomic: last heartbeat */
 	int				 stopping;	/* 1 asked, -1 idle told */
+	/*
+	 * Jobs posted by any thread (worker_call), oldest first, until the
+	 * loop takes them all; posting writes jobs_fd, an eventfd that
+	 * jobs_ev watches. jobs_tail is NULL until the lock is set up.
+	 */
+	pthread_mutex_t			 jobs_lock;
+	struct worker_job		*jobs;
+	struct worker_job		**jobs_tail;
+	int				 jobs_fd;
+	struct event			*jobs_ev;
 };
 
 /*
@@ -59,10 +75,13 @@ struct worker	*worker_new(unsigned id, struct config *, unsigned long pool,
 /* Bind the client listeners of conf: 0, or -1 with the reason logged. */
 int		 worker_listen(struct worker *, const struct config *);
 void		 worker_free(struct worker *);
-/* Run the loop on a thread of its own; wait for it to end. */
+/* Run the loop on a thread of its own; end it (after the jobs posted
+ * before) and wait for the thread. */
 int		 worker_start(struct worker *);
 void		 worker_join(struct worker *);
-/* Run fn(w, arg) on w's loop; wait for it when sync. */
+/* Run fn(w, arg) on w's loop, after the jobs posted before it; wait for it
+ * when sync. Any thread but w's own (sync), any time after worker_new: a
+ * job posted before worker_start runs once the loop does. */
 void		 worker_call(struct worker *, void (*)(struct worker *, void *),
 		    void *, int sync);
 /* When w's loop last turned (CLOCK_MONOTONIC ms; any thread). */
