@@ -3,7 +3,7 @@
 
     bench/instructions.py [--fanoutd PATH] [--requests N] [--conns C] [--top K]
                           [--proto h1|h2c] [--upstream-extra 'KEY = VALUE' ...] [--keep]
-                          [--legs N]
+                          [--legs N] [--runs N]
 
 Runs fanoutd (1 worker, mode proxy to a local fake upstream) under
 `valgrind --tool=callgrind` twice: once for a few requests and once for N more, on C
@@ -17,6 +17,8 @@ not counted (see cpu_per_request.py for that).  Then the K costliest functions p
 request, each the difference between the two runs as well (so the dynamic linker's
 start-up work is not one of them); --keep leaves both callgrind outputs in the run
 directory.  Loopback only; every process it starts is stopped by PID.
+--runs N repeats the pair N times and reports the median (libcurl's share moves by
+about 3% from run to run with the timing of the upstream's answers).
 --legs N (N >= 2) makes it fan-out(N) instead: mode all over N fake upstreams, each
 answering a small JSON body, so the figure is per request of N legs and the envelope.
 --upstream-extra adds a line to the upstream's section, e.g.
@@ -186,32 +188,42 @@ def main():
                     help="the client side: HTTP/1.1 (default) or h2c")
     ap.add_argument("--upstream-extra", action="append", default=[], metavar="'KEY = VALUE'",
                     help="a line added to the upstream's section (repeatable)")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="repeat the pair of runs; report the median (default 1)")
     ap.add_argument("--legs", type=int, default=1,
                     help="N >= 2: fan-out(N), mode all over N fake upstreams (JSON bodies)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the callgrind outputs (callgrind_annotate --tree=caller)")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="fanoutd-instr-")
-    if a.legs < 1:
-        ap.error("--legs: at least 1")
+    if a.legs < 1 or a.runs < 1:
+        ap.error("--legs and --runs: at least 1")
     ups = [FakeUpstream("up%d" % i) for i in range(a.legs)]
     try:
         urls = [up.url for up in ups]
         base = max(a.conns * 50, 200)
-        i0, out_short = run(a.fanoutd, urls, base, a.conns, tmp, "short", a.proto,
-                            a.upstream_extra)
-        i1, out = run(a.fanoutd, urls, base + a.requests, a.conns, tmp, "long", a.proto,
-                      a.upstream_extra)
+        pairs = []
+        for k in range(a.runs):
+            i0, out_short = run(a.fanoutd, urls, base, a.conns, tmp, "short%d" % k, a.proto,
+                                a.upstream_extra)
+            i1, out = run(a.fanoutd, urls, base + a.requests, a.conns, tmp, "long%d" % k,
+                          a.proto, a.upstream_extra)
+            pairs.append(((i1 - i0) / a.requests, out_short, out))
     finally:
         for up in ups:
             up.close()
-    per = (i1 - i0) / a.requests
+    # libcurl's share moves by about 3% from run to run with the timing of
+    # the fake upstream's answers: several runs, the median one reported.
+    pairs.sort(key=lambda p: p[0])
+    per, out_short, out = pairs[len(pairs) // 2]
     with open(os.path.join(tmp, "fanoutd.ini")) as f:
         print("config:\n" + "".join("  " + ln for ln in f))
     print("user-space instructions per %s request (%s): %.0f (%d requests, %d "
           "connections, callgrind; runs in %s)" % (
               "proxied" if a.legs == 1 else "fan-out(%d)" % a.legs, a.proto, per, a.requests,
               a.conns, tmp))
+    if a.runs > 1:
+        print("median of %d runs: %s" % (a.runs, ", ".join("%.0f" % p[0] for p in pairs)))
     # Per function, the difference between the two runs over the requests
     # between them: start-up (the dynamic linker, configuration, TLS
     # libraries) cancels out, as it does in the total.
