@@ -52,7 +52,7 @@ struct leg {
 	int				 status;
 	struct http_headers		 headers;
 	struct http_headers		 trailers;	/* after the body */
-	struct evbuffer			*body;
+	struct evbuffer			*body;		/* NULL until one comes */
 	uint64_t			 started_us;
 	uint64_t			 duration_us;
 	uint64_t			 wasted_us;	/* cancelled in flight */

@@ -895,7 +895,11 @@ leg_transfer_done(struct transfer *x, struct transfer_result *res, void *arg)
 		http_headers_init(res->headers);
 		l->trailers = *res->trailers;
 		http_headers_init(res->trailers);
-		if (res->body != NULL)
+		/* The body too: taken whole when the leg has none yet. */
+		if (res->body != NULL && l->body == NULL) {
+			l->body = res->body;
+			res->body = NULL;
+		} else if (res->body != NULL)
 			evbuffer_add_buffer(l->body, res->body);
 		metrics_upstream_done(l->up->name, leg_outcome_metric[l->outcome]);
 		l->verdict = res->status >= 500 ? HEALTH_FAIL : HEALTH_PASS;
@@ -1097,6 +1101,8 @@ leg_stream_data(void *arg, const char *data, size_t len)
 	if (!r->streaming) {
 		/* No head went out (it could not be queued, or it is made at
 		 * the end): collect, within max_response_size. */
+		if (l->body == NULL && (l->body = evbuffer_new()) == NULL)
+			return (-1);
 		if (evbuffer_get_length(l->body) + len > l->up->max_response_size)
 			return (-1);
 		evbuffer_add(l->body, data, len);
@@ -1181,8 +1187,6 @@ leg_start(struct leg *l)
 		    "unavailable");
 		return;
 	}
-	if (l->body == NULL && (l->body = evbuffer_new()) == NULL)
-		goto fail;
 
 	fi.client_addr = r->client;
 	fi.proto = r->tls ? "https" : "http";

@@ -1475,8 +1475,9 @@ transfer_done(struct transfer *x, CURLcode rc)
 	transfer_release(x, rc == CURLE_OPERATION_TIMEDOUT ||
 	    rc == CURLE_WRITE_ERROR || rc == CURLE_FILESIZE_EXCEEDED,
 	    rc != CURLE_OK);
-	/* The callee may move the body out with evbuffer_add_buffer(). */
+	/* The callee may move the body out, or take it (res.body = NULL). */
 	x->cb(x, &res, x->arg);
+	x->body = res.body;
 	transfer_free(x);
 }
 

@@ -39,8 +39,8 @@ struct transfer_result {
 	int			 status;
 	struct http_headers	*headers;	/* the final response's */
 	struct http_headers	*trailers;	/* its trailer fields */
-	struct evbuffer		*body;		/* the callee may take it;
-						 * NULL: none kept */
+	struct evbuffer		*body;		/* NULL: none kept; the callee
+						 * may take it (and set NULL) */
 	uint64_t		 duration_us;
 };
 
