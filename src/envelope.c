@@ -362,8 +362,7 @@ envelope_add_body(struct evbuffer *out, const char *ctype, size_t ctlen,
 	if (envelope_is_text(body, len)) {
 		if (evbuffer_add(out, "\"body\":", 7) == -1)
 			return (-1);
-		json_append_string(out, (const char *)body, len);
-		return (0);
+		return (json_append_string(out, (const char *)body, len));
 	}
 	if (len > (SIZE_MAX - 1) / 4 * 3 - 3)
 		return (-1);
@@ -398,8 +397,7 @@ add_reason(struct evbuffer *out, const char *s)
 {
 	if (ADD(out, ",\"reason\":") == -1)
 		return (-1);
-	json_append_string(out, s, strlen(s));
-	return (0);
+	return (json_append_string(out, s, strlen(s)));
 }
 
 /*
@@ -442,9 +440,9 @@ envelope_leg(struct evbuffer *out, const struct leg *l)
 		    ct ? ct->valuelen : 0, body, len));
 	case LEG_FAILED:
 		name = transfer_error_name(l->error);
-		if (ADD(out, "\"error\":") == -1)
+		if (ADD(out, "\"error\":") == -1 ||
+		    json_append_string(out, name, strlen(name)) == -1)
 			return (-1);
-		json_append_string(out, name, strlen(name));
 		return (add_reason(out, l->detail ? l->detail : ""));
 	case LEG_CANCELLED:
 		if (ADD(out, "\"error\":\"cancelled\"") == -1)
@@ -460,10 +458,7 @@ envelope_leg(struct evbuffer *out, const struct leg *l)
  * with JSON_COMPACT from a tree: the same JSON, but JSON bodies keep their
  * own spacing and numbers, and strings escape \b, \f and DEL as \u00XX
  * (json_append_string()). The space for the usual envelope (JSON or short
- * text bodies) is made first: one allocation, and the appends into it
- * cannot fail, which matters for json_append_string(), which does not say
- * when one did. Escaped text beyond it is the exception: out of memory
- * there, a string could come out short.
+ * text bodies) is made first, in one allocation.
  */
 struct evbuffer *
 envelope_build(const struct route_conf *rt, const struct leg *legs,
@@ -489,10 +484,9 @@ envelope_build(const struct route_conf *rt, const struct leg *legs,
 			if (legs[j].up == rt->upstreams[i])
 				l = &legs[j];
 		name = rt->upstreams[i]->name;
-		if (evbuffer_add(out, i == 0 ? "{" : ",", 1) == -1)
-			goto fail;
-		json_append_string(out, name, strlen(name));
-		if (ADD(out, ":{") == -1)
+		if (evbuffer_add(out, i == 0 ? "{" : ",", 1) == -1 ||
+		    json_append_string(out, name, strlen(name)) == -1 ||
+		    ADD(out, ":{") == -1)
 			goto fail;
 		if (l != NULL ? envelope_leg(out, l) == -1 :
 		    ADD(out, "\"error\":\"cancelled\",\"reason\":\"not_sent\"") ==

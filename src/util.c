@@ -127,39 +127,41 @@ evbuffer_add_u64(struct evbuffer *b, uint64_t v)
 	return (evbuffer_add(b, buf, fmt_u64(buf, v)));
 }
 
-void
+int
 json_append_string(struct evbuffer *out, const char *s, size_t len)
 {
 	static const char	 hex[] = "0123456789abcdef";
 	size_t			 i, run = 0;
 	unsigned char		 c;
 	char			 esc[6];
+	int			 rv;
 
-	evbuffer_add(out, "\"", 1);
+	rv = evbuffer_add(out, "\"", 1);
 	for (i = 0; i < len; i++) {
 		c = (unsigned char)s[i];
 		if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f)
 			continue;
-		evbuffer_add(out, s + run, i - run);
+		rv |= evbuffer_add(out, s + run, i - run);
 		run = i + 1;
 		esc[0] = '\\';
 		switch (c) {
-		case '"':  evbuffer_add(out, "\\\"", 2); break;
-		case '\\': evbuffer_add(out, "\\\\", 2); break;
-		case '\n': evbuffer_add(out, "\\n", 2); break;
-		case '\r': evbuffer_add(out, "\\r", 2); break;
-		case '\t': evbuffer_add(out, "\\t", 2); break;
+		case '"':  rv |= evbuffer_add(out, "\\\"", 2); break;
+		case '\\': rv |= evbuffer_add(out, "\\\\", 2); break;
+		case '\n': rv |= evbuffer_add(out, "\\n", 2); break;
+		case '\r': rv |= evbuffer_add(out, "\\r", 2); break;
+		case '\t': rv |= evbuffer_add(out, "\\t", 2); break;
 		default:
 			esc[1] = 'u';
 			esc[2] = '0';
 			esc[3] = '0';
 			esc[4] = hex[c >> 4];
 			esc[5] = hex[c & 0xf];
-			evbuffer_add(out, esc, 6);
+			rv |= evbuffer_add(out, esc, 6);
 		}
 	}
-	evbuffer_add(out, s + run, len - run);
-	evbuffer_add(out, "\"", 1);
+	rv |= evbuffer_add(out, s + run, len - run);
+	rv |= evbuffer_add(out, "\"", 1);
+	return (rv == 0 ? 0 : -1);
 }
 
 static uint64_t	id_prefix;

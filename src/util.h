@@ -37,8 +37,8 @@ size_t		 fmt_u64(char *buf, uint64_t v);
 /* Append the decimal digits of v. 0 or -1 (out of memory). */
 int		 evbuffer_add_u64(struct evbuffer *, uint64_t v);
 
-/* Append s (len bytes) as a JSON string, quotes included. */
-void		 json_append_string(struct evbuffer *, const char *s, size_t len);
+/* Append s (len bytes) as a JSON string, quotes included. 0 / -1. */
+int		 json_append_string(struct evbuffer *, const char *s, size_t len);
 
 /* A fresh request id: 24 hex digits, unique within this process, and
  * random-prefixed so that restarts do not repeat ids. */
