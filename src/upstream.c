@@ -69,6 +69,13 @@
 #define PRUNE_SETTLE_MS	50	/* closes from one burst, in one prune */
 #define PRUNE_TRIES	10
 
+/* An upstream's scheme://authority, and curl's parse of it. */
+struct origin {
+	char			*url;
+	size_t			 len;
+	CURLU			*cu;
+};
+
 struct upstreams {
 	struct event_base	*base;
 	CURLM			*multi;
@@ -92,6 +99,10 @@ struct upstreams {
 	unsigned long		 running_xfers;
 	int			 quiet;
 	char			*cainfo;	/* libcurl's default CA file */
+	/* The origins transfers went to, parsed (see upstreams_origin). */
+	struct origin		*origins;
+	size_t			 norigins;
+	size_t			 origin_hint;	/* the last one found */
 	/* Socket watches by descriptor (see struct sockwatch). */
 	struct sockwatch	**watch;
 	size_t			 nwatch;
@@ -149,7 +160,7 @@ struct transfer {
 	struct upstreams	*u;
 	CURL			*easy;
 	struct curl_slist	*sendhdrs;	/* after the struct, in its */
-	char			*url;		/* allocation, as this is */
+	char			*target;	/* allocation, as this is */
 	transfer_done_cb	 cb;
 	void			*arg;
 	uint64_t		 started_us;
@@ -654,6 +665,66 @@ upstreams_timerfn(CURLM *multi, long timeout_ms, void *userp)
 	return (0);
 }
 
+/*
+ * The parsed origin (scheme://authority) of url, whose first len bytes it
+ * is. Given a URL (CURLOPT_URL), curl parses all of it again for every
+ * transfer, about 6k instructions; given a CURLU of the origin, parsed once
+ * here, and the rest as CURLOPT_REQUEST_TARGET, which it sends as it is, it
+ * does not (bench/README.md, issue 22). A handle points at its CURLU until
+ * its transfer starts, so they are kept until the worker is idle
+ * (upstreams_origins_free); a reload's new servers add theirs.
+ */
+static CURLU *
+upstreams_origin(struct upstreams *u, const char *url, size_t len)
+{
+	struct origin	*o;
+	size_t		 i;
+
+	if (u->origin_hint < u->norigins) {
+		o = &u->origins[u->origin_hint];
+		if (o->len == len && memcmp(o->url, url, len) == 0)
+			return (o->cu);
+	}
+	for (i = 0; i < u->norigins; i++) {
+		o = &u->origins[i];
+		if (o->len == len && memcmp(o->url, url, len) == 0) {
+			u->origin_hint = i;
+			return (o->cu);
+		}
+	}
+	if ((o = reallocarray(u->origins, u->norigins + 1, sizeof *o)) == NULL)
+		return (NULL);
+	u->origins = o;
+	o = &u->origins[u->norigins];
+	if ((o->url = strndup(url, len)) == NULL)
+		return (NULL);
+	o->len = len;
+	if ((o->cu = curl_url()) == NULL ||
+	    curl_url_set(o->cu, CURLUPART_URL, o->url, 0) != CURLUE_OK) {
+		log_warnx("upstream: libcurl cannot parse %s", o->url);
+		curl_url_cleanup(o->cu);
+		free(o->url);
+		return (NULL);
+	}
+	u->origin_hint = u->norigins++;
+	return (o->cu);
+}
+
+/* Only with no transfer in flight or started: none points at them. */
+static void
+upstreams_origins_free(struct upstreams *u)
+{
+	size_t	i;
+
+	for (i = 0; i < u->norigins; i++) {
+		curl_url_cleanup(u->origins[i].cu);
+		free(u->origins[i].url);
+	}
+	free(u->origins);
+	u->origins = NULL;
+	u->norigins = u->origin_hint = 0;
+}
+
 /* Keep at most keep lean pooled handles and no fat one. */
 static void
 upstreams_trim(struct upstreams *u, size_t keep)
@@ -685,6 +756,7 @@ upstreams_idle_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	t0 = now_us();
 	upstreams_trim(u, EASY_POOL_IDLE);
+	upstreams_origins_free(u);
 #ifdef HAVE_MALLOC_TRIM
 	/* Every arena, one lock at a time: another worker's allocations wait
 	 * at most for the trim of its own arena, once per quiet period. */
@@ -760,6 +832,7 @@ upstreams_free(struct upstreams *u)
 		curl_easy_cleanup(u->pruner);
 	/* Owners abort their transfers first; this closes idle connections. */
 	curl_multi_cleanup(u->multi);
+	upstreams_origins_free(u);
 	for (i = 0; i < u->nwatch; i++)
 		watch_free(u, (curl_socket_t)i);
 	free(u->watch);
@@ -1235,27 +1308,46 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	const char			*base = r->url ? r->url : up->url;
 	struct transfer			*x;
 	CURL				*e;
-	const char			*off[3];
+	const char			*off[3], *prefix;
+	CURLU				*origin;
 	long				 httpver;
-	size_t				 urllen, noff, size = 0;
+	size_t				 noff, size = 0, olen, plen, pathlen;
 	char				*p;
 
 	/*
-	 * One allocation for the transfer and what it sends: its header
-	 * lines as curl's list (curl reads them until the end), its URL.
+	 * The origin of the server's URL goes to curl parsed, and the rest
+	 * of it (a path prefix) and the request's path as the request
+	 * target (no fragment: a client should send none, and curl sent
+	 * none either when it had the whole URL to parse).
 	 */
-	urllen = strlen(base);
+	prefix = base + strcspn(base, ":") + 3;		/* "://": config.c */
+	prefix += strcspn(prefix, "/");
+	olen = prefix - base;
+	plen = strlen(prefix);
+	pathlen = r->pathlen;
+	if ((p = memchr(r->path, '#', pathlen)) != NULL)
+		pathlen = p - r->path;
+	if ((origin = upstreams_origin(u, base, olen)) == NULL)
+		return (NULL);
+
+	/*
+	 * One allocation for the transfer and what it sends: its header
+	 * lines as curl's list (curl reads them until the end), its target.
+	 */
 	noff = transfer_headers_off(r, off, &size);
-	if (size > SIZE_MAX / 2 || urllen + r->pathlen > SIZE_MAX / 4 ||
-	    (x = malloc(sizeof *x + size + urllen + r->pathlen + 1)) == NULL)
+	if (size > SIZE_MAX / 2 || plen + pathlen > SIZE_MAX / 4 ||
+	    (x = malloc(sizeof *x + size + plen + pathlen + 2)) == NULL)
 		return (NULL);
 	memset(x, 0, sizeof *x);
 	x->sendhdrs = size ? (struct curl_slist *)(x + 1) : NULL;
 	p = transfer_headers(r, off, noff, (struct curl_slist *)(x + 1));
-	x->url = p;
-	memcpy(x->url, base, urllen);
-	memcpy(x->url + urllen, r->path, r->pathlen);
-	x->url[urllen + r->pathlen] = '\0';
+	x->target = p;
+	memcpy(p, prefix, plen);
+	memcpy(p + plen, r->path, pathlen);
+	p += plen + pathlen;
+	if (p == x->target)
+		*p++ = '/';
+	*p = '\0';
 	x->u = u;
 	x->cb = cb;
 	x->arg = arg;
@@ -1272,7 +1364,8 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	 * Every option a transfer may change is set here, each time: the
 	 * handle keeps whatever its previous transfer left.
 	 */
-	curl_easy_setopt(e, CURLOPT_URL, x->url);
+	curl_easy_setopt(e, CURLOPT_CURLU, origin);
+	curl_easy_setopt(e, CURLOPT_REQUEST_TARGET, x->target);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, x);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->sendhdrs);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);

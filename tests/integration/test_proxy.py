@@ -37,10 +37,12 @@ class ProxyTest(harness.SharedDaemonTest):
     def config(cls, f):
         cls.up, cls.up2 = f["a"], f["b"]
         return dict(
-            upstreams={n: f[n] for n in ("a", "b", "dead1", "dead2")},
+            upstreams=dict({n: f[n] for n in ("a", "b", "dead1", "dead2")},
+                           based=f["a"].url + "/base"),
             routes={
                 "api": {"match": "/api", "upstreams": "a",
                         "deadline": "%dms" % API_DEADLINE_MS},
+                "based": {"match": "/based", "upstreams": "based"},
                 "ro": {"match": "/ro", "upstreams": "a", "methods": "GET, HEAD"},
                 "rr": {"match": "/rr", "upstreams": "a, b"},
                 "failover": {"match": "/failover", "upstreams": "dead1, a"},
@@ -103,6 +105,25 @@ class ProxyTest(harness.SharedDaemonTest):
         _, e = self.echo("/api/users/7?echo=1&a=b%20c")
         self.assertEqual(e["target"], "/api/users/7?echo=1&a=b%20c")
         self.assertEqual(e["method"], "GET")
+
+    def test_target_goes_as_the_client_wrote_it(self):
+        # after the path of the server's URL, byte for byte: percent-escapes
+        # keep their case and are not decoded, and nothing is normalised
+        for target in ("/api/a%2Fb/%7e/x?echo=1&q=%2F%2f&r=a+b",
+                       "/api//double//slash?echo=1",
+                       "/api/x?echo=1&empty=&"):
+            with self.subTest(target=target):
+                _, e = self.echo(target)
+                self.assertEqual(e["target"], target)
+        _, e = self.echo("/based/users/7?echo=1&a=b%2Fc")
+        self.assertEqual(e["target"], "/base/based/users/7?echo=1&a=b%2Fc")
+
+    def test_fragment_is_not_sent(self):
+        with self.fd.client() as c:
+            c.send(b"GET /api/f?echo=1#part HTTP/1.1\r\nHost: x\r\n\r\n")
+            r = c.read_response()
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["target"], "/api/f?echo=1")
 
     def test_large_response(self):
         r = self.fd.get("/api/big?size=300000")
