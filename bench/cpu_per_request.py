@@ -18,7 +18,9 @@ the libcurl floor: BIN -n CONNS -d DURATION at the --floor-url URLs (the upstrea
 targets proxy to; several URLs share the handles in turn), its own CPU per transfer
 (getrusage, after a 1 s warm-up).  --floor-legs K multiplies it (a fan-out of K legs
 costs K upstream transfers per request), so the row "floor" is K x the floor and the
-first target's ratio to it is taken per round like the others.
+first target's ratio to it is taken per round like the others.  --floor-u adds a second
+floor row, FLOOR-NAME_u: the same floor with -u, curl driven as fanoutd drives it
+(each origin parsed once as a CURLU, the path as CURLOPT_REQUEST_TARGET).
 """
 import argparse
 import json
@@ -79,9 +81,10 @@ def run_wrk(url, conns, duration):
     return int(m.group(1))
 
 
-def run_floor(a, rnd):
+def run_floor(a, rnd, name, flags=()):
     """one floor run: its CPU per transfer x --floor-legs, in the targets' row format"""
-    cmd = [a.floor, "-n", str(a.conns), "-d", str(a.duration), "-w", "1"] + a.floor_url
+    cmd = [a.floor, "-n", str(a.conns), "-d", str(a.duration), "-w", "1"] + list(flags) + \
+        a.floor_url
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.duration + 30)
     try:
         f = json.loads(p.stdout.strip().splitlines()[-1])
@@ -98,7 +101,7 @@ def run_floor(a, rnd):
            "per_transfer_us": f["cpu_us_per_transfer"], "transfers_per_s": f["transfers_per_s"],
            "curl": f["curl"]}
     print("round %d %-10s %7d xfer  user %5.1f us  sys %5.1f us  total %5.1f us/req (%d x %.1f us/transfer)" % (
-        rnd, a.floor_name, f["transfers"], row["user_us"], row["sys_us"], row["total_us"],
+        rnd, name, f["transfers"], row["user_us"], row["sys_us"], row["total_us"],
         a.floor_legs, f["cpu_us_per_transfer"]), file=sys.stderr)
     return row
 
@@ -116,6 +119,9 @@ def main():
     ap.add_argument("--floor-legs", type=int, default=1,
                     help="upstream transfers per request of the targets (fan-out legs)")
     ap.add_argument("--floor-name", default="floor")
+    ap.add_argument("--floor-u", action="store_true",
+                    help="also the floor driven as fanoutd drives curl (floor -u: CURLU + "
+                    "request target), as FLOOR-NAME_u")
     ap.add_argument("--rotate", action="store_true",
                     help="rotate the order of the targets every round (the first is still the base)")
     a = ap.parse_args()
@@ -131,7 +137,12 @@ def main():
             raise SystemExit("cpu_per_request: nothing listens on port %s (%s)" % (port, name))
         targets.append((name, int(port), "/" + path, pids))
 
-    names = [t[0] for t in targets] + ([a.floor_name] if a.floor else [])
+    floors = []
+    if a.floor:
+        floors.append((a.floor_name, ()))
+        if a.floor_u:
+            floors.append((a.floor_name + "_u", ("-u",)))
+    names = [t[0] for t in targets] + [f[0] for f in floors]
     rounds = {name: [] for name in names}
     for r in range(a.rounds):
         order = targets[r % len(targets):] + targets[:r % len(targets)] if a.rotate else targets
@@ -148,8 +159,8 @@ def main():
                       r + 1, name, n, rounds[name][-1]["user_us"], rounds[name][-1]["sys_us"],
                       rounds[name][-1]["total_us"], rounds[name][-1]["minflt_per_req"]),
                   file=sys.stderr)
-        if a.floor:
-            rounds[a.floor_name].append(run_floor(a, r + 1))
+        for name, flags in floors:
+            rounds[name].append(run_floor(a, r + 1, name, flags))
 
     def med(name, key):
         return statistics.median(x[key] for x in rounds[name])

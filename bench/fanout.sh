@@ -53,7 +53,7 @@ grep -E '^round ' "$RAW/fan_throughput.txt" >&2
 
 # and the libcurl floor x3 (bench/floor.c: CONNS handles on legs a, b, c in turn)
 floor_args=()
-build_floor && floor_args=(--floor "$FLOOR" --floor-legs 3 --floor-url "http://127.0.0.1:$FAN_A_PORT/"
+build_floor && floor_args=(--floor "$FLOOR" --floor-u --floor-legs 3 --floor-url "http://127.0.0.1:$FAN_A_PORT/"
     --floor-url "http://127.0.0.1:$FAN_B_PORT/" --floor-url "http://127.0.0.1:$FAN_C_PORT/")
 log "CPU per request: fanoutd vs nginx+Lua vs Go (proxy and legs' upstreams not counted) vs 3x the libcurl floor, c=$CONNS"
 timeout $((ROUNDS * 4 * 40 + 60)) "$PY" "$BENCH_SRC/cpu_per_request.py" --rounds "$ROUNDS" \

@@ -1,7 +1,7 @@
 /*
  * bench/floor.c - the libcurl floor: what one keep-alive GET costs libcurl alone.
  *
- *   floor [-n HANDLES] [-d SECONDS] [-w WARMUP] [-l HEADER_LINES] URL [URL ...]
+ *   floor [-n HANDLES] [-d SECONDS] [-w WARMUP] [-l HEADER_LINES] [-u] URL [URL ...]
  *
  * A bare libcurl multi loop, no event library and no front end: HANDLES easy
  * handles (64), handle i on URL i mod the number of URLs; each one goes back into
@@ -11,6 +11,12 @@
  * most 6) of the lines fanoutd adds to a proxied GET: X-Forwarded-Host,
  * X-Forwarded-For, X-Forwarded-Proto, X-Request-Id, X-Request-Deadline-Ms, and
  * "Accept:" (which removes curl's own Accept line).  The list is built once.
+ *
+ * -u drives curl as fanoutd does since issue 22: each URL's origin as a CURLU
+ * parsed once (CURLOPT_CURLU) and its path as CURLOPT_REQUEST_TARGET, set
+ * again for every transfer, instead of CURLOPT_URL, which curl parses again
+ * for every transfer. The default stays the plain way, the floor the issue
+ * defines.
  *
  * After WARMUP seconds (1) it measures SECONDS (5) of transfers and prints one JSON
  * line: transfers, failures, user and system CPU of this process (getrusage) and
@@ -71,14 +77,15 @@ main(int argc, char **argv)
 	double secs = 5, warm = 1, t_start, t0 = 0, t1, u0 = 0, s0 = 0, u1, s1;
 	long handles = 64, nlines = 6, done = 0, failed = 0, done0 = 0,
 	    failed0 = 0, code, i;
-	int c, nurls, running, left, measuring = 0;
+	int c, nurls, running, left, measuring = 0, use_curlu = 0;
 
-	while ((c = getopt(argc, argv, "n:d:w:l:")) != -1) {
+	while ((c = getopt(argc, argv, "n:d:w:l:u")) != -1) {
 		switch (c) {
 		case 'n': handles = atol(optarg); break;
 		case 'd': secs = atof(optarg); break;
 		case 'w': warm = atof(optarg); break;
 		case 'l': nlines = atol(optarg); break;
+		case 'u': use_curlu = 1; break;
 		default: goto usage;
 		}
 	}
@@ -98,7 +105,25 @@ main(int argc, char **argv)
 
 		if (e == NULL)
 			return (1);
-		curl_easy_setopt(e, CURLOPT_URL, argv[optind + i % nurls]);
+		if (use_curlu) {
+			const char *url = argv[optind + i % nurls], *path;
+			char *origin, *target;
+			CURLU *cu;
+
+			if ((path = strstr(url, "://")) == NULL)
+				goto usage;
+			path += 3 + strcspn(path + 3, "/?#");
+			origin = strndup(url, path - url);
+			target = strdup(*path != '\0' ? path : "/");
+			if (origin == NULL || target == NULL ||
+			    (cu = curl_url()) == NULL ||
+			    curl_url_set(cu, CURLUPART_URL, origin, 0) != CURLUE_OK)
+				return (1);
+			curl_easy_setopt(e, CURLOPT_CURLU, cu);
+			curl_easy_setopt(e, CURLOPT_REQUEST_TARGET, target);
+			curl_easy_setopt(e, CURLOPT_PRIVATE, target);
+		} else
+			curl_easy_setopt(e, CURLOPT_URL, argv[optind + i % nurls]);
 		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
 		curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 		if (lines != NULL)
@@ -120,6 +145,15 @@ main(int argc, char **argv)
 			done++;
 			/* again, on the same (kept-alive) connection */
 			curl_multi_remove_handle(multi, m->easy_handle);
+			if (use_curlu) {
+				/* set for each transfer, as fanoutd does */
+				char *target = NULL;
+
+				curl_easy_getinfo(m->easy_handle,
+				    CURLINFO_PRIVATE, &target);
+				curl_easy_setopt(m->easy_handle,
+				    CURLOPT_REQUEST_TARGET, target);
+			}
 			curl_multi_add_handle(multi, m->easy_handle);
 		}
 		t1 = mono();
@@ -148,6 +182,6 @@ main(int argc, char **argv)
 
 usage:
 	fprintf(stderr, "usage: floor [-n handles] [-d seconds] [-w warmup] "
-	    "[-l header_lines 0..6] URL [URL ...]\n");
+	    "[-l header_lines 0..6] [-u] URL [URL ...]\n");
 	return (2);
 }

@@ -50,7 +50,7 @@ grep -E '^round ' "$RAW/throughput.txt" >&2
 # CPU per request (steadier than req/s on a shared box): fanoutd's threads vs nginx's workers,
 # and the libcurl floor (bench/floor.c: 64 handles GETting the same fast upstream) in each round
 floor_args=()
-build_floor && floor_args=(--floor "$FLOOR" --floor-url "http://127.0.0.1:$FAST_PORT/")
+build_floor && floor_args=(--floor "$FLOOR" --floor-u --floor-url "http://127.0.0.1:$FAST_PORT/")
 log "CPU per request: fanoutd vs nginx vs the libcurl floor, c=64, $ROUNDS x $((QUICK ? 2 : 5))s"
 timeout $((ROUNDS * 3 * 40 + 60)) "$PY" "$BENCH_SRC/cpu_per_request.py" --rounds "$ROUNDS" \
     --duration $((QUICK ? 2 : 5)) --conns 64 --target "fanoutd=$FANOUTD_PORT" \

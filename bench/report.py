@@ -273,14 +273,15 @@ def ok(b):
     return "n/a" if b is None else ("yes" if b else "**NO**")
 
 
-def floor_row(row, cpu, label, goal, limit):
-    """fanoutd's CPU per request over the libcurl floor's (x legs) of the same rounds"""
+def floor_row(row, cpu, label, goal, limit, name="floor"):
+    """fanoutd's CPU per request over the libcurl floor's (x legs) of the same rounds
+    (name "floor_u": the floor driving curl as fanoutd does, floor.c -u)"""
     fl = cpu.get("floor")
-    if not fl or "floor" not in cpu["median"]:
+    if not fl or name not in cpu["median"]:
         return
-    m, f = cpu["median"]["fanoutd"], cpu["median"]["floor"]
-    r = dict(f["base_over_this"], n=len(cpu["rounds"]["floor"]))
-    per = statistics.median(x["per_transfer_us"] for x in cpu["rounds"]["floor"])
+    m, f = cpu["median"]["fanoutd"], cpu["median"][name]
+    r = dict(f["base_over_this"], n=len(cpu["rounds"][name]))
+    per = statistics.median(x["per_transfer_us"] for x in cpu["rounds"][name])
     row(label, "%.1f us" % m["total_us"],
         "floor %s%.1f us (%.1f + %.1f; %d handles, libcurl %s, %d URL%s)" % (
             "%d x %.1f = " % (fl["legs"], per) if fl["legs"] != 1 else "", f["total_us"],
@@ -322,6 +323,7 @@ def cmd_table(a):
             "x" + fmt_m(dict(m["nginx"]["base_over_this"], n=len(cpu["rounds"]["nginx"])), "%.2f"),
             "", None)
         floor_row(row, cpu, "   CPU per request ÷ libcurl floor", "<= 1.40", 1.40)
+        floor_row(row, cpu, "   ÷ floor -u (curl driven as fanoutd does)", "", None, "floor_u")
     fan = jload(d, "fan.json")
     if fan:
         for c, t in fan["conns"].items():
@@ -347,6 +349,7 @@ def cmd_table(a):
                     "x" + fmt_m(dict(m[peer]["base_over_this"], n=len(fcpu["rounds"][peer])),
                                 "%.2f"), "", None)
         floor_row(row, fcpu, "   CPU per request ÷ 3x floor", "", None)
+        floor_row(row, fcpu, "   ÷ 3x floor -u", "", None, "floor_u")
     cn = jload(d, "cancel.json")
 
     def lat_rows(label, f, peer, peer_name, p99_goal=2000):
