@@ -1,7 +1,7 @@
 /*
  * metrics.h: the counters of fanoutd(8), METRICS, rendered as Prometheus text
- * format 0.0.4. Plain counters and gauges are atomics, so any event-loop
- * thread may touch them; labelled series take a short mutex.
+ * format 0.0.4. Any thread may record: each thread writes a shard of its
+ * own (no lock, no shared cache line), and metrics_render adds them up.
  */
 #ifndef FANOUTD_METRICS_H
 #define FANOUTD_METRICS_H
@@ -29,7 +29,7 @@ enum metric_counter {
 	C_NCOUNTERS
 };
 
-/* Counters with one label of a few fixed values: atomics, no lock. */
+/* Counters with one label of a few fixed values. */
 enum metric_labelled {
 	L_REQUESTS_PROTO,	/* HTTP/1.0, HTTP/1.1, HTTP/2.0 */
 	L_CONNECTIONS_PROTO,	/* http/1.1, h2 */
