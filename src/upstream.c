@@ -76,6 +76,27 @@ struct origin {
 	CURLU			*cu;
 };
 
+/*
+ * An easy handle and what fanoutd knows of it. Its callbacks' data and
+ * CURLOPT_PRIVATE point here, set once, and x says which transfer it is on
+ * now; the options that follow the upstream or the method are set only
+ * when they differ from the handle's last transfer's (set: -2 unknown).
+ * curl_easy_setopt costs about 100 instructions a call, and a transfer
+ * would otherwise make 19 of them.
+ */
+struct easy {
+	CURL			*e;
+	struct transfer		*x;		/* NULL between transfers */
+	struct {
+		long		 connect_ms;
+		long		 timeout_ms;
+		long		 dns_s;
+		long		 httpver;
+		curl_off_t	 maxsize;
+		int		 plain_get;	/* method options: a GET's */
+	}			 set;
+};
+
 struct upstreams {
 	struct event_base	*base;
 	CURLM			*multi;
@@ -88,9 +109,9 @@ struct upstreams {
 	struct sockwatch	*kicks;
 	int			 rst_unflushed;	/* libcurl before 8.15 */
 	/* Easy handles kept for reuse, as configured (see easy_get). */
-	CURL			*pool[EASY_POOL_MAX];
+	struct easy		*pool[EASY_POOL_MAX];
 	size_t			 npool;
-	CURL			*fat[EASY_FAT_MAX];	/* with a send buffer */
+	struct easy		*fat[EASY_FAT_MAX];	/* with a send buffer */
 	size_t			 nfat;
 	/* Idle trimming: transfers started and in flight, and the ticks
 	 * that saw neither. */
@@ -158,7 +179,8 @@ struct sockwatch {
 
 struct transfer {
 	struct upstreams	*u;
-	CURL			*easy;
+	CURL			*easy;		/* eh->e */
+	struct easy		*eh;
 	struct curl_slist	*sendhdrs;	/* after the struct, in its */
 	char			*target;	/* allocation, as this is */
 	transfer_done_cb	 cb;
@@ -191,6 +213,7 @@ struct transfer {
 };
 
 static void	upstreams_check_done(struct upstreams *);
+static void	easy_free(struct easy *);
 static void	upstreams_prune_soon(struct upstreams *);
 static void	upstreams_event_cb(evutil_socket_t, short, void *);
 static size_t	transfer_read_cb(char *, size_t, size_t, void *);
@@ -730,9 +753,9 @@ static void
 upstreams_trim(struct upstreams *u, size_t keep)
 {
 	while (u->nfat > 0)
-		curl_easy_cleanup(u->fat[--u->nfat]);
+		easy_free(u->fat[--u->nfat]);
 	while (u->npool > keep)
-		curl_easy_cleanup(u->pool[--u->npool]);
+		easy_free(u->pool[--u->npool]);
 }
 
 /*
@@ -847,7 +870,7 @@ upstreams_free(struct upstreams *u)
 static size_t
 transfer_write_cb(char *data, size_t size, size_t nmemb, void *arg)
 {
-	struct transfer	*x = arg;
+	struct transfer	*x = ((struct easy *)arg)->x;
 	size_t		 len = size * nmemb;
 
 	if ((x->body != NULL ? evbuffer_get_length(x->body) : 0) + x->streamed +
@@ -914,7 +937,7 @@ transfer_content_length(struct transfer *x)
 static curl_socket_t
 transfer_socket_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 {
-	struct transfer		*x = arg;
+	struct transfer		*x = ((struct easy *)arg)->x;
 	struct sockwatch	*sw;
 	curl_socket_t		 s;
 
@@ -1045,7 +1068,7 @@ static int
 transfer_prereq_cb(void *arg, char *conn_ip, char *local_ip, int conn_port,
     int local_port)
 {
-	struct transfer	*x = arg;
+	struct transfer	*x = ((struct easy *)arg)->x;
 
 	x->sending = 1;
 	transfer_own(x, conn_ip, conn_port, local_port);
@@ -1055,7 +1078,7 @@ transfer_prereq_cb(void *arg, char *conn_ip, char *local_ip, int conn_port,
 static size_t
 transfer_header_cb(char *data, size_t size, size_t nmemb, void *arg)
 {
-	struct transfer		*x = arg;
+	struct transfer		*x = ((struct easy *)arg)->x;
 	struct http_headers	*hs;
 	size_t			 len = size * nmemb, n, v, end;
 
@@ -1177,15 +1200,17 @@ transfer_release(struct transfer *x, int open, int spoilt)
 		x->conn->owner = NULL;
 		x->conn = NULL;
 	}
+	x->eh->x = NULL;
 	if (spoilt)
-		curl_easy_cleanup(x->easy);
+		easy_free(x->eh);
 	else if (!x->fat && u->npool < EASY_POOL_MAX)
-		u->pool[u->npool++] = x->easy;
+		u->pool[u->npool++] = x->eh;
 	else if (x->fat && u->nfat < EASY_FAT_MAX)
-		u->fat[u->nfat++] = x->easy;
+		u->fat[u->nfat++] = x->eh;
 	else
-		curl_easy_cleanup(x->easy);
+		easy_free(x->eh);
 	x->easy = NULL;
+	x->eh = NULL;
 	transfer_set_paused(x, 0);
 	u->running_xfers--;
 	metrics_gauge_add(G_TRANSFERS_IN_FLIGHT, -1);
@@ -1269,10 +1294,11 @@ transfer_headers(const struct transfer_request *r, const char **off,
  * one; one without takes a lean handle first. *fat: the handle has (or
  * will have) a send buffer.
  */
-static CURL *
+static struct easy *
 easy_get(struct upstreams *u, int *fat)
 {
-	CURL	*e;
+	struct easy	*eh;
+	CURL		*e;
 
 	if (*fat && u->nfat > 0)
 		return (u->fat[--u->nfat]);
@@ -1282,8 +1308,20 @@ easy_get(struct upstreams *u, int *fat)
 		*fat = 1;
 		return (u->fat[--u->nfat]);
 	}
-	if ((e = curl_easy_init()) == NULL)
+	if ((eh = calloc(1, sizeof *eh)) == NULL)
 		return (NULL);
+	if ((eh->e = e = curl_easy_init()) == NULL) {
+		free(eh);
+		return (NULL);
+	}
+	eh->set.connect_ms = eh->set.timeout_ms = eh->set.dns_s =
+	    eh->set.httpver = eh->set.maxsize = -2;
+	curl_easy_setopt(e, CURLOPT_PRIVATE, eh);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, eh);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, eh);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, eh);
+	curl_easy_setopt(e, CURLOPT_PREREQDATA, eh);
+	curl_easy_setopt(e, CURLOPT_READDATA, eh);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -1297,8 +1335,23 @@ easy_get(struct upstreams *u, int *fat)
 	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, transfer_close_cb);
 	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, u);
 	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, transfer_prereq_cb);
-	return (e);
+	return (eh);
 }
+
+static void
+easy_free(struct easy *eh)
+{
+	curl_easy_cleanup(eh->e);
+	free(eh);
+}
+
+/* Set option opt to v unless the handle's last transfer did already. */
+#define EASY_SET(eh, field, opt, v) do {				\
+	if ((eh)->set.field != (v)) {					\
+		curl_easy_setopt((eh)->e, (opt), (v));			\
+		(eh)->set.field = (v);					\
+	}								\
+} while (0)
 
 struct transfer *
 transfer_start(struct upstreams *u, const struct transfer_request *r,
@@ -1307,11 +1360,13 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	const struct upstream_conf	*up = r->up;
 	const char			*base = r->url ? r->url : up->url;
 	struct transfer			*x;
+	struct easy			*eh;
 	CURL				*e;
 	const char			*off[3], *prefix;
 	CURLU				*origin;
 	long				 httpver;
 	size_t				 noff, size = 0, olen, plen, pathlen;
+	int				 plain_get;
 	char				*p;
 
 	/*
@@ -1357,30 +1412,27 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	http_headers_init(&x->trailer);
 	/* An empty body is sent from the head's buffer, as a GET is. */
 	x->fat = (r->has_body && r->bodylen > 0) || r->source != NULL;
-	if ((x->easy = e = easy_get(u, &x->fat)) == NULL)
+	if ((x->eh = eh = easy_get(u, &x->fat)) == NULL)
 		goto fail;
+	x->easy = e = eh->e;
+	eh->x = x;
 
 	/*
-	 * Every option a transfer may change is set here, each time: the
-	 * handle keeps whatever its previous transfer left.
+	 * Every option a transfer may change is set here, unless the handle
+	 * has it already: it keeps whatever its previous transfer left.
 	 */
 	curl_easy_setopt(e, CURLOPT_CURLU, origin);
 	curl_easy_setopt(e, CURLOPT_REQUEST_TARGET, x->target);
-	curl_easy_setopt(e, CURLOPT_PRIVATE, x);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->sendhdrs);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
-	curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
-	curl_easy_setopt(e, CURLOPT_READDATA, x);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)up->connect_timeout_ms);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
+	EASY_SET(eh, connect_ms, CURLOPT_CONNECTTIMEOUT_MS,
+	    (long)up->connect_timeout_ms);
+	EASY_SET(eh, timeout_ms, CURLOPT_TIMEOUT_MS,
 	    (long)(r->timeout_ms ? r->timeout_ms : up->timeout_ms));
-	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
+	EASY_SET(eh, maxsize, CURLOPT_MAXFILESIZE_LARGE,
 	    (curl_off_t)(r->any_size ? 0 : up->max_response_size));
 	/* Host names are resolved again after dns_ttl (whole seconds,
 	 * rounded up; 0: for every new connection). */
-	curl_easy_setopt(e, CURLOPT_DNS_CACHE_TIMEOUT,
+	EASY_SET(eh, dns_s, CURLOPT_DNS_CACHE_TIMEOUT,
 	    (long)((up->dns_ttl_ms + 999) / 1000));
 	if (strncasecmp(base, "https://", 8) == 0) {
 		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER,
@@ -1412,16 +1464,22 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 		httpver = CURL_HTTP_VERSION_1_1;
 		x->plain_h1 = strncasecmp(base, "http://", 7) == 0;
 	}
-	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, httpver);
+	EASY_SET(eh, httpver, CURLOPT_HTTP_VERSION, httpver);
 
 	/* The method and body, from a plain GET. HTTPGET comes last: it
 	 * turns UPLOAD and NOBODY off, and POSTFIELDS, even NULL, makes a
-	 * POST. */
-	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)-1);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
-	curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)-1);
-	curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+	 * POST. A handle whose last transfer was a plain GET has them. */
+	plain_get = r->source == NULL && !r->has_body &&
+	    strcmp(r->method, "GET") == 0;
+	if (!eh->set.plain_get) {
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+		    (curl_off_t)-1);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
+		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)-1);
+		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+	}
+	eh->set.plain_get = plain_get;
 	if (r->source != NULL) {
 		/* The body is sent as it arrives; UPLOAD makes it a PUT
 		 * unless told otherwise. */
@@ -1452,8 +1510,8 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	metrics_gauge_add(G_TRANSFERS_IN_FLIGHT, 1);
 	return (x);
 fail:
-	if (x->easy != NULL)
-		curl_easy_cleanup(x->easy);
+	if (x->eh != NULL)
+		easy_free(x->eh);
 	transfer_free(x);
 	return (NULL);
 }
@@ -1489,7 +1547,7 @@ transfer_resume_send(struct transfer *x)
 static size_t
 transfer_read_cb(char *buf, size_t size, size_t nitems, void *arg)
 {
-	struct transfer	*x = arg;
+	struct transfer	*x = ((struct easy *)arg)->x;
 	size_t		 n;
 	int		 eof = 0;
 
@@ -1578,7 +1636,7 @@ static void
 upstreams_check_done(struct upstreams *u)
 {
 	CURLMsg		*msg;
-	struct transfer	*x;
+	struct easy	*eh;
 	CURLcode	 rc;
 	int		 left;
 
@@ -1590,9 +1648,9 @@ upstreams_check_done(struct upstreams *u)
 			upstreams_pruned(u);
 			continue;
 		}
-		x = NULL;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-		if (x != NULL)
-			transfer_done(x, rc);
+		eh = NULL;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&eh);
+		if (eh != NULL && eh->x != NULL)
+			transfer_done(eh->x, rc);
 	}
 }
