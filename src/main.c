@@ -9,9 +9,6 @@
 #include "autoconf.h"
 
 #include <getopt.h>
-#ifdef HAVE_MALLOPT
-#include <malloc.h>
-#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,26 +59,6 @@ raise_nofile(void)
 		}
 	}
 	return (rl.rlim_cur == RLIM_INFINITY ? 1048576 : (unsigned long)rl.rlim_cur);
-}
-
-/*
- * glibc hands the top of a heap back to the kernel (madvise) as soon as
- * 128 KiB of it are free, and the next requests fault the same pages in
- * again: under load that came to 0.1 to 0.2 page faults per proxied
- * request, and up to a quarter more CPU (bench/README.md, issue 22). A
- * worker gives memory back when it is idle instead (malloc_trim in
- * upstreams_idle_cb). Setting the trim threshold also fixes glibc's mmap
- * threshold, which would otherwise follow the largest block freed: at
- * 1 MiB a large answer's buffers stay in the heap rather than costing an
- * mmap and a munmap each.
- */
-static void
-malloc_tune(void)
-{
-#ifdef HAVE_MALLOPT
-	mallopt(M_TRIM_THRESHOLD, 8 << 20);
-	mallopt(M_MMAP_THRESHOLD, 1 << 20);
-#endif
 }
 
 int
@@ -151,7 +128,6 @@ main(int argc, char *argv[])
 	log_set_level(conf->log_level);
 	config_log_warnings(conf, "");
 	signal(SIGPIPE, SIG_IGN);
-	malloc_tune();
 	nofile = raise_nofile();
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		fatalx("cannot initialise libcurl");
