@@ -11,17 +11,25 @@
 
 static int	http_client_deadline_ms(const struct http_headers *, uint64_t *);
 
-static const char *const hop_by_hop[] = {
-	"connection", "keep-alive", "te", "trailer", "transfer-encoding",
-	"upgrade", "proxy-authorization", "proxy-connection", NULL
+/* With their lengths: a name of another length is told apart at once. */
+#define HOP(s)	{ s, sizeof(s) - 1 }
+static const struct {
+	const char	*name;
+	size_t		 len;
+} hop_by_hop[] = {
+	HOP("connection"), HOP("keep-alive"), HOP("te"), HOP("trailer"),
+	HOP("transfer-encoding"), HOP("upgrade"), HOP("proxy-authorization"),
+	HOP("proxy-connection")
 };
+#undef HOP
 
 /*
  * A list's first chunk holds its first HTTP_FIRST_N entries and the strings
- * of a usual head in 1 KiB: glibc serves that from its per-thread cache,
- * where a larger block goes through the arena (and may consolidate it).
+ * of a usual head in just under 1 KiB: glibc serves that from its thread
+ * cache or a small bin. From 1 KiB on a request is a large one, which first
+ * consolidates the arena's fast bins when its cache is empty.
  */
-#define HTTP_FIRST_SIZE	1024
+#define HTTP_FIRST_SIZE	1000
 #define HTTP_FIRST_N	12
 #define HTTP_CHUNK_SIZE	2048
 
@@ -127,10 +135,11 @@ http_headers_add(struct http_headers *h, const char *name, size_t namelen,
 const struct http_header *
 http_headers_get(const struct http_headers *h, const char *name)
 {
-	size_t	i;
+	size_t	i, len = strlen(name);
 
 	for (i = 0; i < h->n; i++) {
-		if (strn_eq_ci(h->v[i].name, h->v[i].namelen, name))
+		if (h->v[i].namelen == len &&
+		    strncasecmp(h->v[i].name, name, len) == 0)
 			return (&h->v[i]);
 	}
 	return (NULL);
@@ -164,8 +173,9 @@ http_is_hop_by_hop(const struct http_headers *msg, const char *name,
 {
 	size_t	i;
 
-	for (i = 0; hop_by_hop[i] != NULL; i++) {
-		if (strn_eq_ci(name, namelen, hop_by_hop[i]))
+	for (i = 0; i < sizeof hop_by_hop / sizeof hop_by_hop[0]; i++) {
+		if (namelen == hop_by_hop[i].len &&
+		    strncasecmp(name, hop_by_hop[i].name, namelen) == 0)
 			return (1);
 	}
 	/* The fields a Connection field names: most messages have none. */
