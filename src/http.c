@@ -102,7 +102,7 @@ http_headers_add(struct http_headers *h, const char *name, size_t namelen,
 		h->cap = HTTP_FIRST_N;
 		h->v_in_chunk = 1;
 	} else if (h->n == h->cap) {
-		ncap = h->cap ? h->cap * 2 : HTTP_FIRST_N;
+		ncap = h->cap * 2;
 		if (h->v_in_chunk) {
 			if ((nv = reallocarray(NULL, ncap, sizeof *nv)) == NULL)
 				return (-1);

@@ -123,7 +123,6 @@ struct upstreams {
 	/* The origins transfers went to, parsed (see upstreams_origin). */
 	struct origin		*origins;
 	size_t			 norigins;
-	size_t			 origin_hint;	/* the last one found */
 	/* Socket watches by descriptor (see struct sockwatch). */
 	struct sockwatch	**watch;
 	size_t			 nwatch;
@@ -179,8 +178,7 @@ struct sockwatch {
 
 struct transfer {
 	struct upstreams	*u;
-	CURL			*easy;		/* eh->e */
-	struct easy		*eh;
+	struct easy		*eh;		/* its handle, NULL once released */
 	struct curl_slist	*sendhdrs;	/* after the struct, in its */
 	char			*target;	/* allocation, as this is */
 	transfer_done_cb	 cb;
@@ -529,7 +527,7 @@ upstreams_kick_cb(evutil_socket_t fd, short what, void *arg)
 		}
 		LIST_FOREACH(x, &sw->h2_users, h2_entry)
 			if (x->paused)
-				curl_easy_pause(x->easy, transfer_pause_mask(x));
+				curl_easy_pause(x->eh->e, transfer_pause_mask(x));
 		/* May close sockets, freeing their watches (and unlinking
 		 * them from u->kicks). */
 		curl_multi_socket_action(u->multi, sw->fd,
@@ -703,17 +701,10 @@ upstreams_origin(struct upstreams *u, const char *url, size_t len)
 	struct origin	*o;
 	size_t		 i;
 
-	if (u->origin_hint < u->norigins) {
-		o = &u->origins[u->origin_hint];
-		if (o->len == len && memcmp(o->url, url, len) == 0)
-			return (o->cu);
-	}
 	for (i = 0; i < u->norigins; i++) {
 		o = &u->origins[i];
-		if (o->len == len && memcmp(o->url, url, len) == 0) {
-			u->origin_hint = i;
+		if (o->len == len && memcmp(o->url, url, len) == 0)
 			return (o->cu);
-		}
 	}
 	if ((o = reallocarray(u->origins, u->norigins + 1, sizeof *o)) == NULL)
 		return (NULL);
@@ -729,7 +720,7 @@ upstreams_origin(struct upstreams *u, const char *url, size_t len)
 		free(o->url);
 		return (NULL);
 	}
-	u->origin_hint = u->norigins++;
+	u->norigins++;
 	return (o->cu);
 }
 
@@ -745,7 +736,7 @@ upstreams_origins_free(struct upstreams *u)
 	}
 	free(u->origins);
 	u->origins = NULL;
-	u->norigins = u->origin_hint = 0;
+	u->norigins = 0;
 }
 
 /* Keep at most keep lean pooled handles and no fat one. */
@@ -1138,7 +1129,7 @@ transfer_free(struct transfer *x)
 	http_headers_clear(&x->trailer);
 	if (x->body != NULL)
 		evbuffer_free(x->body);
-	free(x);	/* its header lines and URL with it */
+	free(x);	/* its header lines and target with it */
 }
 
 /*
@@ -1188,7 +1179,7 @@ transfer_release(struct transfer *x, int open, int spoilt)
 	struct sockwatch	*sw;
 
 	/* May close the connection, freeing its watch (x->h2conn then NULL). */
-	curl_multi_remove_handle(u->multi, x->easy);
+	curl_multi_remove_handle(u->multi, x->eh->e);
 	if ((sw = x->h2conn) != NULL) {
 		LIST_REMOVE(x, h2_entry);
 		x->h2conn = NULL;
@@ -1209,7 +1200,6 @@ transfer_release(struct transfer *x, int open, int spoilt)
 		u->fat[u->nfat++] = x->eh;
 	else
 		easy_free(x->eh);
-	x->easy = NULL;
 	x->eh = NULL;
 	transfer_set_paused(x, 0);
 	u->running_xfers--;
@@ -1414,7 +1404,7 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	x->fat = (r->has_body && r->bodylen > 0) || r->source != NULL;
 	if ((x->eh = eh = easy_get(u, &x->fat)) == NULL)
 		goto fail;
-	x->easy = e = eh->e;
+	e = eh->e;
 	eh->x = x;
 
 	/*
@@ -1531,7 +1521,7 @@ transfer_resume(struct transfer *x)
 		return;
 	transfer_set_paused(x, 0);
 	/* This may run the write callback at once with what curl held. */
-	curl_easy_pause(x->easy, transfer_pause_mask(x));
+	curl_easy_pause(x->eh->e, transfer_pause_mask(x));
 }
 
 void
@@ -1541,7 +1531,7 @@ transfer_resume_send(struct transfer *x)
 		return;
 	x->send_paused = 0;
 	/* This may run the read callback at once. */
-	curl_easy_pause(x->easy, transfer_pause_mask(x));
+	curl_easy_pause(x->eh->e, transfer_pause_mask(x));
 }
 
 static size_t
@@ -1615,7 +1605,7 @@ transfer_done(struct transfer *x, CURLcode rc)
 	res.error = transfer_classify(x, rc);
 	res.detail = res.error == XFER_NO_SOCKET ? "out of file descriptors" :
 	    curl_easy_strerror(rc);
-	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_getinfo(x->eh->e, CURLINFO_RESPONSE_CODE, &status);
 	res.status = (int)status;
 	res.headers = &x->headers;
 	res.trailers = &x->trailer;
