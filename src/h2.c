@@ -161,7 +161,7 @@ stream_new(struct h2_session *s, int32_t id)
 	struct h2_stream	*st;
 	struct request		*r;
 
-	if ((st = calloc(1, sizeof *st)) == NULL)
+	if ((st = zalloc(1, sizeof *st)) == NULL)
 		return (NULL);
 	st->front.ops = &stream_ops;
 	st->s = s;

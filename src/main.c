@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <event2/event.h>
 #include <event2/thread.h>
 
 #include "accesslog.h"
@@ -25,6 +26,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "server.h"
+#include "util.h"
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
@@ -129,7 +131,15 @@ main(int argc, char *argv[])
 	config_log_warnings(conf, "");
 	signal(SIGPIPE, SIG_IGN);
 	nofile = raise_nofile();
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+	/*
+	 * The same malloc, realloc and free, and a calloc that goes through
+	 * malloc's per-thread cache (zalloc): libcurl zeroes about a dozen
+	 * blocks per transfer, libevent one or two per request. Set before
+	 * either library allocates anything of the daemon's.
+	 */
+	event_set_mem_functions(malloc, realloc, free);
+	if (curl_global_init_mem(CURL_GLOBAL_DEFAULT, malloc, free, realloc,
+	    strdup, zalloc) != CURLE_OK)
 		fatalx("cannot initialise libcurl");
 	/* Before any event_base: the main thread calls into workers' loops. */
 	if (evthread_use_pthreads() == -1)

@@ -99,7 +99,7 @@ request_new(struct loop *l, struct front *front, struct config *conf,
 {
 	struct request	*r;
 
-	if ((r = calloc(1, sizeof *r)) == NULL)
+	if ((r = zalloc(1, sizeof *r)) == NULL)
 		return (NULL);
 	r->loop = l;
 	r->front = front;
@@ -490,7 +490,7 @@ request_dispatch(struct request *r)
 	/* One leg (mode proxy, or a request sent once) lives in r. */
 	if (r->nlegs == 1)
 		r->legs = &r->leg_one;
-	else if ((r->legs = calloc(r->nlegs, sizeof *r->legs)) == NULL) {
+	else if ((r->legs = zalloc(r->nlegs, sizeof *r->legs)) == NULL) {
 		r->nlegs = 0;
 		request_error(r, 503, "out_of_memory");
 		return;

@@ -1,9 +1,11 @@
 /*
  * util.c: small helpers with no state of their own.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
@@ -13,6 +15,23 @@
 #include <event2/event.h>
 
 #include "util.h"
+
+void *
+zalloc(size_t n, size_t size)
+{
+	void	*p;
+
+	if (size != 0 && n > SIZE_MAX / size) {
+		errno = ENOMEM;
+		return (NULL);
+	}
+	if ((p = malloc(n * size)) == NULL)
+		return (NULL);
+	/* Keeps the compiler from folding the two back into calloc. */
+	__asm__ volatile ("" : : "r" (p) : "memory");
+	memset(p, 0, n * size);
+	return (p);
+}
 
 uint64_t
 now_us(void)

@@ -1,10 +1,12 @@
 /*
- * test_util.c: JSON escaping, request ids, integer parsing.
+ * test_util.c: JSON escaping, request ids, integer parsing, zalloc.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -95,6 +97,30 @@ test_status_text(void **state)
 	assert_string_equal(http_status_text(299), "Unknown");
 }
 
+/*
+ * zalloc zeroes what it returns, though malloc hands back the block just
+ * freed (glibc's per-thread cache) with the bytes written into it.
+ */
+static void
+test_zalloc(void **state)
+{
+	unsigned char	*p, *q;
+	size_t		 i, n = 200;
+
+	p = malloc(n);
+	assert_non_null(p);
+	memset(p, 0xa5, n);
+	free(p);
+	q = zalloc(4, n / 4);
+	assert_non_null(q);
+	for (i = 0; i < n; i++)
+		assert_int_equal(q[i], 0);
+	free(q);
+	errno = 0;
+	assert_null(zalloc(SIZE_MAX / 2, 4));
+	assert_int_equal(errno, ENOMEM);
+}
+
 int
 main(void)
 {
@@ -104,6 +130,7 @@ main(void)
 		cmocka_unit_test(test_request_id_valid),
 		cmocka_unit_test(test_parse_u64),
 		cmocka_unit_test(test_status_text),
+		cmocka_unit_test(test_zalloc),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));
