@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "loop.h"
@@ -27,11 +28,14 @@ loop_init(struct loop *l, struct event_base *base)
 	l->base = base;
 	TAILQ_INIT(&l->conns);
 	SLIST_INIT(&l->graveyard);
-	if ((l->rbuf = malloc(LOOP_RBUF_SIZE)) == NULL)
-		return (-1);
-	if ((l->reaper = event_new(base, -1, 0, loop_reap_cb, l)) == NULL) {
+	if ((l->rbuf = malloc(LOOP_RBUF_SIZE)) == NULL ||
+	    (l->head = evbuffer_new()) == NULL ||
+	    (l->reaper = event_new(base, -1, 0, loop_reap_cb, l)) == NULL) {
 		free(l->rbuf);
 		l->rbuf = NULL;
+		if (l->head != NULL)
+			evbuffer_free(l->head);
+		l->head = NULL;
 		return (-1);
 	}
 	return (0);
@@ -47,6 +51,8 @@ loop_clear(struct loop *l)
 	l->reaper = NULL;
 	free(l->rbuf);
 	l->rbuf = NULL;
+	evbuffer_free(l->head);
+	l->head = NULL;
 }
 
 void

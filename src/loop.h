@@ -22,6 +22,7 @@ struct config;
 struct conn;
 struct event;
 struct event_base;
+struct evbuffer;
 struct upstreams;
 
 struct grave {
@@ -53,6 +54,15 @@ struct loop {
 	 * parsed, free) a 32 KiB chain for every request of 80 bytes.
 	 */
 	char			*rbuf;		/* LOOP_RBUF_SIZE bytes */
+	/*
+	 * A response head's fields are written here and then moved whole
+	 * into the client's output (both front ends take the chains): one
+	 * buffer for the thread, not an evbuffer made and freed per answer.
+	 * head_busy: lent out (request_headers_new); a second head built
+	 * meanwhile gets a buffer of its own.
+	 */
+	struct evbuffer		*head;
+	int			 head_busy;
 };
 
 #define LOOP_RBUF_SIZE	16384

@@ -63,6 +63,7 @@ static void	stream_leg_ended(struct request *, struct leg *);
 static size_t	leg_source_read(void *, char *, size_t, int *);
 static void	log_no_socket(struct request *);
 static struct evbuffer *request_headers_new(struct request *);
+static void	 request_headers_done(struct request *, struct evbuffer *);
 
 /* Taken off the budget each leg is told about, so that the next hop
  * gives up a little before we do and its answer can still reach us. */
@@ -570,13 +571,29 @@ request_headers_new(struct request *r)
 {
 	struct evbuffer	*h;
 
-	if ((h = evbuffer_new()) == NULL)
+	if (r->loop != NULL && r->loop->head != NULL && !r->loop->head_busy) {
+		h = r->loop->head;
+		r->loop->head_busy = 1;
+	} else if ((h = evbuffer_new()) == NULL)
 		return (NULL);
 	if (r->id[0] != '\0')
 		evbuffer_add_field(h, "X-Request-Id", 12, r->id, strlen(r->id));
 	else
 		evbuffer_add(h, "X-Request-Id: -\r\n", 17);
 	return (h);
+}
+
+/* Give back what request_headers_new lent (the front end took its bytes). */
+static void
+request_headers_done(struct request *r, struct evbuffer *h)
+{
+	if (h == NULL)
+		return;
+	if (r->loop != NULL && h == r->loop->head) {
+		evbuffer_drain(h, evbuffer_get_length(h));
+		r->loop->head_busy = 0;
+	} else
+		evbuffer_free(h);
 }
 
 /* ---- gRPC (fanoutd(8), GRPC) ------------------------------------------- */
@@ -703,7 +720,7 @@ request_grpc_error(struct request *r, int status, const char *error)
 		grpc_fields(b, code, msg);
 		bytes = front_respond(r->front, 200, b, NULL, -2, NULL,
 		    status == 503 || status == 400 ? FRONT_CLOSE : FRONT_KEEP);
-		evbuffer_free(b);
+		request_headers_done(r, b);
 	}
 	request_end(r, 200, bytes);
 }
@@ -778,8 +795,7 @@ request_error(struct request *r, int status, const char *error)
 		    request_is_head(r) ? NULL : body,
 		    (long long)evbuffer_get_length(body), NULL, how);
 	}
-	if (h != NULL)
-		evbuffer_free(h);
+	request_headers_done(r, h);
 	if (body != NULL)
 		evbuffer_free(body);
 	request_end(r, status, bytes);
@@ -1088,7 +1104,7 @@ leg_stream_head(void *arg, int status, const struct http_headers *hs,
 	l->status = status;
 	front_stream_begin(r->front, status, hdrs, content_length,
 	    request_is_head(r), leg_stream_resume, l);
-	evbuffer_free(hdrs);
+	request_headers_done(r, hdrs);
 }
 
 /* Inside curl's write callback: 1 asks curl to pause. */
@@ -1429,7 +1445,7 @@ request_answer_leg(struct request *r, struct leg *l, const char *name,
 			grpc_fields(hdrs, r->grpc_status, msg);
 			bytes = front_respond(r->front, 200, hdrs, NULL, -2, NULL,
 			    FRONT_KEEP);
-			evbuffer_free(hdrs);
+			request_headers_done(r, hdrs);
 		}
 		request_end(r, 200, bytes);
 		return;
@@ -1456,7 +1472,7 @@ request_answer_leg(struct request *r, struct leg *l, const char *name,
 	if (r->front != NULL)
 		bytes = front_respond(r->front, l->status, hdrs,
 		    head ? NULL : l->body, len, trailers, FRONT_KEEP);
-	evbuffer_free(hdrs);
+	request_headers_done(r, hdrs);
 	if (trailers != NULL)
 		evbuffer_free(trailers);
 	request_end(r, l->status, bytes);
@@ -1487,7 +1503,7 @@ request_answer_envelope(struct request *r, int status, const char *partial)
 		    request_is_head(r) ? NULL : body,
 		    request_is_head(r) ? (long long)evbuffer_get_length(body) : -1,
 		    NULL, status == 503 ? FRONT_CLOSE : FRONT_KEEP);
-	evbuffer_free(hdrs);
+	request_headers_done(r, hdrs);
 	evbuffer_free(body);
 	request_end(r, status, bytes);
 }
