@@ -48,6 +48,15 @@ struct conn {
 	struct event		*wev;		/* EV_WRITE, while output waits */
 	struct event		*kick;
 	struct event		*timer;
+	/*
+	 * The timer is lazy, as a connection sets it on every request (0
+	 * when the head is in, the keep-alive wait when the answer is out):
+	 * timer_due is when timeout() is owed (now_ms(); 0: not), and the
+	 * event stays armed for timer_armed while that is no later. When it
+	 * fires early it is armed again for what is left.
+	 */
+	uint64_t		 timer_due;
+	uint64_t		 timer_armed;
 	struct evbuffer		*in;
 	struct evbuffer		*out;
 	char			 peer[64];
@@ -333,12 +342,20 @@ conn_discard_output(struct conn *c)
 void
 conn_timer(struct conn *c, uint64_t ms)
 {
+	uint64_t	due;
+
 	if (c->closed)
 		return;
-	if (ms == 0)
-		evtimer_del(c->timer);
-	else
-		evtimer_add_ms(c->timer, ms);
+	if (ms == 0) {
+		c->timer_due = 0;
+		return;
+	}
+	due = now_ms() + ms;
+	c->timer_due = due;
+	if (c->timer_armed != 0 && c->timer_armed <= due)
+		return;
+	if (evtimer_add_ms(c->timer, ms) == 0)
+		c->timer_armed = due;
 }
 
 void
@@ -438,7 +455,17 @@ static void
 conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn	*c = arg;
+	uint64_t	 now;
 
+	c->timer_armed = 0;
+	if (c->timer_due == 0)
+		return;
+	if ((now = now_ms()) < c->timer_due) {
+		if (evtimer_add_ms(c->timer, c->timer_due - now) == 0)
+			c->timer_armed = c->timer_due;
+		return;
+	}
+	c->timer_due = 0;
 	c->proto->timeout(c->p);
 }
 
