@@ -51,7 +51,7 @@ struct conn {
 	/*
 	 * The timer is lazy, as a connection sets it on every request (0
 	 * when the head is in, the keep-alive wait when the answer is out):
-	 * timer_due is when timeout() is owed (now_ms(); 0: not), and the
+	 * timer_due is when timeout() is owed (now_us(); 0: not), and the
 	 * event stays armed for timer_armed while that is no later. When it
 	 * fires early it is armed again for what is left.
 	 */
@@ -339,6 +339,16 @@ conn_discard_output(struct conn *c)
 		event_del(c->wev);
 }
 
+static int
+conn_timer_arm(struct conn *c, uint64_t us)
+{
+	struct timeval	tv;
+
+	tv.tv_sec = us / 1000000;
+	tv.tv_usec = us % 1000000;
+	return (evtimer_add(c->timer, &tv));
+}
+
 void
 conn_timer(struct conn *c, uint64_t ms)
 {
@@ -350,11 +360,11 @@ conn_timer(struct conn *c, uint64_t ms)
 		c->timer_due = 0;
 		return;
 	}
-	due = now_ms() + ms;
+	due = now_us() + ms * 1000;
 	c->timer_due = due;
 	if (c->timer_armed != 0 && c->timer_armed <= due)
 		return;
-	if (evtimer_add_ms(c->timer, ms) == 0)
+	if (conn_timer_arm(c, ms * 1000) == 0)
 		c->timer_armed = due;
 }
 
@@ -460,8 +470,8 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	c->timer_armed = 0;
 	if (c->timer_due == 0)
 		return;
-	if ((now = now_ms()) < c->timer_due) {
-		if (evtimer_add_ms(c->timer, c->timer_due - now) == 0)
+	if ((now = now_us()) < c->timer_due) {
+		if (conn_timer_arm(c, c->timer_due - now) == 0)
 			c->timer_armed = c->timer_due;
 		return;
 	}

@@ -10,6 +10,8 @@ from harness import build_request  # noqa: E402
 
 DEADLINE = 0.3          # route "dl": a deadline that fires
 KEEPALIVE = 0.5         # KeepaliveTimeoutTest's keepalive_timeout
+SHORT_HEAD = 0.3        # ConnTimerTest's header_timeout, under ...
+LONG_IDLE = 1.2         # ... its keepalive_timeout
 
 class KeepaliveTest(harness.SharedDaemonTest):
     """Keep-alive with the harness's 10-minute keepalive_timeout: whatever
@@ -169,6 +171,53 @@ class KeepaliveTimeoutTest(harness.TestCase):
         # send, since a client slow to read the answer would make the idle
         # time seem shorter than it was.
         self.assertNotBefore(t1, t0, KEEPALIVE, "closed")
+
+
+class ConnTimerTest(harness.TestCase):
+    """A connection's one timer is set again on every request and only
+    re-armed when it must fire sooner (conn.c): a timer armed for a short
+    header_timeout that fires while the connection waits out a longer
+    keep-alive must not close it; a short header_timeout after a long
+    keep-alive wait must still fire on time."""
+
+    def test_keepalive_outlasts_header_timeout(self):
+        up = self.fake("up")
+        fd = self.daemon(upstreams={"up": up},
+                         routes={"r": {"match": "/", "upstreams": "up"}},
+                         server={"header_timeout": "%dms" % (SHORT_HEAD * 1000),
+                                 "keepalive_timeout": "%dms" % (LONG_IDLE * 1000)})
+        with fd.client() as c:
+            t0 = time.monotonic()
+            # the head at once: the header timer armed at the accept is
+            # still armed, for SHORT_HEAD, when the keep-alive wait begins
+            r = c.get("/idle?body=x")
+            self.assertEqual(r.status, 200)
+            self.assertFalse(r.conn_close, r)
+            t1 = c.wait_eof()
+            self.assertEqual(bytes(c.buf), b"", "an idle connection was sent something")
+        self.assertNotBefore(t1, t0, LONG_IDLE, "closed")
+
+    def test_header_timeout_after_keepalive_wait(self):
+        up = self.fake("up")
+        fd = self.daemon(upstreams={"up": up},
+                         routes={"r": {"match": "/", "upstreams": "up"}},
+                         server={"header_timeout": "%dms" % (SHORT_HEAD * 1000),
+                                 "keepalive_timeout": "10m"})
+        with fd.client() as c:
+            # the upstream answers 2 x header_timeout after the request:
+            # the timer armed at the accept has fired by the time the
+            # answer is written, so the keep-alive wait arms it for ten
+            # minutes ...
+            r = c.get("/first?body=x&delay=%d" % (SHORT_HEAD * 2000))
+            self.assertEqual(r.status, 200)
+            # ... and half a head must arm it sooner: the 408 at
+            # header_timeout, within the wait's patience
+            t0 = time.monotonic()
+            c.send(b"GET /half HTTP/1.1\r\nHost: x\r\n")
+            r = c.read_response()
+            self.assertEqual(r.status, 408, r)
+            self.assertNotBefore(r, t0, SHORT_HEAD, "408")
+            c.wait_eof()
 
 
 if __name__ == "__main__":
