@@ -339,16 +339,6 @@ conn_discard_output(struct conn *c)
 		event_del(c->wev);
 }
 
-static int
-conn_timer_arm(struct conn *c, uint64_t us)
-{
-	struct timeval	tv;
-
-	tv.tv_sec = us / 1000000;
-	tv.tv_usec = us % 1000000;
-	return (evtimer_add(c->timer, &tv));
-}
-
 void
 conn_timer(struct conn *c, uint64_t ms)
 {
@@ -364,7 +354,7 @@ conn_timer(struct conn *c, uint64_t ms)
 	c->timer_due = due;
 	if (c->timer_armed != 0 && c->timer_armed <= due)
 		return;
-	if (conn_timer_arm(c, ms * 1000) == 0)
+	if (evtimer_add_us(c->timer, ms * 1000) == 0)
 		c->timer_armed = due;
 }
 
@@ -471,7 +461,7 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	if (c->timer_due == 0)
 		return;
 	if ((now = now_us()) < c->timer_due) {
-		if (conn_timer_arm(c, c->timer_due - now) == 0)
+		if (evtimer_add_us(c->timer, c->timer_due - now) == 0)
 			c->timer_armed = c->timer_due;
 		return;
 	}

@@ -102,6 +102,11 @@ struct upstreams {
 	CURLM			*multi;
 	struct event		*timer;
 	int			 in_timer;	/* upstreams_timer_cb runs */
+	/* Lazy, as a connection's timer is (conn.c): curl's timeout is
+	 * owed at timer_due (now_us(); 0: none), and the event stays armed
+	 * for timer_armed while that is no later. */
+	uint64_t		 timer_due;
+	uint64_t		 timer_armed;
 	int			 running;
 	/* Connections whose queued RST_STREAM is to be pushed out, and the
 	 * event that does it (see transfer_unqueue_reset). */
@@ -541,7 +546,17 @@ static void
 upstreams_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct upstreams	*u = arg;
+	uint64_t		 now;
 
+	u->timer_armed = 0;
+	if (u->timer_due == 0)
+		return;
+	if ((now = now_us()) < u->timer_due) {
+		if (evtimer_add_us(u->timer, u->timer_due - now) == 0)
+			u->timer_armed = u->timer_due;
+		return;
+	}
+	u->timer_due = 0;
 	u->in_timer = 1;
 	curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &u->running);
 	u->in_timer = 0;
@@ -670,19 +685,32 @@ upstreams_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
  * Not when the timer itself asks: libevent runs what is activated during a
  * pass in that pass, and curl asking again and again (a paused transfer)
  * would keep the loop from ever polling; that waits for the next pass.
+ *
+ * curl moves its timeout two or three times per transfer (now, the
+ * transfer's timeouts, none). Each new value replaces the last, so a later
+ * one, or none, only changes timer_due: the armed event fires early and
+ * upstreams_timer_cb arms it again for what is left, or not at all. Only a
+ * sooner one costs an event_add (bench/README.md, issue 22).
  */
 static int
 upstreams_timerfn(CURLM *multi, long timeout_ms, void *userp)
 {
 	struct upstreams	*u = userp;
+	uint64_t		 due;
 
-	if (timeout_ms < 0)
-		evtimer_del(u->timer);
-	else if (timeout_ms == 0 && !u->in_timer) {
-		evtimer_del(u->timer);
+	if (timeout_ms < 0) {
+		u->timer_due = 0;
+		return (0);
+	}
+	due = now_us() + (uint64_t)timeout_ms * 1000;
+	u->timer_due = due;
+	if (u->timer_armed != 0 && u->timer_armed <= due)
+		return (0);
+	if (timeout_ms == 0 && !u->in_timer)
 		event_active(u->timer, EV_TIMEOUT, 1);
-	} else
-		evtimer_add_ms(u->timer, (uint64_t)timeout_ms);
+	else if (evtimer_add_us(u->timer, (uint64_t)timeout_ms * 1000) == -1)
+		return (-1);
+	u->timer_armed = due;
 	return (0);
 }
 

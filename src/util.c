@@ -58,6 +58,16 @@ evtimer_add_ms(struct event *ev, uint64_t ms)
 	return (evtimer_add(ev, &tv));
 }
 
+int
+evtimer_add_us(struct event *ev, uint64_t us)
+{
+	struct timeval	tv;
+
+	tv.tv_sec = us / 1000000;
+	tv.tv_usec = us % 1000000;
+	return (evtimer_add(ev, &tv));
+}
+
 void
 iso8601_now(char *buf, size_t len)
 {

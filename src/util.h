@@ -23,8 +23,9 @@ void		*zalloc(size_t n, size_t size);
 /* CLOCK_MONOTONIC in microseconds and milliseconds. */
 uint64_t	 now_us(void);
 uint64_t	 now_ms(void);
-/* evtimer_add() for ms milliseconds from now. */
+/* evtimer_add() for ms milliseconds, or us microseconds, from now. */
 int		 evtimer_add_ms(struct event *, uint64_t ms);
+int		 evtimer_add_us(struct event *, uint64_t us);
 /* Wall clock, "2026-11-25T20:46:08.123Z", into buf of at least 32 bytes. */
 void		 iso8601_now(char *buf, size_t len);
 
