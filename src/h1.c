@@ -328,6 +328,14 @@ h1_reject(struct h1 *h, int status, const char *error)
 	request_error(h->req, status, error);
 }
 
+/* Copy n bytes to p; the end of the copy. */
+static inline char *
+mem_put(char *p, const char *s, size_t n)
+{
+	memcpy(p, s, n);
+	return (p + n);
+}
+
 /*
  * Queue a status line and head. content_length -1: chunked for HTTP/1.1,
  * close-delimited for 1.0 (both set the connection up accordingly).
@@ -374,19 +382,22 @@ h1_head(struct h1 *h, int status, struct evbuffer *headers,
 	evbuffer_add(out, line, (size_t)(p - line));
 	if (headers != NULL)
 		evbuffer_add_buffer(out, headers);
+	/* The framing fields and the blank line: one more copy. */
+	p = line;
 	if (status >= 200 && status != 204 && status != 304) {
 		if (content_length >= 0) {
-			evbuffer_add(out, "Content-Length: ", 16);
-			evbuffer_add_u64(out, (uint64_t)content_length);
-			evbuffer_add(out, "\r\n", 2);
+			p = mem_put(p, "Content-Length: ", 16);
+			p += fmt_u64(p, (uint64_t)content_length);
+			p = mem_put(p, "\r\n", 2);
 		} else if (!http10)
-			evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+			p = mem_put(p, "Transfer-Encoding: chunked\r\n", 28);
 	}
 	if (!keep)
-		evbuffer_add(out, "Connection: close\r\n", 19);
+		p = mem_put(p, "Connection: close\r\n", 19);
 	else if (http10)
-		evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-	evbuffer_add(out, "\r\n", 2);
+		p = mem_put(p, "Connection: keep-alive\r\n", 24);
+	p = mem_put(p, "\r\n", 2);
+	evbuffer_add(out, line, (size_t)(p - line));
 }
 
 /* ---- what the request sees (front_ops) ----------------------------------- */

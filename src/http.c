@@ -356,6 +356,16 @@ http_field_name_ok(const char *s, size_t len)
 	return (len > 0);
 }
 
+size_t
+http_token_len(const char *s, size_t len)
+{
+	size_t	i;
+
+	for (i = 0; i < len && token_chars[(unsigned char)s[i]]; i++)
+		;
+	return (i);
+}
+
 int
 http_field_value_ok(const char *s, size_t len)
 {

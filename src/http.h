@@ -80,6 +80,8 @@ int	 http_response_header_passes(const struct http_headers *msg,
  * characters but HTAB (so no CR, LF or NUL). */
 int	 http_token_char(unsigned char);
 int	 http_field_name_ok(const char *, size_t);
+/* How many of the len bytes at s are token characters, from the first. */
+size_t	 http_token_len(const char *s, size_t len);
 int	 http_field_value_ok(const char *, size_t);
 
 /*

@@ -1128,18 +1128,14 @@ transfer_header_cb(char *data, size_t size, size_t nmemb, void *arg)
 	 * Anything else from an upstream is a protocol error, not something
 	 * to copy into a response (response splitting).
 	 */
-	if (data[0] == ' ' || data[0] == '\t')
-		return (0);
-	for (n = 0; n < end && data[n] != ':'; n++)
-		;
-	if (n == end || n == 0)
-		return (0);	/* not a field line */
+	n = http_token_len(data, end);	/* a folded line's SP is no token */
+	if (n == 0 || n == end || data[n] != ':')
+		return (0);	/* not a field line, or not a token name */
 	for (v = n + 1; v < end && (data[v] == ' ' || data[v] == '\t'); v++)
 		;
 	while (end > v && (data[end - 1] == ' ' || data[end - 1] == '\t'))
 		end--;
-	if (!http_field_name_ok(data, n) || !http_field_value_ok(data + v,
-	    end - v))
+	if (!http_field_value_ok(data + v, end - v))
 		return (0);
 	/* Trailer fields (after the body) are kept apart: they are not
 	 * headers, and go to the client after the body, or not at all. */

@@ -381,6 +381,12 @@ test_field_syntax(void **state)
 	assert_false(http_field_name_ok("X:A", 3));
 	assert_false(http_field_name_ok("X\0A", 3));
 	assert_false(http_field_name_ok("caf\xc3\xa9", 5));
+	/* the name of "Name: value", up to the colon or the first bad byte */
+	assert_int_equal(http_token_len("Content-Type: text/plain", 24), 12);
+	assert_int_equal(http_token_len(" folded", 7), 0);
+	assert_int_equal(http_token_len("X A: b", 6), 1);
+	assert_int_equal(http_token_len("Name", 4), 4);
+	assert_int_equal(http_token_len("Na\0me:", 6), 2);
 	assert_true(http_field_value_ok("a b\tc", 5));
 	assert_true(http_field_value_ok("", 0));
 	assert_true(http_field_value_ok("caf\xc3\xa9", 5));
