@@ -69,6 +69,33 @@
 #define PRUNE_SETTLE_MS	50	/* closes from one burst, in one prune */
 #define PRUNE_TRIES	10
 
+/*
+ * A transfer's connect_timeout and timeout are kept here, not given to
+ * curl (CURLOPT_CONNECTTIMEOUT_MS, CURLOPT_TIMEOUT_MS): curl files each in
+ * a splay tree and a list per handle, about 1k instructions per transfer
+ * apiece, and moves its multi timer with them (bench/README.md, issue 22).
+ * A worker has few distinct spans (an upstream's two, health_timeout), and
+ * transfers start in time order, so one FIFO per span is sorted by due
+ * time: adding and removing cost a TAILQ operation, and one lazy timer
+ * (upstreams_xtimer_cb) serves the earliest head. A transfer waits for its
+ * connection (until the PREREQFUNCTION says it is there) and for its end;
+ * the first due ends it as curl's own timeout did (CURLE_OPERATION_TIMEDOUT,
+ * classified by whether the request went out).
+ */
+struct xqueue;
+
+struct xwait {
+	TAILQ_ENTRY(xwait)	 entry;
+	struct transfer		*x;
+	struct xqueue		*q;		/* NULL: not waiting */
+	uint64_t		 due;		/* now_us() */
+};
+
+struct xqueue {
+	uint64_t		 span;		/* microseconds */
+	TAILQ_HEAD(, xwait)	 waits;		/* by due time */
+};
+
 /* An upstream's scheme://authority, and curl's parse of it. */
 struct origin {
 	char			*url;
@@ -88,8 +115,6 @@ struct easy {
 	CURL			*e;
 	struct transfer		*x;		/* NULL between transfers */
 	struct {
-		long		 connect_ms;
-		long		 timeout_ms;
 		long		 dns_s;
 		long		 httpver;
 		curl_off_t	 maxsize;
@@ -107,6 +132,11 @@ struct upstreams {
 	 * for timer_armed while that is no later. */
 	uint64_t		 timer_due;
 	uint64_t		 timer_armed;
+	/* The transfers' own timeouts (struct xqueue). */
+	struct xqueue		**xq;
+	size_t			 nxq;
+	struct event		*xtimer;
+	uint64_t		 xarmed;	/* xtimer's due time; 0: not */
 	int			 running;
 	/* Connections whose queued RST_STREAM is to be pushed out, and the
 	 * event that does it (see transfer_unqueue_reset). */
@@ -213,9 +243,17 @@ struct transfer {
 	LIST_ENTRY(transfer)	 h2_entry;	/* in h2conn->h2_users */
 	curl_socket_t		 opened[2];	/* sockets opened for it */
 	int			 nopened;
+	struct xwait		 wait_conn;	/* connect_timeout */
+	struct xwait		 wait_end;	/* timeout */
 };
 
 static void	upstreams_check_done(struct upstreams *);
+static int	xwait_add(struct upstreams *, struct transfer *,
+		    struct xwait *, uint64_t ms, uint64_t start);
+static void	xwait_del(struct xwait *);
+static void	xqueues_free(struct upstreams *, int all);
+static void	upstreams_xtimer_cb(evutil_socket_t, short, void *);
+static void	transfer_done(struct transfer *, CURLcode);
 static void	easy_free(struct easy *);
 static void	upstreams_prune_soon(struct upstreams *);
 static void	upstreams_event_cb(evutil_socket_t, short, void *);
@@ -563,6 +601,117 @@ upstreams_timer_cb(evutil_socket_t fd, short what, void *arg)
 	upstreams_check_done(u);
 }
 
+/* ---- The transfers' own timeouts (struct xqueue) ------------------------ */
+
+/* Arm xtimer for due, unless it fires sooner already (lazy: see conn.c). */
+static void
+xtimer_arm(struct upstreams *u, uint64_t due, uint64_t now)
+{
+	if (u->xarmed != 0 && u->xarmed <= due)
+		return;
+	if (evtimer_add_us(u->xtimer, due > now ? due - now : 0) == 0)
+		u->xarmed = due;
+}
+
+/* x's w waits ms from start (now_us()) in its span's queue. 0 / -1. */
+static int
+xwait_add(struct upstreams *u, struct transfer *x, struct xwait *w,
+    uint64_t ms, uint64_t start)
+{
+	struct xqueue	*q = NULL, **qs;
+	uint64_t	 span = ms * 1000;
+	size_t		 i;
+
+	if (ms == 0)
+		return (0);	/* none (the configuration has no such key) */
+	for (i = 0; i < u->nxq; i++) {
+		if (u->xq[i]->span == span) {
+			q = u->xq[i];
+			break;
+		}
+	}
+	if (q == NULL) {
+		if ((qs = reallocarray(u->xq, u->nxq + 1, sizeof *qs)) == NULL)
+			return (-1);
+		u->xq = qs;
+		if ((q = malloc(sizeof *q)) == NULL)
+			return (-1);
+		q->span = span;
+		TAILQ_INIT(&q->waits);
+		u->xq[u->nxq++] = q;
+	}
+	w->x = x;
+	w->q = q;
+	w->due = start + span;
+	TAILQ_INSERT_TAIL(&q->waits, w, entry);
+	xtimer_arm(u, w->due, start);
+	return (0);
+}
+
+static void
+xwait_del(struct xwait *w)
+{
+	if (w->q == NULL)
+		return;
+	TAILQ_REMOVE(&w->q->waits, w, entry);
+	w->q = NULL;
+}
+
+/* The queues nobody waits in (all: every queue, empty by now). */
+static void
+xqueues_free(struct upstreams *u, int all)
+{
+	size_t	i, n = 0;
+
+	for (i = 0; i < u->nxq; i++) {
+		if (all || TAILQ_EMPTY(&u->xq[i]->waits))
+			free(u->xq[i]);
+		else
+			u->xq[n++] = u->xq[i];
+	}
+	u->nxq = n;
+	if (n == 0) {
+		free(u->xq);
+		u->xq = NULL;
+	}
+}
+
+/*
+ * The earliest wait is due: end its transfer as curl's timeout did, and
+ * go on with the next. Ending one may end or start others (their waits
+ * come and go meanwhile), so the heads are looked at again each time.
+ */
+static void
+upstreams_xtimer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstreams	*u = arg;
+	struct xwait		*w, *first;
+	struct transfer		*x;
+	uint64_t		 now = now_us();
+	size_t			 i;
+
+	u->xarmed = 0;
+	for (;;) {
+		first = NULL;
+		for (i = 0; i < u->nxq; i++) {
+			w = TAILQ_FIRST(&u->xq[i]->waits);
+			if (w != NULL && (first == NULL || w->due < first->due))
+				first = w;
+		}
+		if (first == NULL)
+			return;
+		if (first->due > now) {
+			xtimer_arm(u, first->due, now);
+			return;
+		}
+		x = first->x;
+		log_debug("upstream: transfer timed out (%s) after %llu ms",
+		    x->sending ? "timeout" : "connect_timeout",
+		    (unsigned long long)((now - x->started_us) / 1000));
+		transfer_done(x, CURLE_OPERATION_TIMEDOUT);
+	}
+}
+
 /* The pruner never connects: it is a transfer only to reach the prune. */
 static curl_socket_t
 pruner_socket_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
@@ -799,6 +948,7 @@ upstreams_idle_cb(evutil_socket_t fd, short what, void *arg)
 	t0 = now_us();
 	upstreams_trim(u, EASY_POOL_IDLE);
 	upstreams_origins_free(u);
+	xqueues_free(u, 0);
 #ifdef HAVE_MALLOC_TRIM
 	/* Every arena, one lock at a time: another worker's allocations wait
 	 * at most for the trim of its own arena, once per quiet period. */
@@ -821,6 +971,8 @@ upstreams_new(struct event_base *base, unsigned long pool)
 	if ((u->multi = curl_multi_init()) == NULL)
 		goto fail;
 	if ((u->timer = evtimer_new(base, upstreams_timer_cb, u)) == NULL)
+		goto fail;
+	if ((u->xtimer = evtimer_new(base, upstreams_xtimer_cb, u)) == NULL)
 		goto fail;
 	if ((u->kick = event_new(base, -1, 0, upstreams_kick_cb, u)) == NULL)
 		goto fail;
@@ -854,6 +1006,8 @@ fail:
 		event_free(u->kick);
 	if (u->timer != NULL)
 		event_free(u->timer);
+	if (u->xtimer != NULL)
+		event_free(u->xtimer);
 	if (u->multi != NULL)
 		curl_multi_cleanup(u->multi);
 	free(u);
@@ -883,6 +1037,8 @@ upstreams_free(struct upstreams *u)
 	event_free(u->prune);
 	event_free(u->kick);
 	event_free(u->timer);
+	event_free(u->xtimer);
+	xqueues_free(u, 1);
 	free(u);
 }
 
@@ -1090,6 +1246,7 @@ transfer_prereq_cb(void *arg, char *conn_ip, char *local_ip, int conn_port,
 	struct transfer	*x = ((struct easy *)arg)->x;
 
 	x->sending = 1;
+	xwait_del(&x->wait_conn);
 	transfer_own(x, conn_ip, conn_port, local_port);
 	return (CURL_PREREQFUNC_OK);
 }
@@ -1202,6 +1359,8 @@ transfer_release(struct transfer *x, int open, int spoilt)
 	struct upstreams	*u = x->u;
 	struct sockwatch	*sw;
 
+	xwait_del(&x->wait_conn);
+	xwait_del(&x->wait_end);
 	/* May close the connection, freeing its watch (x->h2conn then NULL). */
 	curl_multi_remove_handle(u->multi, x->eh->e);
 	if ((sw = x->h2conn) != NULL) {
@@ -1328,8 +1487,7 @@ easy_get(struct upstreams *u, int *fat)
 		free(eh);
 		return (NULL);
 	}
-	eh->set.connect_ms = eh->set.timeout_ms = eh->set.dns_s =
-	    eh->set.httpver = eh->set.maxsize = -2;
+	eh->set.dns_s = eh->set.httpver = eh->set.maxsize = -2;
 	curl_easy_setopt(e, CURLOPT_PRIVATE, eh);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, eh);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, eh);
@@ -1438,10 +1596,6 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	curl_easy_setopt(e, CURLOPT_CURLU, origin);
 	curl_easy_setopt(e, CURLOPT_REQUEST_TARGET, x->target);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->sendhdrs);
-	EASY_SET(eh, connect_ms, CURLOPT_CONNECTTIMEOUT_MS,
-	    (long)up->connect_timeout_ms);
-	EASY_SET(eh, timeout_ms, CURLOPT_TIMEOUT_MS,
-	    (long)(r->timeout_ms ? r->timeout_ms : up->timeout_ms));
 	EASY_SET(eh, maxsize, CURLOPT_MAXFILESIZE_LARGE,
 	    (curl_off_t)(r->any_size ? 0 : up->max_response_size));
 	/* Host names are resolved again after dns_ttl (whole seconds,
@@ -1519,6 +1673,15 @@ transfer_start(struct upstreams *u, const struct transfer_request *r,
 	x->started_us = now_us();
 	if (curl_multi_add_handle(u->multi, e) != CURLM_OK)
 		goto fail;
+	/* Before curl runs it (from the loop): its clocks start now. */
+	if (xwait_add(u, x, &x->wait_conn, up->connect_timeout_ms,
+	    x->started_us) == -1 || xwait_add(u, x, &x->wait_end,
+	    r->timeout_ms ? r->timeout_ms : up->timeout_ms,
+	    x->started_us) == -1) {
+		xwait_del(&x->wait_conn);
+		curl_multi_remove_handle(u->multi, e);
+		goto fail;
+	}
 	u->started++;
 	u->running_xfers++;
 	metrics_gauge_add(G_TRANSFERS_IN_FLIGHT, 1);

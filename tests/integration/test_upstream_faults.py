@@ -23,6 +23,8 @@ sys.dont_write_bytecode = True  # keep the source tree clean
 import time  # noqa: E402
 
 import contextlib  # noqa: E402
+import select  # noqa: E402
+import socket  # noqa: E402
 
 import harness  # noqa: E402
 from fakeupstream import FakeUpstream  # noqa: E402
@@ -327,6 +329,50 @@ class UpstreamFaultTest(harness.SharedDaemonTest):
         env2 = self.assertEnvelope(r2, 200, ["ok"] + list(faulty(s)))
         for n in ["ok"] + list(faulty(s)):
             self.assertLegOK(env2, n)
+
+
+CONNECT_TIMEOUT = 0.3
+
+
+class ConnectTimeoutTest(harness.TestCase):
+    """A connection that never comes: 502, error connect, at the upstream's
+    connect_timeout (fanoutd's own timer, not curl's) and not before it;
+    the request timeout (ten minutes) is not what ends it."""
+
+    def test_connect_timeout_is_502_connect(self):
+        # A listener whose accept queue is full: the kernel drops every
+        # further SYN, so a connect to it never completes.  listen(0) holds
+        # one connection, which the filler's completed connect is.
+        ls = socket.socket()
+        filler = socket.socket()
+        try:
+            ls.bind(("127.0.0.1", 0))
+            ls.listen(0)
+            filler.setblocking(False)
+            filler.connect_ex(ls.getsockname())
+            _, w, _ = select.select([], [filler], [], harness.PATIENCE)
+            self.assertTrue(w, "the filler's connect did not complete")
+            self.assertEqual(filler.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), 0)
+            up = {"url": "http://127.0.0.1:%d" % ls.getsockname()[1],
+                  "connect_timeout": "%dms" % (CONNECT_TIMEOUT * 1000)}
+            fd = self.daemon(upstreams={"full": up},
+                             routes={"r": {"match": "/", "upstreams": "full"}})
+            with fd.client() as c:
+                t0 = time.monotonic()
+                r = c.get("/x")
+                self.assertErrorJSON(r, 502)
+                self.assertNotBefore(r, t0, CONNECT_TIMEOUT, "502")
+            e = fd.wait_access_log(request_id=r.header("x-request-id"))
+            self.assertEqual([(u.get("name"), u.get("error")) for u in e["upstreams"]],
+                             [("full", "connect")], e)
+            fd.wait_metric("fanoutd_upstream_requests_total",
+                           lambda v: v >= 1, upstream="full", outcome="error")
+            m1 = fd.metrics()
+            self.assertEqual(m1.get("fanoutd_upstream_requests_total",
+                                    upstream="full", outcome="timeout"), 0, "counted as a timeout")
+        finally:
+            filler.close()
+            ls.close()
 
 
 if __name__ == "__main__":
