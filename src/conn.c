@@ -47,16 +47,9 @@ struct conn {
 	struct event		*rev;		/* EV_READ, while reading */
 	struct event		*wev;		/* EV_WRITE, while output waits */
 	struct event		*kick;
-	struct event		*timer;
-	/*
-	 * The timer is lazy, as a connection sets it on every request (0
-	 * when the head is in, the keep-alive wait when the answer is out):
-	 * timer_due is when timeout() is owed (now_us(); 0: not), and the
-	 * event stays armed for timer_armed while that is no later. When it
-	 * fires early it is armed again for what is left.
-	 */
-	uint64_t		 timer_due;
-	uint64_t		 timer_armed;
+	/* Lazy: a connection sets it on every request, cleared when the head
+	 * is in, the keep-alive wait when the answer is out (util.h). */
+	struct lazy_timer	 timer;
 	struct evbuffer		*in;
 	struct evbuffer		*out;
 	char			 peer[64];
@@ -82,7 +75,7 @@ static void	conn_bev_event_cb(struct bufferevent *, short, void *);
 static void
 conn_release(struct conn *c)
 {
-	struct event	**evs[] = { &c->rev, &c->wev, &c->kick, &c->timer };
+	struct event	**evs[] = { &c->rev, &c->wev, &c->kick, &c->timer.ev };
 	size_t		  i;
 
 	for (i = 0; i < sizeof evs / sizeof evs[0]; i++) {
@@ -140,7 +133,7 @@ conn_new(struct loop *l, evutil_socket_t fd, struct sockaddr *sa,
 	c->fd = fd;
 	c->tls = tls != 0;
 	c->kick = event_new(l->base, -1, 0, conn_kick_cb, c);
-	c->timer = evtimer_new(l->base, conn_timer_cb, c);
+	c->timer.ev = evtimer_new(l->base, conn_timer_cb, c);
 	if (c->tls) {
 		if (ctx != NULL && (ssl = SSL_new(ctx)) != NULL)
 			c->bev = bufferevent_openssl_socket_new(l->base, fd, ssl,
@@ -168,7 +161,7 @@ conn_new(struct loop *l, evutil_socket_t fd, struct sockaddr *sa,
 		ok = c->rev != NULL && c->wev != NULL && c->in != NULL &&
 		    c->out != NULL && event_add(c->rev, NULL) == 0;
 	}
-	if (!ok || c->kick == NULL || c->timer == NULL) {
+	if (!ok || c->kick == NULL || c->timer.ev == NULL) {
 		log_warnx("accept: cannot set up connection from %s", c->peer);
 		conn_release(c);
 		free(c);
@@ -342,20 +335,16 @@ conn_discard_output(struct conn *c)
 void
 conn_timer(struct conn *c, uint64_t ms)
 {
-	uint64_t	due;
+	uint64_t	now;
 
 	if (c->closed)
 		return;
-	if (ms == 0) {
-		c->timer_due = 0;
-		return;
+	if (ms == 0)
+		lazy_timer_clear(&c->timer);
+	else {
+		now = now_us();
+		lazy_timer_set(&c->timer, now + ms * 1000, now);
 	}
-	due = now_us() + ms * 1000;
-	c->timer_due = due;
-	if (c->timer_armed != 0 && c->timer_armed <= due)
-		return;
-	if (evtimer_add_us(c->timer, ms * 1000) == 0)
-		c->timer_armed = due;
 }
 
 void
@@ -455,18 +444,9 @@ static void
 conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn	*c = arg;
-	uint64_t	 now;
 
-	c->timer_armed = 0;
-	if (c->timer_due == 0)
-		return;
-	if ((now = now_us()) < c->timer_due) {
-		if (evtimer_add_us(c->timer, c->timer_due - now) == 0)
-			c->timer_armed = c->timer_due;
-		return;
-	}
-	c->timer_due = 0;
-	c->proto->timeout(c->p);
+	if (lazy_timer_fired(&c->timer))
+		c->proto->timeout(c->p);
 }
 
 /* ---- TLS: the bufferevent's callbacks ------------------------------------ */

@@ -125,18 +125,13 @@ struct easy {
 struct upstreams {
 	struct event_base	*base;
 	CURLM			*multi;
-	struct event		*timer;
+	struct lazy_timer	 timer;		/* curl's (util.h) */
 	int			 in_timer;	/* upstreams_timer_cb runs */
-	/* Lazy, as a connection's timer is (conn.c): curl's timeout is
-	 * owed at timer_due (now_us(); 0: none), and the event stays armed
-	 * for timer_armed while that is no later. */
-	uint64_t		 timer_due;
-	uint64_t		 timer_armed;
-	/* The transfers' own timeouts (struct xqueue). */
+	/* The transfers' own timeouts (struct xqueue); the timer is owed
+	 * at the earliest head's due time, as last known. */
 	struct xqueue		**xq;
 	size_t			 nxq;
-	struct event		*xtimer;
-	uint64_t		 xarmed;	/* xtimer's due time; 0: not */
+	struct lazy_timer	 xtimer;
 	int			 running;
 	/* Connections whose queued RST_STREAM is to be pushed out, and the
 	 * event that does it (see transfer_unqueue_reset). */
@@ -584,17 +579,9 @@ static void
 upstreams_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct upstreams	*u = arg;
-	uint64_t		 now;
 
-	u->timer_armed = 0;
-	if (u->timer_due == 0)
+	if (!lazy_timer_fired(&u->timer))
 		return;
-	if ((now = now_us()) < u->timer_due) {
-		if (evtimer_add_us(u->timer, u->timer_due - now) == 0)
-			u->timer_armed = u->timer_due;
-		return;
-	}
-	u->timer_due = 0;
 	u->in_timer = 1;
 	curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &u->running);
 	u->in_timer = 0;
@@ -602,16 +589,6 @@ upstreams_timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* ---- The transfers' own timeouts (struct xqueue) ------------------------ */
-
-/* Arm xtimer for due, unless it fires sooner already (lazy: see conn.c). */
-static void
-xtimer_arm(struct upstreams *u, uint64_t due, uint64_t now)
-{
-	if (u->xarmed != 0 && u->xarmed <= due)
-		return;
-	if (evtimer_add_us(u->xtimer, due > now ? due - now : 0) == 0)
-		u->xarmed = due;
-}
 
 /* x's w waits ms from start (now_us()) in its span's queue. 0 / -1. */
 static int
@@ -644,7 +621,8 @@ xwait_add(struct upstreams *u, struct transfer *x, struct xwait *w,
 	w->q = q;
 	w->due = start + span;
 	TAILQ_INSERT_TAIL(&q->waits, w, entry);
-	xtimer_arm(u, w->due, start);
+	if (u->xtimer.due == 0 || w->due < u->xtimer.due)
+		lazy_timer_set(&u->xtimer, w->due, start);
 	return (0);
 }
 
@@ -687,10 +665,12 @@ upstreams_xtimer_cb(evutil_socket_t fd, short what, void *arg)
 	struct upstreams	*u = arg;
 	struct xwait		*w, *first;
 	struct transfer		*x;
-	uint64_t		 now = now_us();
+	uint64_t		 now;
 	size_t			 i;
 
-	u->xarmed = 0;
+	if (!lazy_timer_fired(&u->xtimer))
+		return;
+	now = now_us();
 	for (;;) {
 		first = NULL;
 		for (i = 0; i < u->nxq; i++) {
@@ -701,7 +681,7 @@ upstreams_xtimer_cb(evutil_socket_t fd, short what, void *arg)
 		if (first == NULL)
 			return;
 		if (first->due > now) {
-			xtimer_arm(u, first->due, now);
+			lazy_timer_set(&u->xtimer, first->due, now);
 			return;
 		}
 		x = first->x;
@@ -835,32 +815,27 @@ upstreams_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
  * pass in that pass, and curl asking again and again (a paused transfer)
  * would keep the loop from ever polling; that waits for the next pass.
  *
- * curl moves its timeout two or three times per transfer (now, the
- * transfer's timeouts, none). Each new value replaces the last, so a later
- * one, or none, only changes timer_due: the armed event fires early and
- * upstreams_timer_cb arms it again for what is left, or not at all. Only a
- * sooner one costs an event_add (bench/README.md, issue 22).
+ * curl moves its timeout more than once per transfer, and each new value
+ * replaces the last: the timer is lazy (util.h), so only a sooner one costs
+ * an event_add (bench/README.md, issue 22).
  */
 static int
 upstreams_timerfn(CURLM *multi, long timeout_ms, void *userp)
 {
 	struct upstreams	*u = userp;
-	uint64_t		 due;
+	uint64_t		 now;
 
 	if (timeout_ms < 0) {
-		u->timer_due = 0;
+		lazy_timer_clear(&u->timer);
 		return (0);
 	}
-	due = now_us() + (uint64_t)timeout_ms * 1000;
-	u->timer_due = due;
-	if (u->timer_armed != 0 && u->timer_armed <= due)
+	now = now_us();
+	if (timeout_ms == 0 && !u->in_timer) {
+		lazy_timer_soon(&u->timer, now);
 		return (0);
-	if (timeout_ms == 0 && !u->in_timer)
-		event_active(u->timer, EV_TIMEOUT, 1);
-	else if (evtimer_add_us(u->timer, (uint64_t)timeout_ms * 1000) == -1)
-		return (-1);
-	u->timer_armed = due;
-	return (0);
+	}
+	return (lazy_timer_set(&u->timer, now + (uint64_t)timeout_ms * 1000,
+	    now));
 }
 
 /*
@@ -970,9 +945,10 @@ upstreams_new(struct event_base *base, unsigned long pool)
 	u->base = base;
 	if ((u->multi = curl_multi_init()) == NULL)
 		goto fail;
-	if ((u->timer = evtimer_new(base, upstreams_timer_cb, u)) == NULL)
+	if ((u->timer.ev = evtimer_new(base, upstreams_timer_cb, u)) == NULL)
 		goto fail;
-	if ((u->xtimer = evtimer_new(base, upstreams_xtimer_cb, u)) == NULL)
+	if ((u->xtimer.ev = evtimer_new(base, upstreams_xtimer_cb, u)) ==
+	    NULL)
 		goto fail;
 	if ((u->kick = event_new(base, -1, 0, upstreams_kick_cb, u)) == NULL)
 		goto fail;
@@ -1004,10 +980,10 @@ fail:
 		event_free(u->prune);
 	if (u->kick != NULL)
 		event_free(u->kick);
-	if (u->timer != NULL)
-		event_free(u->timer);
-	if (u->xtimer != NULL)
-		event_free(u->xtimer);
+	if (u->timer.ev != NULL)
+		event_free(u->timer.ev);
+	if (u->xtimer.ev != NULL)
+		event_free(u->xtimer.ev);
 	if (u->multi != NULL)
 		curl_multi_cleanup(u->multi);
 	free(u);
@@ -1036,8 +1012,8 @@ upstreams_free(struct upstreams *u)
 	event_free(u->idle);
 	event_free(u->prune);
 	event_free(u->kick);
-	event_free(u->timer);
-	event_free(u->xtimer);
+	event_free(u->timer.ev);
+	event_free(u->xtimer.ev);
 	xqueues_free(u, 1);
 	free(u);
 }

@@ -68,6 +68,53 @@ evtimer_add_us(struct event *ev, uint64_t us)
 	return (evtimer_add(ev, &tv));
 }
 
+int
+lazy_timer_set(struct lazy_timer *t, uint64_t due, uint64_t now)
+{
+	t->due = due;
+	if (t->armed != 0 && t->armed <= due)
+		return (0);	/* fires sooner: lazy_timer_fired() re-arms */
+	if (evtimer_add_us(t->ev, due > now ? due - now : 0) == -1)
+		return (-1);
+	t->armed = due;
+	return (0);
+}
+
+void
+lazy_timer_soon(struct lazy_timer *t, uint64_t now)
+{
+	t->due = now;
+	if (t->armed != 0 && t->armed <= now)
+		return;
+	/* Pending for later or not: libevent takes it off its heap before
+	 * the callback runs. */
+	event_active(t->ev, EV_TIMEOUT, 1);
+	t->armed = now;
+}
+
+void
+lazy_timer_clear(struct lazy_timer *t)
+{
+	t->due = 0;
+}
+
+int
+lazy_timer_fired(struct lazy_timer *t)
+{
+	uint64_t	now;
+
+	t->armed = 0;
+	if (t->due == 0)
+		return (0);
+	if ((now = now_us()) < t->due) {
+		if (evtimer_add_us(t->ev, t->due - now) == 0)
+			t->armed = t->due;
+		return (0);
+	}
+	t->due = 0;
+	return (1);
+}
+
 void
 iso8601_now(char *buf, size_t len)
 {

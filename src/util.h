@@ -26,6 +26,31 @@ uint64_t	 now_ms(void);
 /* evtimer_add() for ms milliseconds, or us microseconds, from now. */
 int		 evtimer_add_ms(struct event *, uint64_t ms);
 int		 evtimer_add_us(struct event *, uint64_t us);
+
+/*
+ * A timer set far more often than it fires: a connection's, on every
+ * request; curl's multi timer, two or three times per transfer. Setting it
+ * records when it is owed, and arms the event only when that is sooner
+ * than it fires already: no event_del and event_add each time. Fired
+ * early, it is armed again for what is left. ev is the caller's evtimer,
+ * whose callback asks lazy_timer_fired() first. Times are now_us().
+ */
+struct lazy_timer {
+	struct event	*ev;
+	uint64_t	 due;		/* 0: nothing owed */
+	uint64_t	 armed;		/* when ev fires; 0: not armed */
+};
+
+/* Owed at due (now: the caller's now_us()). 0, or -1 (event_add failed). */
+int		 lazy_timer_set(struct lazy_timer *, uint64_t due, uint64_t now);
+/* Owed now: run later in this pass of the loop (event_active), rather than
+ * through a timer due now, which costs a pass of epoll_wait of its own. */
+void		 lazy_timer_soon(struct lazy_timer *, uint64_t now);
+/* Nothing owed. */
+void		 lazy_timer_clear(struct lazy_timer *);
+/* First in ev's callback: 1 when what was owed is due (then nothing is owed
+ * any more); 0 when nothing is, or not yet (armed again for the rest). */
+int		 lazy_timer_fired(struct lazy_timer *);
 /* Wall clock, "2026-11-25T20:46:08.123Z", into buf of at least 32 bytes. */
 void		 iso8601_now(char *buf, size_t len);
 

@@ -148,29 +148,37 @@ class KeepaliveTest(harness.SharedDaemonTest):
             c.wait_eof()
 
 
+def proxy_daemon(test, server):
+    """A daemon proxying / to a fake upstream, with SERVER's keys."""
+    return test.daemon(upstreams={"up": test.fake("up")},
+                       routes={"r": {"match": "/", "upstreams": "up"}},
+                       server=server)
+
+
+def assert_idle_close(test, server, idle):
+    """An answered keep-alive connection is closed after IDLE seconds idle,
+    not before: the wait is bounded by PATIENCE only (how late is not the
+    test).  The keep-alive timer starts once fanoutd has written the
+    answer, which is after the client sent its request and before the
+    client has read the answer: measured from the send, since a client slow
+    to read the answer would make the idle time seem shorter than it was."""
+    fd = proxy_daemon(test, server)
+    with fd.client() as c:
+        t0 = time.monotonic()
+        r = c.get("/idle?body=x")
+        test.assertEqual(r.status, 200)
+        test.assertFalse(r.conn_close, r)
+        t1 = c.wait_eof()
+        test.assertEqual(bytes(c.buf), b"", "an idle connection was sent something")
+    test.assertNotBefore(t1, t0, idle, "closed")
+
+
 class KeepaliveTimeoutTest(harness.TestCase):
     """The keep-alive timeout itself: short, and the test."""
 
     def test_idle_connection_closed_after_keepalive_timeout(self):
-        up = self.fake("up")
-        fd = self.daemon(upstreams={"up": up},
-                         routes={"r": {"match": "/", "upstreams": "up"}},
-                         server={"keepalive_timeout": "%dms" % (KEEPALIVE * 1000)})
-        with fd.client() as c:
-            t0 = time.monotonic()
-            r = c.get("/idle?body=x")
-            self.assertEqual(r.status, 200)
-            self.assertFalse(r.conn_close, r)
-            # closed (the wait is bounded by PATIENCE only: how late is not
-            # the test) ...
-            t1 = c.wait_eof()
-            self.assertEqual(bytes(c.buf), b"", "an idle connection was sent something")
-        # ... but not before the timeout.  Its timer starts once fanoutd has
-        # written the answer, which is after the client sent its request
-        # and before the client has read the answer: measured from the
-        # send, since a client slow to read the answer would make the idle
-        # time seem shorter than it was.
-        self.assertNotBefore(t1, t0, KEEPALIVE, "closed")
+        assert_idle_close(self, {"keepalive_timeout": "%dms" % (KEEPALIVE * 1000)},
+                          KEEPALIVE)
 
 
 class ConnTimerTest(harness.TestCase):
@@ -181,27 +189,14 @@ class ConnTimerTest(harness.TestCase):
     keep-alive wait must still fire on time."""
 
     def test_keepalive_outlasts_header_timeout(self):
-        up = self.fake("up")
-        fd = self.daemon(upstreams={"up": up},
-                         routes={"r": {"match": "/", "upstreams": "up"}},
-                         server={"header_timeout": "%dms" % (SHORT_HEAD * 1000),
-                                 "keepalive_timeout": "%dms" % (LONG_IDLE * 1000)})
-        with fd.client() as c:
-            t0 = time.monotonic()
-            # the head at once: the header timer armed at the accept is
-            # still armed, for SHORT_HEAD, when the keep-alive wait begins
-            r = c.get("/idle?body=x")
-            self.assertEqual(r.status, 200)
-            self.assertFalse(r.conn_close, r)
-            t1 = c.wait_eof()
-            self.assertEqual(bytes(c.buf), b"", "an idle connection was sent something")
-        self.assertNotBefore(t1, t0, LONG_IDLE, "closed")
+        # the head comes at once: the header timer armed at the accept is
+        # still armed, for SHORT_HEAD, when the keep-alive wait begins
+        assert_idle_close(self, {"header_timeout": "%dms" % (SHORT_HEAD * 1000),
+                                 "keepalive_timeout": "%dms" % (LONG_IDLE * 1000)},
+                          LONG_IDLE)
 
     def test_header_timeout_after_keepalive_wait(self):
-        up = self.fake("up")
-        fd = self.daemon(upstreams={"up": up},
-                         routes={"r": {"match": "/", "upstreams": "up"}},
-                         server={"header_timeout": "%dms" % (SHORT_HEAD * 1000),
+        fd = proxy_daemon(self, {"header_timeout": "%dms" % (SHORT_HEAD * 1000),
                                  "keepalive_timeout": "10m"})
         with fd.client() as c:
             # the upstream answers 2 x header_timeout after the request:

@@ -1,5 +1,6 @@
 /*
- * test_util.c: JSON escaping, request ids, integer parsing, zalloc.
+ * test_util.c: JSON escaping, request ids, integer parsing, zalloc, the
+ * lazy timer.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -11,6 +12,7 @@
 #include <cmocka.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 
 #include "util.h"
 
@@ -121,6 +123,79 @@ test_zalloc(void **state)
 	assert_int_equal(errno, ENOMEM);
 }
 
+/*
+ * The lazy timer, on a real event base. The waits are the timer's own
+ * firings (EVLOOP_ONCE returns after them); what is checked is what a
+ * firing finds, with due times far enough apart (10 s) that a slow machine
+ * cannot make a "too early" firing come late.
+ */
+struct lt_test {
+	struct lazy_timer	t;
+	int			fired;
+};
+
+static void
+lt_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct lt_test	*lt = arg;
+
+	if (lazy_timer_fired(&lt->t))
+		lt->fired++;
+}
+
+static void
+test_lazy_timer(void **state)
+{
+	struct event_base	*base = event_base_new();
+	struct lt_test		 lt = { { NULL, 0, 0 }, 0 };
+	uint64_t		 now, far;
+
+	assert_non_null(base);
+	lt.t.ev = evtimer_new(base, lt_cb, &lt);
+	assert_non_null(lt.t.ev);
+
+	/* A later due time leaves the sooner firing armed ... */
+	now = now_us();
+	far = now + 10 * 1000000;
+	assert_int_equal(lazy_timer_set(&lt.t, now + 10 * 1000, now), 0);
+	assert_int_equal(lazy_timer_set(&lt.t, far, now), 0);
+	assert_true(lt.t.armed == now + 10 * 1000);
+	assert_true(lt.t.due == far);
+	/* ... which fires early: nothing is owed yet, and it is armed again
+	 * for the rest. */
+	event_base_loop(base, EVLOOP_ONCE);
+	assert_int_equal(lt.fired, 0);
+	assert_true(lt.t.armed == far);
+	assert_true(evtimer_pending(lt.t.ev, NULL));
+
+	/* A sooner one arms it again: fired at once. */
+	now = now_us();
+	assert_int_equal(lazy_timer_set(&lt.t, now, now), 0);
+	assert_true(lt.t.armed == now);
+	event_base_loop(base, EVLOOP_ONCE);
+	assert_int_equal(lt.fired, 1);
+	assert_true(lt.t.due == 0);
+
+	/* Cleared: the armed event fires, finds nothing, is not armed again. */
+	now = now_us();
+	assert_int_equal(lazy_timer_set(&lt.t, now, now), 0);
+	lazy_timer_clear(&lt.t);
+	event_base_loop(base, EVLOOP_ONCE);
+	assert_int_equal(lt.fired, 1);
+	assert_false(evtimer_pending(lt.t.ev, NULL));
+
+	/* Soon: in this pass, though armed for later. */
+	now = now_us();
+	assert_int_equal(lazy_timer_set(&lt.t, now + 10 * 1000000, now), 0);
+	lazy_timer_soon(&lt.t, now_us());
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	assert_int_equal(lt.fired, 2);
+	assert_false(evtimer_pending(lt.t.ev, NULL));
+
+	event_free(lt.t.ev);
+	event_base_free(base);
+}
+
 int
 main(void)
 {
@@ -131,6 +206,7 @@ main(void)
 		cmocka_unit_test(test_parse_u64),
 		cmocka_unit_test(test_status_text),
 		cmocka_unit_test(test_zalloc),
+		cmocka_unit_test(test_lazy_timer),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));
