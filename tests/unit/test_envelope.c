@@ -39,6 +39,17 @@ embed_text(const char *ctype, const char *body, size_t len)
 	return (s);
 }
 
+/* The member written for body is exactly want. */
+static void
+assert_embedded(const char *ctype, const char *body, size_t len,
+    const char *want)
+{
+	char	*m = embed_text(ctype, body, len);
+
+	assert_string_equal(m, want);
+	free(m);
+}
+
 /* That member in braces, read back by jansson. */
 static json_t *
 embed(const char *ctype, const char *body, size_t len)
@@ -226,7 +237,6 @@ test_json_body_embedded(void **state)
 {
 	json_t	*o = embed("application/json", "{\"a\": [1, 2]}", 13);
 	json_t	*b = json_object_get(o, "body");
-	char	*m;
 
 	assert_true(json_is_object(b));
 	assert_int_equal(json_integer_value(json_array_get(
@@ -244,21 +254,15 @@ test_json_body_embedded(void **state)
 	json_decref(o);
 
 	/* As it came, less the whitespace around it. */
-	m = embed_text("application/json", " \r\n\t{\"a\" : [1,2.50] }\n\n",
-	    23);
-	assert_string_equal(m, "\"body\":{\"a\" : [1,2.50] }");
-	free(m);
-	m = embed_text("application/json", "\"x\" ", 4);
-	assert_string_equal(m, "\"body\":\"x\"");
-	free(m);
+	assert_embedded("application/json", " \r\n\t{\"a\" : [1,2.50] }\n\n",
+	    23, "\"body\":{\"a\" : [1,2.50] }");
+	assert_embedded("application/json", "\"x\" ", 4, "\"body\":\"x\"");
 	/* Beyond jansson's numbers, and duplicate keys: verbatim. */
-	m = embed_text("application/json", "[1e400,123456789012345678901234567890]",
-	    38);
-	assert_string_equal(m, "\"body\":[1e400,123456789012345678901234567890]");
-	free(m);
-	m = embed_text("application/json", "{\"a\":1,\"a\":2}", 13);
-	assert_string_equal(m, "\"body\":{\"a\":1,\"a\":2}");
-	free(m);
+	assert_embedded("application/json",
+	    "[1e400,123456789012345678901234567890]", 38,
+	    "\"body\":[1e400,123456789012345678901234567890]");
+	assert_embedded("application/json", "{\"a\":1,\"a\":2}", 13,
+	    "\"body\":{\"a\":1,\"a\":2}");
 }
 
 static void
@@ -318,7 +322,6 @@ static void
 test_binary_is_base64(void **state)
 {
 	json_t	*o = embed("application/octet-stream", "\xff\xfe\x00\x01", 4);
-	char	*m;
 
 	assert_null(json_object_get(o, "body"));
 	assert_string_equal(json_string_value(json_object_get(o,
@@ -336,9 +339,8 @@ test_binary_is_base64(void **state)
 	assert_non_null(json_object_get(o, "body_base64"));
 	json_decref(o);
 	/* A raw NUL in a JSON string: base64, as with jansson. */
-	m = embed_text("application/json", "\"a\0\"", 4);
-	assert_string_equal(m, "\"body_base64\":\"ImEAIg==\"");
-	free(m);
+	assert_embedded("application/json", "\"a\0\"", 4,
+	    "\"body_base64\":\"ImEAIg==\"");
 	/* Overlong and surrogate UTF-8 are not text. */
 	o = embed("text/plain", "\xc0\xae", 2);
 	assert_non_null(json_object_get(o, "body_base64"));
