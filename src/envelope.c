@@ -402,7 +402,8 @@ add_reason(struct evbuffer *out, const char *s)
 
 /*
  * The members of one leg's object, in the order jansson was handed them
- * before: error, status, reason, then the body.
+ * before: error, status, reason, then the body. l NULL: a route upstream
+ * that got no leg.
  */
 static int
 envelope_leg(struct evbuffer *out, const struct leg *l)
@@ -412,9 +413,10 @@ envelope_leg(struct evbuffer *out, const struct leg *l)
 	const char			*name;
 	size_t				 len;
 
-	if (l->state != LEG_DONE) {
-		/* Never sent (hedge), or still running when it was decided. */
-		return (l->state == LEG_IDLE ?
+	if (l == NULL || l->state != LEG_DONE) {
+		/* Never sent (no leg, a hedge not needed), or still running
+		 * when it was decided. */
+		return (l == NULL || l->state == LEG_IDLE ?
 		    ADD(out, "\"error\":\"cancelled\",\"reason\":\"not_sent\"") :
 		    ADD(out, "\"error\":\"cancelled\",\"reason\":\"superseded\""));
 	}
@@ -488,9 +490,7 @@ envelope_build(const struct route_conf *rt, const struct leg *legs,
 		    json_append_string(out, name, strlen(name)) == -1 ||
 		    ADD(out, ":{") == -1)
 			goto fail;
-		if (l != NULL ? envelope_leg(out, l) == -1 :
-		    ADD(out, "\"error\":\"cancelled\",\"reason\":\"not_sent\"") ==
-		    -1)
+		if (envelope_leg(out, l) == -1)
 			goto fail;
 		if (ADD(out, "}") == -1)
 			goto fail;
