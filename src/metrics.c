@@ -820,7 +820,8 @@ render_family_locked(struct evbuffer *out, enum family_id fid)
 	struct row		*rows;
 	uint64_t		 cum, sum;
 	size_t			 i, k, nrows;
-	const char		*sep;
+	char			 le[32];
+	int			 labelled;
 
 	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", f->name,
 	    f->help, f->name, f->type);
@@ -838,32 +839,24 @@ render_family_locked(struct evbuffer *out, enum family_id fid)
 			    s->labels, (unsigned long long)s->v[0]);
 			continue;
 		}
-		/* _count is the +Inf bucket: the two always agree. */
-		sep = s->labels[0] != '\0' ? "," : "";
+		/* _count is the +Inf bucket: the two always agree. An
+		 * unlabelled series has no braces on _sum and _count. */
+		labelled = s->labels[0] != '\0';
 		for (cum = 0, i = 0; i <= f->nbounds; i++) {
 			cum += s->v[i];
 			if (i < f->nbounds)
-				evbuffer_add_printf(out,
-				    "%s_bucket{%s%sle=\"%g\"} %llu\n", f->name,
-				    s->labels, sep, f->bounds[i],
-				    (unsigned long long)cum);
+				snprintf(le, sizeof le, "%g", f->bounds[i]);
 			else
-				evbuffer_add_printf(out,
-				    "%s_bucket{%s%sle=\"+Inf\"} %llu\n", f->name,
-				    s->labels, sep, (unsigned long long)cum);
-		}
-		sum = s->v[f->nbounds + 1];
-		if (s->labels[0] != '\0') {
-			evbuffer_add_printf(out, "%s_sum{%s} %.9g\n", f->name,
-			    s->labels, sum / 1e6);
-			evbuffer_add_printf(out, "%s_count{%s} %llu\n", f->name,
-			    s->labels, (unsigned long long)cum);
-		} else {
-			evbuffer_add_printf(out, "%s_sum %.9g\n", f->name,
-			    sum / 1e6);
-			evbuffer_add_printf(out, "%s_count %llu\n", f->name,
+				snprintf(le, sizeof le, "+Inf");
+			evbuffer_add_printf(out, "%s_bucket{%s%sle=\"%s\"} %llu\n",
+			    f->name, s->labels, labelled ? "," : "", le,
 			    (unsigned long long)cum);
 		}
+		sum = s->v[f->nbounds + 1];
+		evbuffer_add_printf(out, "%s_sum%s%s%s %.9g\n%s_count%s%s%s %llu\n",
+		    f->name, labelled ? "{" : "", s->labels, labelled ? "}" : "",
+		    sum / 1e6, f->name, labelled ? "{" : "", s->labels,
+		    labelled ? "}" : "", (unsigned long long)cum);
 	}
 	free(rows);
 }
