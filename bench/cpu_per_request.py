@@ -21,6 +21,13 @@ costs K upstream transfers per request), so the row "floor" is K x the floor and
 first target's ratio to it is taken per round like the others.  --floor-u adds a second
 floor row, FLOOR-NAME_u: the same floor with -u, curl driven as fanoutd drives it
 (each origin parsed once as a CURLU, the path as CURLOPT_REQUEST_TARGET).
+
+Every target's row also has the whole machine's busy CPU per request over the same
+wrk run (/proc/stat: user, nice, system, irq and softirq of all CPUs; "box_us"), so
+"rest_us" = box_us - total_us is what everything else spent per request: wrk, the
+upstreams, the kernel's threads and any neighbour.  With the box busy, req/s is
+(CPUs x busy share) / box_us: report.py uses rest_us to tell what req/s a target
+would reach if its own CPU per request were the floor's.
 """
 import argparse
 import json
@@ -70,6 +77,15 @@ def cpu_ticks(pids):
         user += int(fields[11])
         system += int(fields[12])
     return user, system, minflt
+
+
+def box_ticks():
+    """busy and all CPU ticks of the machine (/proc/stat "cpu": steal and guest left out)"""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:8]]
+    user, nice, system, idle, iowait, irq, softirq = v
+    busy = user + nice + system + irq + softirq
+    return busy, busy + idle + iowait
 
 
 def run_wrk(url, conns, duration):
@@ -148,16 +164,21 @@ def main():
         order = targets[r % len(targets):] + targets[:r % len(targets)] if a.rotate else targets
         for name, port, path, pids in order:
             u0, s0, f0 = cpu_ticks(pids)
+            b0, a0 = box_ticks()
             n = run_wrk("http://127.0.0.1:%d%s" % (port, path), a.conns, a.duration)
+            b1, a1 = box_ticks()
             u1, s1, f1 = cpu_ticks(pids)
             us = 1e6 / CLK_TCK / max(n, 1)
-            rounds[name].append({"round": r + 1, "requests": n, "user_us": (u1 - u0) * us,
-                                 "sys_us": (s1 - s0) * us, "total_us": (u1 - u0 + s1 - s0) * us,
-                                 "minflt_per_req": (f1 - f0) / max(n, 1)})
+            x = {"round": r + 1, "requests": n, "rps": n / a.duration,
+                 "user_us": (u1 - u0) * us, "sys_us": (s1 - s0) * us,
+                 "total_us": (u1 - u0 + s1 - s0) * us, "minflt_per_req": (f1 - f0) / max(n, 1),
+                 "box_us": (b1 - b0) * us, "busy": (b1 - b0) / max(a1 - a0, 1)}
+            x["rest_us"] = x["box_us"] - x["total_us"]
+            rounds[name].append(x)
             print("round %d %-10s %7d req  user %5.1f us  sys %5.1f us  total %5.1f us/req"
-                  "  %.3f faults/req" % (
-                      r + 1, name, n, rounds[name][-1]["user_us"], rounds[name][-1]["sys_us"],
-                      rounds[name][-1]["total_us"], rounds[name][-1]["minflt_per_req"]),
+                  "  %.3f faults/req  box %5.1f us/req (rest %5.1f, busy %.0f%%)" % (
+                      r + 1, name, n, x["user_us"], x["sys_us"], x["total_us"],
+                      x["minflt_per_req"], x["box_us"], x["rest_us"], 100 * x["busy"]),
                   file=sys.stderr)
         for name, flags in floors:
             rounds[name].append(run_floor(a, r + 1, name, flags))

@@ -290,6 +290,44 @@ def floor_row(row, cpu, label, goal, limit, name="floor"):
         "x" + fmt_m(r, "%.2f"), goal, (r["n"] and r["med"] <= limit) if limit else None)
 
 
+def stats(v):
+    return {"n": len(v), "med": statistics.median(v), "min": min(v), "max": max(v)} if v else None
+
+
+def ceiling_rows(row, cpu):
+    """What no fanoutd that drives libcurl can beat, from the same rounds: the CPU ratio
+    to nginx+Lua if fanoutd's CPU per request were the floor's (3 transfers, no front end,
+    no code of its own), and the req/s ratio to Go it would then reach: fanoutd's req/s
+    x its box CPU per request / (3x floor + what the rest of the box spent per request),
+    the box as busy as it was.  The rest is the least of the round's targets (wrk and the
+    upstreams cost a little more behind some aggregators than others): the bound is the
+    most generous to fanoutd"""
+    rs = cpu["rounds"]
+    if "floor" not in rs or "box_us" not in rs["fanoutd"][0]:
+        return
+    fl = rs["floor"]
+    if "nginx_lua" in rs:
+        v = [f["total_us"] / p["total_us"] for f, p in zip(fl, rs["nginx_lua"]) if p["total_us"]]
+        row("   3x floor ÷ nginx+Lua (fanoutd at no cost)", "",
+            "fanoutd's own budget at x1.50: %.1f us" % statistics.median(
+                1.5 * p["total_us"] - f["total_us"] for f, p in zip(fl, rs["nginx_lua"])),
+            "x" + fmt_m(stats(v), "%.2f"), "", None)
+    if "go" in rs:
+        names = [n for n in rs if "box_us" in rs[n][0]]
+        rest = [min(rs[n][i]["rest_us"] for n in names) for i in range(len(fl))]
+        ceil = [f["rps"] * f["box_us"] / (b["total_us"] + r)
+                for f, b, r in zip(rs["fanoutd"], fl, rest)]
+        v = [c / g["rps"] for c, g in zip(ceil, rs["go"]) if g["rps"]]
+        m = statistics.median
+        row("   req/s ÷ Go at 3x floor (fanoutd at no cost)",
+            "%.0f req/s (%.1f + rest %.1f us)" % (m(ceil), m(b["total_us"] for b in fl),
+                                                 m(rest)),
+            "Go %.0f req/s (CPU rounds; measured x%.2f)" % (
+                m(g["rps"] for g in rs["go"]),
+                m(f["rps"] / g["rps"] for f, g in zip(rs["fanoutd"], rs["go"]))),
+            "x" + fmt_m(stats(v), "%.2f"), "", None)
+
+
 def cmd_table(a):
     d = a.dir
     rows = []
@@ -350,6 +388,7 @@ def cmd_table(a):
                                 "%.2f"), "", None)
         floor_row(row, fcpu, "   CPU per request ÷ 3x floor", "", None)
         floor_row(row, fcpu, "   ÷ 3x floor -u", "", None, "floor_u")
+        ceiling_rows(row, fcpu)
     cn = jload(d, "cancel.json")
 
     def lat_rows(label, f, peer, peer_name, p99_goal=2000):
