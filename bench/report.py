@@ -290,10 +290,6 @@ def floor_row(row, cpu, label, goal, limit, name="floor"):
         "x" + fmt_m(r, "%.2f"), goal, (r["n"] and r["med"] <= limit) if limit else None)
 
 
-def stats(v):
-    return {"n": len(v), "med": statistics.median(v), "min": min(v), "max": max(v)} if v else None
-
-
 def ceiling_rows(row, cpu):
     """What no fanoutd that drives libcurl can beat, from the same rounds: the CPU ratio
     to nginx+Lua if fanoutd's CPU per request were the floor's (3 transfers, no front end,
@@ -311,7 +307,7 @@ def ceiling_rows(row, cpu):
         row("   3x floor ÷ nginx+Lua (fanoutd at no cost)", "",
             "fanoutd's own budget at x1.50: %.1f us" % statistics.median(
                 1.5 * p["total_us"] - f["total_us"] for f, p in zip(fl, rs["nginx_lua"])),
-            "x" + fmt_m(stats(v), "%.2f"), "", None)
+            "x" + fmt_m(mmm(v), "%.2f"), "", None)
     if "go" in rs:
         names = [n for n in rs if "box_us" in rs[n][0]]
         rest = [min(rs[n][i]["rest_us"] for n in names) for i in range(len(fl))]
@@ -325,7 +321,7 @@ def ceiling_rows(row, cpu):
             "Go %.0f req/s (CPU rounds; measured x%.2f)" % (
                 m(g["rps"] for g in rs["go"]),
                 m(f["rps"] / g["rps"] for f, g in zip(rs["fanoutd"], rs["go"]))),
-            "x" + fmt_m(stats(v), "%.2f"), "", None)
+            "x" + fmt_m(mmm(v), "%.2f"), "", None)
 
 
 def cmd_table(a):
