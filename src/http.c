@@ -347,13 +347,7 @@ http_token_char(unsigned char ch)
 int
 http_field_name_ok(const char *s, size_t len)
 {
-	size_t	i;
-
-	for (i = 0; i < len; i++) {
-		if (!token_chars[(unsigned char)s[i]])
-			return (0);
-	}
-	return (len > 0);
+	return (len > 0 && http_token_len(s, len) == len);
 }
 
 size_t

@@ -51,11 +51,9 @@ now_ms(void)
 int
 evtimer_add_ms(struct event *ev, uint64_t ms)
 {
-	struct timeval	tv;
-
-	tv.tv_sec = ms / 1000;
-	tv.tv_usec = (ms % 1000) * 1000;
-	return (evtimer_add(ev, &tv));
+	/* Every caller's ms is a configured duration (a day at most) or
+	 * less: in microseconds it is far from overflowing. */
+	return (evtimer_add_us(ev, ms * 1000));
 }
 
 int
